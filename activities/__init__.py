@@ -1,0 +1,1 @@
+"""Every side effect: SMS, email, database, tasks."""

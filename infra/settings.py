@@ -1,0 +1,67 @@
+"""One configuration, read from the environment by the worker, the starter and the demo.
+
+Every endpoint is a variable. Where one is unset, the embedded piece is started instead; where it is
+set, nothing embedded starts for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "test", "secret"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    temporal_address: str | None = Field(None, description="host:port of a Temporal frontend")
+    temporal_namespace: str = "default"
+    temporal_api_key: str | None = None
+    temporal_tls_cert: Path | None = Field(None, description="client certificate (mTLS)")
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = Field(None, description="server CA, when not a public one")
+    temporal_tls: bool = False
+
+    database_url: str | None = Field(None, description="postgresql://... (sslmode in the URL)")
+
+    # Unset credentials mean the embedded provider emulator; set them for the real services.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str = "+15005550006"
+    twilio_base_url: str | None = Field(None, description="override for api.twilio.com")
+    sendgrid_api_key: str | None = None
+    sendgrid_from_email: str = "collections@lender.example"
+    sendgrid_base_url: str | None = Field(None, description="override for api.sendgrid.com")
+
+    payment_link_base: str = "https://pay.lender.example/loan"
+    state_dir: Path = Path(".state")
+    ui_port: int = 8233
+    temporal_port: int = 7233
+    emulator_port: int = 8099
+    max_cached_workflows: int = 1000
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return self.temporal_address is None
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_providers(self) -> bool:
+        return self.twilio_account_sid is None or self.sendgrid_api_key is None
+
+    def check_production(self) -> list[str]:
+        """Placeholder secrets are refused wherever a real service would receive them."""
+        problems = []
+        if not self.embedded_temporal and self.temporal_api_key in PLACEHOLDER_SECRETS:
+            problems.append("TEMPORAL_API_KEY is a placeholder")
+        if self.twilio_account_sid is not None and (self.twilio_auth_token or "") in PLACEHOLDER_SECRETS:
+            problems.append("TWILIO_AUTH_TOKEN is missing or a placeholder")
+        if self.sendgrid_api_key is not None and self.sendgrid_api_key in PLACEHOLDER_SECRETS:
+            problems.append("SENDGRID_API_KEY is a placeholder")
+        return problems

@@ -1,0 +1,113 @@
+"""Real servers, each started once per session: embedded PostgreSQL, the provider emulator, the
+Temporal time-skipping server (and the dev server for the tests that need visibility)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from infra.codec import data_converter
+from infra.database import EmbeddedPostgres, create_pool, migrate
+from infra.emulator import ProviderEmulator
+from infra.temporal_server import start_dev_server, start_test_server
+from worker import Providers, running_worker
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Iterator[Path]:
+    # Not under pytest's 0700 temp folder: run as root, PostgreSQL runs as its own system user
+    # and must be able to reach its data folder.
+    path = Path(tempfile.mkdtemp(prefix="collections-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def pg_dsn(state_dir: Path) -> AsyncIterator[str]:
+    if os.environ.get("TEST_DATABASE_URL"):
+        dsn = os.environ["TEST_DATABASE_URL"]
+        await migrate(dsn)
+        yield dsn
+        return
+    pg = EmbeddedPostgres(state_dir / "postgres")
+    dsn = pg.start()
+    try:
+        await migrate(dsn)
+        yield dsn
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(pg_dsn, max_size=20)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def emulator() -> AsyncIterator[ProviderEmulator]:
+    emu = ProviderEmulator()
+    await emu.start()
+    try:
+        yield emu
+    finally:
+        await emu.stop()
+
+
+@pytest.fixture(scope="session")
+def providers(emulator: ProviderEmulator) -> Providers:
+    return Providers(
+        twilio_sid="AC" + "0" * 32, twilio_token="test-token", twilio_base_url=emulator.url,
+        twilio_from="+15005550006", sendgrid_key="SG.test", sendgrid_base_url=emulator.url,
+        sendgrid_from="collections@lender.example", http_timeout_seconds=5,
+    )
+
+
+@pytest.fixture(scope="session")
+async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_test_server(data_converter=data_converter(None))
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def ts_worker(ts_env: WorkflowEnvironment, pool: asyncpg.Pool, providers: Providers) -> AsyncIterator[Worker]:
+    async with running_worker(ts_env.client, pool, providers, task_queue="ts-collections") as w:
+        yield w
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_dev_server(None, data_converter=data_converter(None))
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_worker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, providers: Providers) -> AsyncIterator[Worker]:
+    async with running_worker(dev_env.client, pool, providers, task_queue="dev-collections") as w:
+        yield w
+
+
+@pytest.fixture
+def loan_id() -> str:
+    return f"T{uuid.uuid4().hex[:10]}"

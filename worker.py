@@ -1,0 +1,136 @@
+"""The collection worker: runs case workflows and their activities on the `collections` queue.
+
+    python worker.py              # against the configured stack (TEMPORAL_ADDRESS, DATABASE_URL, ...)
+    python worker.py --embedded   # starts what is not configured: dev server, PostgreSQL, emulator
+
+Workers hold no state of their own: run as many as the load needs, on as many machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.contacts import ContactActivities
+from activities.email import EmailActivities, sendgrid_client
+from activities.outbox import Outbox
+from activities.policies import resolve_policy
+from activities.records import RecordActivities
+from activities.sms import SmsActivities, twilio_client
+from activities.tasks import TaskActivities
+from infra import log_masking
+from infra.database import create_pool
+from infra.settings import Settings
+from infra.stack import Endpoints, LocalStack
+from workflows.collection_workflow import CollectionWorkflow
+from workflows.shared import TASK_QUEUE
+
+log = logging.getLogger("worker")
+
+
+@dataclasses.dataclass
+class Providers:
+    twilio_sid: str
+    twilio_token: str
+    twilio_base_url: str | None
+    twilio_from: str
+    sendgrid_key: str
+    sendgrid_base_url: str | None
+    sendgrid_from: str
+    payment_link_base: str = "https://pay.lender.example/loan"
+    http_timeout_seconds: float = 20
+    in_flight_for: timedelta = timedelta(seconds=30)
+
+    @classmethod
+    def from_endpoints(cls, ep: Endpoints, settings: Settings) -> Providers:
+        return cls(ep.twilio_sid, ep.twilio_token, ep.twilio_base_url, settings.twilio_from_number,
+                   ep.sendgrid_key, ep.sendgrid_base_url, settings.sendgrid_from_email,
+                   settings.payment_link_base)
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    # The pydantic models cross the sandbox boundary unchanged, and the contact-window rules need
+    # real ZoneInfo objects (the sandbox's restricted proxy cannot be a tzinfo).
+    defaults = SandboxRestrictions.default
+    return SandboxedWorkflowRunner(
+        restrictions=dataclasses.replace(
+            defaults,
+            invalid_module_members=defaults.invalid_module_members.with_child_unrestricted("zoneinfo"),
+        ).with_passthrough_modules("pydantic", "pydantic_core")
+    )
+
+
+def activities_for(pool: asyncpg.Pool, p: Providers) -> list:
+    outbox = Outbox(pool, in_flight_for=p.in_flight_for)
+    sms = SmsActivities(twilio_client(p.twilio_sid, p.twilio_token, p.twilio_base_url, p.http_timeout_seconds),
+                        p.twilio_from, outbox, p.payment_link_base)
+    email = EmailActivities(sendgrid_client(p.sendgrid_key, p.sendgrid_base_url), p.sendgrid_from,
+                            outbox, p.payment_link_base, p.http_timeout_seconds)
+    records, contacts, tasks = RecordActivities(pool), ContactActivities(pool), TaskActivities(pool)
+    return [
+        resolve_policy,
+        records.record, records.record_legal_action,
+        contacts.reserve_contact, contacts.record_contact,
+        sms.send_sms, email.send_email,
+        tasks.create_task, tasks.close_task,
+    ]
+
+
+@asynccontextmanager
+async def running_worker(client: Client, pool: asyncpg.Pool, providers: Providers, *,
+                         task_queue: str = TASK_QUEUE, max_cached_workflows: int = 1000,
+                         **kwargs) -> AsyncIterator[Worker]:
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[CollectionWorkflow],
+        activities=activities_for(pool, providers),
+        workflow_runner=sandbox_runner(),
+        max_cached_workflows=max_cached_workflows,
+        **kwargs,
+    ) as worker:
+        yield worker
+
+
+async def main(embedded: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_masking.install()
+    settings = Settings()
+    if not embedded and (settings.embedded_temporal or settings.embedded_database):
+        raise SystemExit("TEMPORAL_ADDRESS and DATABASE_URL are not set: pass --embedded to start "
+                         "the local stack, or set them to use existing services")
+    problems = settings.check_production()
+    if problems:
+        raise SystemExit("refusing to start: " + "; ".join(problems))
+    async with LocalStack(settings) as ep:
+        pool = await create_pool(ep.dsn)
+        try:
+            async with running_worker(ep.client, pool, Providers.from_endpoints(ep, settings),
+                                      max_cached_workflows=settings.max_cached_workflows):
+                if ep.ui_url:
+                    log.info("Temporal Web UI: %s", ep.ui_url)
+                log.info("worker running on task queue %r (Ctrl-C to stop); started: %s",
+                         TASK_QUEUE, ", ".join(ep.started) or "nothing")
+                await asyncio.Event().wait()
+        finally:
+            await pool.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embedded", action="store_true", help="start the local stack for what is not configured")
+    args = parser.parse_args()
+    try:
+        asyncio.run(main(args.embedded))
+    except KeyboardInterrupt:
+        pass

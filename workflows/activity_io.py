@@ -1,0 +1,184 @@
+"""The contract between the workflow and its activities: names and one dataclass in, one out.
+
+Kept in `workflows/` so the workflow can call activities by name without importing drivers or SDKs
+into the sandbox; `activities/` implements these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from workflows.policy import RulePack
+
+RESOLVE_POLICY = "resolve_policy"
+RECORD = "record"
+RESERVE_CONTACT = "reserve_contact"
+RECORD_CONTACT = "record_contact"
+SEND_SMS = "send_sms"
+SEND_EMAIL = "send_email"
+CREATE_TASK = "create_task"
+CLOSE_TASK = "close_task"
+RECORD_LEGAL_ACTION = "record_legal_action"
+
+
+@dataclass
+class CaseSnapshot:
+    loan_id: str
+    workflow_id: str
+    borrower_key: str
+    policy_name: str
+    policy_version: str
+    segment: str
+    rule_pack: str
+    currency: str
+    amount_placed: Decimal
+    outstanding: Decimal
+    paid_total: Decimal
+    stage: str
+    state: str
+    days_past_due: int
+    assigned_agent: str | None
+    due_date: date
+    opened_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+
+
+@dataclass
+class EventRecord:
+    key: str
+    loan_id: str
+    kind: str
+    summary: str
+    occurred_at: datetime
+    actor: str | None = None
+    rule: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PaymentRecord:
+    loan_id: str
+    payment_id: str
+    amount: Decimal
+    currency: str
+    paid_at: datetime
+    allocation: dict[str, str]
+
+
+@dataclass
+class StageChange:
+    key: str
+    loan_id: str
+    from_stage: str | None
+    to_stage: str
+    occurred_at: datetime
+
+
+@dataclass
+class RecordBatch:
+    """Everything a workflow step learned, written in one transaction."""
+
+    case: CaseSnapshot | None = None
+    events: list[EventRecord] = field(default_factory=list)
+    payments: list[PaymentRecord] = field(default_factory=list)
+    stage_changes: list[StageChange] = field(default_factory=list)
+
+
+@dataclass
+class ContactRequest:
+    """Ask for room under the caps; when granted the attempt row is written in the same step."""
+
+    key: str
+    loan_id: str
+    borrower_key: str
+    contact_key: str
+    channel: str
+    step_id: str
+    stage: str
+    template: str | None
+    at: datetime
+    timezone: str
+    rule_pack: RulePack
+
+
+@dataclass
+class ContactDecision:
+    allowed: bool
+    rule: str | None
+    reason: str
+    retry_at: datetime | None
+
+
+@dataclass
+class ContactRecord:
+    """A contact decision with no attempt behind it (deferred, skipped), or an outcome update."""
+
+    key: str
+    loan_id: str
+    borrower_key: str
+    contact_key: str
+    channel: str
+    step_id: str
+    stage: str
+    decision: str
+    at: datetime
+    template: str | None = None
+    rule: str | None = None
+    reason: str | None = None
+    outcome: str | None = None
+
+
+@dataclass
+class SendInput:
+    outbox_key: str
+    loan_id: str
+    channel: str
+    to: str
+    template: str
+    locale: str
+    context: dict[str, Any]
+    contact_key: str | None = None
+
+
+@dataclass
+class SendResult:
+    status: str  # "sent" or "failed" (permanent: invalid number, rejected address)
+    provider_id: str | None = None
+    error_code: str | None = None
+    reused: bool = False  # an earlier attempt had already sent it
+
+
+@dataclass
+class TaskInput:
+    task_key: str
+    loan_id: str
+    workflow_id: str
+    kind: str
+    step_id: str
+    priority: int
+    due_by: datetime
+    created_at: datetime
+
+
+@dataclass
+class TaskClose:
+    task_key: str
+    status: str  # "done" or "expired"
+    outcome: str
+    completed_at: datetime
+    agent: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class LegalInput:
+    key: str
+    loan_id: str
+    action: str
+    created_at: datetime
+    documents: list[dict[str, Any]] = field(default_factory=list)

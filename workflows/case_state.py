@@ -1,0 +1,145 @@
+"""The one state a case carries, across handlers and through continue-as-new."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from workflows.activity_io import EventRecord, PaymentRecord, StageChange
+from workflows.ledger import Balance
+from workflows.messages import CaseState, Installment, LoanInput, Stage, TimelineEvent
+from workflows.policy import ResolvedPolicy
+
+
+@dataclass
+class PromiseState:
+    agent: str
+    amount: Decimal
+    promised_date: date
+    made_at: datetime
+    paid_before: Decimal  # paid_total when it was made: what is paid after counts towards it
+    status: str = "open"  # open, kept, broken, cancelled
+
+
+@dataclass
+class PlanState:
+    agent: str
+    installments: list[Installment]
+    made_at: datetime
+    paid_before: Decimal
+    next_index: int = 0  # first installment not yet covered
+    reminded: list[int] = field(default_factory=list)
+    status: str = "active"  # active, completed, broken
+
+
+@dataclass
+class SettlementState:
+    agent: str
+    amount: Decimal
+    pay_by: date
+    made_at: datetime
+    paid_before: Decimal
+    status: str = "open"  # open, settled, broken
+
+
+@dataclass
+class HoldState:
+    kind: str
+    actor: str
+    reason: str
+    since: datetime
+    review_by: date
+
+
+@dataclass
+class OpenTask:
+    task_key: str
+    kind: str
+    step_id: str
+    contact_key: str
+    due_by: datetime
+    outcome: str | None = None
+    agent: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class Notice:
+    """A message the case owes the borrower outside the ladder (receipts, confirmations)."""
+
+    key: str
+    template: str
+    channels: list[str]
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CaseData:
+    loan: LoanInput
+    policy: ResolvedPolicy
+    clock_origin: datetime
+    opened_at: datetime
+    due_date: date
+    principal: Decimal
+    interest: Decimal
+    fees: Decimal
+    borrower_key: str
+    state: CaseState = CaseState.ACTIVE
+    stage: Stage = Stage.PRE_DUE
+    paid_total: Decimal = Decimal("0")
+    excess: Decimal = Decimal("0")
+    payment_ids: list[str] = field(default_factory=list)
+    done_steps: list[str] = field(default_factory=list)
+    pull_forward: list[str] = field(default_factory=list)
+    promise: PromiseState | None = None
+    broken_promises: int = 0
+    plan: PlanState | None = None
+    settlement: SettlementState | None = None
+    hold: HoldState | None = None
+    ceased: bool = False
+    phone_ok: bool = True
+    email_ok: bool = True
+    validation_notice_sent: bool = False
+    close_reason: str = ""
+    closed_at: datetime | None = None
+    assigned_agent: str | None = None
+    contact_counts: dict[str, int] = field(default_factory=dict)
+    timeline: list[TimelineEvent] = field(default_factory=list)
+    seq: int = 0
+    run_count: int = 1
+    open_task: OpenTask | None = None
+    # Written to PostgreSQL by the recorder; carried across continue-as-new until written.
+    pending_events: list[EventRecord] = field(default_factory=list)
+    pending_payments: list[PaymentRecord] = field(default_factory=list)
+    pending_stage_changes: list[StageChange] = field(default_factory=list)
+    pending_notices: list[Notice] = field(default_factory=list)
+    snapshot_dirty: bool = True
+
+    @property
+    def balance(self) -> Balance:
+        return Balance(principal=self.principal, interest=self.interest, fees=self.fees)
+
+    def set_balance(self, balance: Balance) -> None:
+        self.principal, self.interest, self.fees = balance.principal, balance.interest, balance.fees
+
+    @property
+    def outstanding(self) -> Decimal:
+        return self.principal + self.interest + self.fees
+
+    @property
+    def active(self) -> bool:
+        return self.state == CaseState.ACTIVE
+
+    @property
+    def paused_by(self) -> str | None:
+        """What holds the ladder back, if anything."""
+        if self.hold is not None:
+            return f"{self.hold.kind} hold"
+        if self.promise is not None and self.promise.status == "open":
+            return "open promise to pay"
+        if self.plan is not None and self.plan.status == "active":
+            return "active installment plan"
+        if self.settlement is not None and self.settlement.status == "open":
+            return "open settlement offer"
+        return None

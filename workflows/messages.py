@@ -1,0 +1,215 @@
+"""What crosses the wire: workflow input, signals, updates, queries and results.
+
+Plain dataclasses, so a loan system in Java or Go can send them as JSON objects. Money is a
+`Decimal` (sent as a JSON string such as "1250.00") beside its ISO 4217 currency; dates are ISO
+strings. The data converter is pydantic's, which validates these types on the way in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class CaseState(StrEnum):
+    ACTIVE = "active"
+    PAID = "paid"
+    SETTLED = "settled"
+    WRITTEN_OFF = "written_off"
+    CLOSED = "closed"  # bankruptcy, deceased, sold, ... : no more outbound contact
+
+
+class Stage(StrEnum):
+    PRE_DUE = "pre_due"
+    EARLY = "early"
+    MIDDLE = "middle"
+    LATE = "late"
+    LEGAL = "legal"
+    WRITTEN_OFF = "written_off"
+    CLOSED = "closed"
+
+
+class TaskOutcome(StrEnum):
+    REACHED = "reached"
+    NO_ANSWER = "no_answer"
+    WRONG_NUMBER = "wrong_number"
+    REFUSED = "refused"
+    PROMISED = "promised"
+    VISITED = "visited"
+    NOT_FOUND = "borrower_not_found"
+    DEADLINE_MISSED = "deadline_missed"
+
+
+@dataclass
+class LoanInput:
+    """An overdue loan as the loan system hands it over."""
+
+    loan_id: str
+    borrower_name: str
+    phone: str  # E.164
+    email: str
+    locale: str  # "en" or "zh-CN"
+    timezone: str  # IANA name, the borrower's own
+    currency: str  # ISO 4217
+    amount_overdue: Decimal
+    due_date: date
+    product: str = "consumer"
+    risk_grade: str = "B"
+    lender: str = "Demo Lender"
+    # Lets borrower-scoped contact caps span this borrower's loans; derived from the phone if absent.
+    borrower_id: str | None = None
+    # Components of amount_overdue; principal is what is left after interest and fees.
+    interest: Decimal = Decimal("0")
+    fees: Decimal = Decimal("0")
+    # Ask for a named policy instead of the one the segments select.
+    policy: str | None = None
+
+
+@dataclass
+class PaymentInput:
+    payment_id: str
+    amount: Decimal
+    currency: str
+    paid_at: datetime | None = None
+    source: str = "loan-system"
+
+
+@dataclass
+class PromiseInput:
+    agent: str
+    amount: Decimal
+    currency: str
+    promised_date: date
+
+
+@dataclass
+class Installment:
+    amount: Decimal
+    due_date: date
+
+
+@dataclass
+class PlanInput:
+    agent: str
+    currency: str
+    installments: list[Installment]
+
+
+@dataclass
+class ExtensionInput:
+    agent: str
+    new_due_date: date
+    reason: str = ""
+
+
+@dataclass
+class WaiverInput:
+    agent: str
+    component: str  # "interest" or "fees"
+    amount: Decimal
+    currency: str
+    reason: str = ""
+
+
+@dataclass
+class SettlementInput:
+    agent: str
+    amount: Decimal
+    currency: str
+    pay_by: date
+
+
+@dataclass
+class HoldInput:
+    actor: str
+    kind: str  # "dispute", "hardship" or "manual"
+    reason: str = ""
+    review_by: date | None = None
+
+
+@dataclass
+class ResolveHoldInput:
+    actor: str
+    resolution: str = "resolved"
+    reason: str = ""
+
+
+@dataclass
+class CeaseInput:
+    actor: str
+    reason: str = "borrower request"
+
+
+@dataclass
+class CloseInput:
+    actor: str
+    reason: str  # "bankruptcy", "deceased", "sold", ...
+
+
+@dataclass
+class TaskOutcomeInput:
+    task_key: str
+    outcome: TaskOutcome
+    agent: str = ""
+    note: str = ""
+
+
+@dataclass
+class UpdateResult:
+    accepted: bool
+    message: str
+    outstanding: Decimal
+    currency: str
+
+
+@dataclass
+class TimelineEvent:
+    at: datetime
+    kind: str
+    summary: str
+    rule: str | None = None
+    actor: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CaseStatus:
+    loan_id: str
+    state: CaseState
+    stage: Stage
+    days_past_due: int
+    outstanding: Decimal
+    currency: str
+    principal: Decimal
+    interest: Decimal
+    fees: Decimal
+    paid_total: Decimal
+    next_action: str | None
+    next_action_at: datetime | None
+    promise: dict[str, Any] | None
+    plan: dict[str, Any] | None
+    settlement: dict[str, Any] | None
+    hold: dict[str, Any] | None
+    contact_counts: dict[str, int]
+    policy_name: str
+    policy_version: str
+    segment: str
+    rule_pack: str
+    ceased: bool
+    assigned_agent: str | None
+    run_count: int
+
+
+@dataclass
+class CaseResult:
+    loan_id: str
+    state: CaseState
+    stage: Stage
+    outstanding: Decimal
+    currency: str
+    paid_total: Decimal
+    excess: Decimal
+    close_reason: str

@@ -1,0 +1,145 @@
+"""What an agent may agree with a borrower, checked before the workflow accepts it.
+
+Pure functions over the case state and the local date: the update validators call them, and so
+do tests, without Temporal. Each refusal is one line an agent can read.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+from workflows.case_state import CaseData
+from workflows.messages import (
+    CloseInput,
+    ExtensionInput,
+    HoldInput,
+    PlanInput,
+    PromiseInput,
+    SettlementInput,
+    WaiverInput,
+)
+
+CLOSE_REASONS = ("bankruptcy", "deceased", "sold", "fraud", "other")
+HOLD_KINDS = ("dispute", "hardship", "manual")
+
+
+class Refusal(ValueError):
+    """Raised with the reason a request is refused."""
+
+
+def _open(case: CaseData) -> None:
+    if not case.active:
+        raise Refusal(f"case is closed ({case.state.value}{': ' + case.close_reason if case.close_reason else ''})")
+
+
+def _money(case: CaseData, amount: Decimal, currency: str, what: str) -> None:
+    if currency != case.loan.currency:
+        raise Refusal(f"{what} currency {currency} differs from the loan's {case.loan.currency}")
+    if not amount.is_finite() or amount <= 0:
+        raise Refusal(f"{what} amount must be positive, got {amount}")
+    if amount != amount.quantize(Decimal("0.01")):
+        raise Refusal(f"{what} amount has more than 2 decimal places: {amount}")
+
+
+def check_promise(case: CaseData, p: PromiseInput, today: date) -> None:
+    _open(case)
+    _money(case, p.amount, p.currency, "promised")
+    if p.amount > case.outstanding:
+        raise Refusal(f"promised amount {p.amount} exceeds the balance {case.outstanding}")
+    if p.promised_date < today:
+        raise Refusal(f"promised date {p.promised_date} is in the past (today is {today})")
+    horizon = today + timedelta(days=case.policy.settings.promise_max_days)
+    if p.promised_date > horizon:
+        raise Refusal(
+            f"promised date {p.promised_date} is beyond the policy's horizon of "
+            f"{case.policy.settings.promise_max_days} days ({horizon})"
+        )
+    if not p.agent.strip():
+        raise Refusal("agent is required")
+
+
+def check_plan(case: CaseData, p: PlanInput, today: date) -> None:
+    _open(case)
+    settings = case.policy.settings
+    if not p.installments:
+        raise Refusal("a plan needs at least one installment")
+    if len(p.installments) > settings.max_installments:
+        raise Refusal(f"{len(p.installments)} installments exceed the policy's maximum of {settings.max_installments}")
+    for i, inst in enumerate(p.installments, 1):
+        _money(case, inst.amount, p.currency, f"installment {i}")
+    dates = [i.due_date for i in p.installments]
+    if dates[0] < today:
+        raise Refusal(f"first installment date {dates[0]} is in the past (today is {today})")
+    if any(b <= a for a, b in zip(dates, dates[1:], strict=False)):
+        raise Refusal("installment dates must be strictly increasing")
+    total = sum((i.amount for i in p.installments), Decimal("0"))
+    if total != case.outstanding:
+        raise Refusal(f"installments add up to {total}, not the balance {case.outstanding}")
+    if not p.agent.strip():
+        raise Refusal("agent is required")
+
+
+def check_extension(case: CaseData, e: ExtensionInput) -> None:
+    _open(case)
+    if e.new_due_date <= case.due_date:
+        raise Refusal(f"new due date {e.new_due_date} is not after the current one {case.due_date}")
+    limit = case.due_date + timedelta(days=case.policy.settings.max_extension_days)
+    if e.new_due_date > limit:
+        raise Refusal(
+            f"new due date {e.new_due_date} is beyond the policy's maximum extension of "
+            f"{case.policy.settings.max_extension_days} days ({limit})"
+        )
+
+
+def check_waiver(case: CaseData, w: WaiverInput) -> None:
+    _open(case)
+    if w.component not in ("interest", "fees"):
+        raise Refusal(f"only interest or fees can be waived, not {w.component!r}")
+    _money(case, w.amount, w.currency, "waived")
+    owed = case.balance.component(w.component)
+    if w.amount > owed:
+        raise Refusal(f"cannot waive {w.amount} of {w.component}: {owed} outstanding")
+
+
+def check_settlement(case: CaseData, s: SettlementInput, today: date) -> None:
+    _open(case)
+    _money(case, s.amount, s.currency, "settlement")
+    if s.amount >= case.outstanding:
+        raise Refusal(f"a settlement must be below the balance {case.outstanding}; record a promise instead")
+    floor = (case.outstanding * case.policy.settings.min_settlement_ratio).quantize(Decimal("0.01"))
+    if s.amount < floor:
+        raise Refusal(f"settlement {s.amount} is below the policy's floor of {floor}")
+    if s.pay_by < today:
+        raise Refusal(f"pay-by date {s.pay_by} is in the past (today is {today})")
+    horizon = today + timedelta(days=case.policy.settings.promise_max_days)
+    if s.pay_by > horizon:
+        raise Refusal(f"pay-by date {s.pay_by} is beyond the policy's horizon ({horizon})")
+
+
+def check_hold(case: CaseData, h: HoldInput, today: date) -> None:
+    _open(case)
+    if h.kind not in HOLD_KINDS:
+        raise Refusal(f"hold kind must be one of {', '.join(HOLD_KINDS)}, not {h.kind!r}")
+    if case.hold is not None:
+        raise Refusal(f"case is already on a {case.hold.kind} hold until {case.hold.review_by}")
+    if h.review_by is not None and h.review_by <= today:
+        raise Refusal(f"review date {h.review_by} must be after today ({today})")
+
+
+def check_resolve(case: CaseData) -> None:
+    _open(case)
+    if case.hold is None:
+        raise Refusal("case is not on hold")
+
+
+def check_cease(case: CaseData) -> None:
+    _open(case)
+    if case.ceased:
+        raise Refusal("contact has already ceased for this case")
+
+
+def check_close(case: CaseData, c: CloseInput) -> None:
+    _open(case)
+    if c.reason not in CLOSE_REASONS:
+        raise Refusal(f"close reason must be one of {', '.join(CLOSE_REASONS)}, not {c.reason!r}")

@@ -1,0 +1,397 @@
+"""Reading and checking policy and rule-pack files.
+
+File I/O lives here, apart from the pure models in `policy.py`: only activities and the CLI call
+this module, never workflow code. Errors are one line each and name the file, the step (ladder,
+1-based position, id) and the problem, so a policy author can fix a file from the message alone.
+The template catalogue (template name -> channels it exists for) is passed in by the caller: this
+module knows nothing of `activities/`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from workflows.messages import LoanInput
+from workflows.policy import (
+    PolicyFile,
+    PolicySettings,
+    ResolvedPolicy,
+    RulePack,
+    Step,
+    select_segment,
+)
+
+POLICIES_DIR = Path(__file__).parent / "policies"
+RULES_DIR = Path(__file__).parent / "rules"
+
+Templates = Mapping[str, frozenset[str]]
+
+# Plural field names, as a problem message says them ("unknown channel 'fax'").
+_SINGULAR = {
+    "channels": "channel",
+    "payment_order": "payment component",
+    "allowed_after_cease": "notice",
+    "counts": "count",
+}
+
+
+class PolicyError(ValueError):
+    """A policy or rule-pack file is unusable. `problems` holds one line per problem."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems) or [message]
+
+
+def _fail(source: str, problems: Sequence[str]) -> PolicyError:
+    lines = [f"{source}: {p}".replace("\n", " ") for p in problems]
+    return PolicyError("; ".join(lines), lines)
+
+
+# --- pydantic errors to one-line messages -------------------------------------------------------
+
+
+def _path(parts: Sequence[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _where(loc: tuple[Any, ...], data: Mapping[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """Split a pydantic `loc` into a readable place ("ladder 'x' step 4 'id'") and the rest."""
+    if len(loc) >= 3 and loc[0] == "ladders" and isinstance(loc[2], int):
+        ladder, index = loc[1], loc[2]
+        try:
+            step_id = data["ladders"][ladder][index].get("id")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            step_id = None
+        label = f"ladder '{ladder}' step {index + 1}" + (f" '{step_id}'" if step_id else "")
+        return label, loc[3:]
+    if len(loc) >= 2 and loc[0] == "ladders":
+        return f"ladder '{loc[1]}'", loc[2:]
+    if len(loc) >= 2 and loc[0] == "segments" and isinstance(loc[1], int):
+        try:
+            name = data["segments"][loc[1]].get("name")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            name = None
+        return f"segment {loc[1] + 1}" + (f" '{name}'" if name else ""), loc[2:]
+    return "", loc
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    place, rest = _where(tuple(err["loc"]), data)
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    fields = [p for p in rest if isinstance(p, str)]
+    field = fields[-1] if fields else ""
+    if kind in ("literal_error", "enum"):
+        allowed = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        noun = _SINGULAR.get(field, field.replace("_", " ") or "value")
+        # The field is named by the problem itself; keep only the part of the path before it.
+        cut = len(rest) - 1 - rest[::-1].index(field) if field else len(rest)
+        rest, problem = rest[:cut], f"unknown {noun} {_short(value)} (allowed: {allowed})"
+    elif kind in ("missing", "extra_forbidden"):
+        rest = rest[:-1]
+        what = "missing required field" if kind == "missing" else "unknown field"
+        problem = f"{what} '{field}'"
+    elif kind == "greater_than" and ctx.get("gt") == 0 and isinstance(value, int):
+        problem = f"must be a positive integer, got {_short(value)}"
+    elif kind == "greater_than":
+        problem = f"must be greater than {ctx.get('gt')}, got {_short(value)}"
+    elif kind == "greater_than_equal":
+        problem = f"must be at least {ctx.get('ge')}, got {_short(value)}"
+    elif kind in ("less_than_equal", "less_than"):
+        bound = ctx.get("le", ctx.get("lt"))
+        problem = f"must be at most {bound}, got {_short(value)}"
+    else:
+        message = str(err["msg"]).removeprefix("Value error, ")
+        problem = message if kind == "value_error" else f"{message}, got {_short(value)}"
+    parts = [p for p in (place, _path(rest)) if p]
+    return ": ".join([*parts, problem])
+
+
+def _validation_problems(error: ValidationError, data: Mapping[str, Any]) -> list[str]:
+    return [_describe_error(e, data) for e in error.errors()]
+
+
+def _read(path: Path) -> tuple[bytes, str]:
+    """The file's bytes (for the digest) and its text."""
+    try:
+        raw = path.read_bytes()
+        return raw, raw.decode("utf-8")
+    except OSError as exc:
+        raise _fail(path.name, [f"cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise _fail(path.name, [f"not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(source, [f"TOML syntax error: {exc}"]) from None
+
+
+# --- rule packs ---------------------------------------------------------------------------------
+
+
+def parse_rule_pack(text: str, source: str) -> RulePack:
+    data = _parse_toml(text, source)
+    try:
+        pack = RulePack.model_validate(data)
+    except ValidationError as exc:
+        raise _fail(source, _validation_problems(exc, data)) from None
+    ids = [cap.id for cap in pack.caps]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise _fail(source, [f"duplicate cap id '{i}'" for i in duplicates])
+    return pack
+
+
+def load_rule_pack(path: Path) -> RulePack:
+    path = Path(path)
+    return parse_rule_pack(_read(path)[1], path.name)
+
+
+def load_rule_packs(directory: Path = RULES_DIR) -> dict[str, RulePack]:
+    """Every `*.toml` rule pack in `directory`, keyed by the pack's name."""
+    packs: dict[str, RulePack] = {}
+    origin: dict[str, str] = {}
+    for path in sorted(Path(directory).glob("*.toml")):
+        pack = load_rule_pack(path)
+        if pack.name in packs:
+            problem = f"rule pack '{pack.name}' is also defined in {origin[pack.name]}"
+            raise _fail(path.name, [problem])
+        packs[pack.name], origin[pack.name] = pack, path.name
+    return packs
+
+
+# --- policies -----------------------------------------------------------------------------------
+
+
+def _template_problems(template: str, channels: Iterable[str], templates: Templates) -> list[str]:
+    if template not in templates:
+        close = difflib.get_close_matches(template, list(templates), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return [f"unknown template '{template}'{hint}"]
+    have = templates[template]
+    return [
+        f"template '{template}' has no {ch} version (it has: {', '.join(sorted(have)) or 'none'})"
+        for ch in channels
+        if ch not in have
+    ]
+
+
+def _check_policy(
+    policy: PolicyFile, rule_packs: Mapping[str, RulePack], templates: Templates | None
+) -> list[str]:
+    """Consistency pydantic cannot see: references between parts of the file and the outside."""
+    problems: list[str] = []
+    if policy.rule_pack not in rule_packs:
+        known = ", ".join(sorted(rule_packs)) or "none"
+        problems.append(f"rule_pack '{policy.rule_pack}' is not a known rule pack (known: {known})")
+    if not policy.segments:
+        problems.append("at least one [[segments]] entry is required")
+    if not policy.ladders:
+        problems.append("at least one ladder ([[ladders.<name>]]) is required")
+    seen_segments: set[str] = set()
+    for i, segment in enumerate(policy.segments, start=1):
+        where = f"segment {i} '{segment.name}'"
+        if segment.name in seen_segments:
+            problems.append(f"{where}: duplicate segment name")
+        seen_segments.add(segment.name)
+        if segment.ladder not in policy.ladders:
+            known = ", ".join(sorted(policy.ladders)) or "none"
+            problems.append(f"{where}: ladder '{segment.ladder}' does not exist (ladders: {known})")
+        if (
+            segment.min_amount is not None
+            and segment.max_amount is not None
+            and segment.min_amount >= segment.max_amount
+        ):
+            problems.append(f"{where}: min_amount must be below max_amount")
+    for name, steps in policy.ladders.items():
+        if not steps:
+            problems.append(f"ladder '{name}' has no steps")
+            continue
+        first_position: dict[str, int] = {}
+        for position, step in enumerate(steps, start=1):
+            where = f"ladder '{name}' step {position} '{step.id}'"
+            if step.id in first_position:
+                problems.append(
+                    f"{where}: duplicate step id '{step.id}' (also step {first_position[step.id]})"
+                )
+            first_position.setdefault(step.id, position)
+            if position > 1 and step.day < steps[position - 2].day:
+                previous = steps[position - 2].day
+                problems.append(
+                    f"{where}: steps out of order: day {step.day} comes after day {previous}"
+                )
+            problems += [f"{where}: {p}" for p in _check_step(step, templates)]
+            if step.kind == "write_off" and position != len(steps):
+                problems.append(f"{where}: write_off must be the last step of the ladder")
+        if steps[-1].kind != "write_off":
+            problems.append(
+                f"ladder '{name}' step {len(steps)} '{steps[-1].id}': the ladder must end with "
+                "a write_off step"
+            )
+    return problems
+
+
+def _check_step(step: Step, templates: Templates | None) -> list[str]:
+    problems: list[str] = []
+    if step.kind == "message":
+        if not step.channels:
+            problems.append("message steps need at least one channel")
+        if not step.template:
+            problems.append("message steps need a template")
+    elif step.kind in ("legal", "write_off"):
+        if step.kind == "legal" and step.action is None:
+            problems.append("legal steps need an action (lawyer_letter, filing, agency_placement)")
+        if not step.template:
+            problems.append(f"{step.kind} steps need an email template")
+        if step.channels not in ([], ["email"]):
+            problems.append(f"{step.kind} steps are sent by email only")
+    elif step.channels:
+        problems.append(f"{step.kind} steps take no channels")
+    if step.action is not None and step.kind != "legal":
+        problems.append("only legal steps take an action")
+    if (
+        step.min_outstanding is not None
+        and step.max_outstanding is not None
+        and step.min_outstanding >= step.max_outstanding
+    ):
+        problems.append("min_outstanding must be below max_outstanding")
+    if templates is not None and step.template and step.kind in ("message", "legal", "write_off"):
+        channels = step.channels if step.kind == "message" else ["email"]
+        problems += _template_problems(step.template, channels, templates)
+    return problems
+
+
+def parse_policy(
+    text: str,
+    source: str,
+    *,
+    rule_packs: Mapping[str, RulePack],
+    templates: Templates | None,
+) -> PolicyFile:
+    """Parse and check one policy file's text; `templates=None` skips the catalogue checks."""
+    data = _parse_toml(text, source)
+    try:
+        policy = PolicyFile.model_validate(data)
+    except ValidationError as exc:
+        raise _fail(source, _validation_problems(exc, data)) from None
+    problems = _check_policy(policy, rule_packs, templates)
+    if problems:
+        raise _fail(source, problems)
+    return policy
+
+
+def load_policy(
+    path: Path, *, rule_packs: Mapping[str, RulePack], templates: Templates | None
+) -> tuple[PolicyFile, str]:
+    """The policy in `path` and the sha256 of its bytes (pinned by workflows, shown in audits)."""
+    path = Path(path)
+    raw, text = _read(path)
+    policy = parse_policy(text, path.name, rule_packs=rule_packs, templates=templates)
+    return policy, hashlib.sha256(raw).hexdigest()
+
+
+def load_policies(
+    directory: Path = POLICIES_DIR,
+    *,
+    rule_packs: Mapping[str, RulePack] | None = None,
+    templates: Templates | None = None,
+) -> dict[str, tuple[PolicyFile, str]]:
+    """Every policy in `directory`, keyed by policy name (not file name)."""
+    packs = load_rule_packs() if rule_packs is None else rule_packs
+    policies: dict[str, tuple[PolicyFile, str]] = {}
+    origin: dict[str, str] = {}
+    for path in sorted(Path(directory).glob("*.toml")):
+        policy, digest = load_policy(path, rule_packs=packs, templates=templates)
+        if policy.name in policies:
+            problem = f"policy '{policy.name}' is also defined in {origin[policy.name]}"
+            raise _fail(path.name, [problem])
+        policies[policy.name], origin[policy.name] = (policy, digest), path.name
+    return policies
+
+
+def validate_files(paths: Iterable[Path | str], *, templates: Templates | None) -> list[str]:
+    """One message per problem across `paths` (empty when all are good), for the CLI.
+
+    A file with `window_rule` at the top level is checked as a rule pack, anything else as a
+    policy; policies may name the shipped rule packs or any rule pack among `paths`.
+    """
+    errors: list[str] = []
+    packs: dict[str, RulePack] = {}
+    try:
+        packs.update(load_rule_packs())
+    except PolicyError as exc:
+        errors += exc.problems
+    policies: list[tuple[Path, str]] = []
+    for item in paths:
+        path = Path(item)
+        try:
+            text = _read(path)[1]
+            if "window_rule" in _parse_toml(text, path.name):
+                pack = parse_rule_pack(text, path.name)
+                packs[pack.name] = pack
+            else:
+                policies.append((path, text))
+        except PolicyError as exc:
+            errors += exc.problems
+    for path, text in policies:
+        try:
+            parse_policy(text, path.name, rule_packs=packs, templates=templates)
+        except PolicyError as exc:
+            errors += exc.problems
+    return errors
+
+
+def resolve_policy(
+    loan: LoanInput,
+    *,
+    policies: Mapping[str, tuple[PolicyFile, str]],
+    rule_packs: Mapping[str, RulePack],
+    default_policy: str = "default",
+) -> ResolvedPolicy:
+    """The content a loan's workflow pins: its policy's settings, its segment's ladder, its pack.
+
+    Raises PolicyError for an unknown policy or rule pack, and `select_segment`'s LookupError when
+    no segment matches the loan.
+    """
+    name = loan.policy or default_policy
+    if name not in policies:
+        known = ", ".join(sorted(policies)) or "none"
+        raise PolicyError(f"loan {loan.loan_id}: policy '{name}' is not known (known: {known})")
+    policy, digest = policies[name]
+    if policy.rule_pack not in rule_packs:
+        known = ", ".join(sorted(rule_packs)) or "none"
+        raise PolicyError(
+            f"policy '{name}': rule_pack '{policy.rule_pack}' is not a known rule pack "
+            f"(known: {known})"
+        )
+    segment = select_segment(policy, loan.product, loan.risk_grade, loan.amount_overdue)
+    settings = PolicySettings.model_validate(
+        policy.model_dump(exclude={"segments", "ladders"})
+    )
+    return ResolvedPolicy(
+        settings=settings,
+        segment=segment.name,
+        ladder_name=segment.ladder,
+        steps=list(policy.ladders[segment.ladder]),
+        rule_pack=rule_packs[policy.rule_pack],
+        source_sha256=digest,
+    )

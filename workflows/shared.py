@@ -1,0 +1,27 @@
+"""Names every process agrees on: task queue, workflow ids, search attribute keys."""
+
+from temporalio.common import SearchAttributeKey
+
+TASK_QUEUE = "collections"
+
+
+def workflow_id_for(loan_id: str) -> str:
+    """Workflow ids come from the business id, so a second start of a loan finds the first."""
+    return f"collection-{loan_id}"
+
+
+def loan_id_from(workflow_id: str) -> str:
+    return workflow_id.removeprefix("collection-")
+
+
+STAGE = SearchAttributeKey.for_keyword("CollectionStage")
+CASE_STATE = SearchAttributeKey.for_keyword("CollectionState")
+DAYS_PAST_DUE = SearchAttributeKey.for_int("DaysPastDue")
+# Whole currency units, rounded down: `OutstandingAmount >= 10000` then means exactly amount >= 10000,
+# and money never passes through a float.
+OUTSTANDING = SearchAttributeKey.for_int("OutstandingAmount")
+CURRENCY = SearchAttributeKey.for_keyword("Currency")
+ASSIGNED_AGENT = SearchAttributeKey.for_keyword("AssignedAgent")
+POLICY_VERSION = SearchAttributeKey.for_keyword("PolicyVersion")
+
+SEARCH_ATTRIBUTES = [STAGE, CASE_STATE, DAYS_PAST_DUE, OUTSTANDING, CURRENCY, ASSIGNED_AGENT, POLICY_VERSION]
