@@ -6,6 +6,7 @@ the state directory, Web UI on) each start only when their endpoint is not confi
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -23,6 +24,21 @@ from infra.temporal_server import start_dev_server
 log = logging.getLogger(__name__)
 
 EMULATOR_TWILIO_SID = "AC" + "0" * 32
+ENDPOINTS_FILE = "endpoints.json"
+
+
+def write_endpoints(state_dir: Path, endpoints: dict[str, str | None]) -> None:
+    """Tell the command line where the running local stack is (`make run`, the demo)."""
+    path = state_dir / ENDPOINTS_FILE
+    path.write_text(json.dumps(endpoints, indent=2))
+    path.chmod(0o600)
+
+
+def read_endpoints(state_dir: Path) -> dict[str, str | None] | None:
+    try:
+        return json.loads((state_dir / ENDPOINTS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 @dataclass
@@ -107,7 +123,7 @@ class LocalStack:
         except BaseException:
             await self._exit.aclose()
             raise
-        return Endpoints(
+        endpoints = Endpoints(
             client=client,
             dsn=dsn,
             twilio_sid=s.twilio_account_sid or EMULATOR_TWILIO_SID,
@@ -119,6 +135,16 @@ class LocalStack:
             ui_url=ui_url,
             started=started,
         )
+        if self.fixed_ports:
+            write_endpoints(state, {
+                "temporal_address": s.temporal_address or f"127.0.0.1:{s.temporal_port}",
+                "namespace": s.temporal_namespace,
+                "dsn": dsn,
+                "emulator_url": emulator_url,
+                "ui_url": ui_url,
+            })
+            self._exit.callback(lambda: (state / ENDPOINTS_FILE).unlink(missing_ok=True))
+        return endpoints
 
     async def __aexit__(self, *exc: object) -> None:
         await self._exit.aclose()
