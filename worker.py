@@ -55,7 +55,8 @@ class Providers:
     def from_endpoints(cls, ep: Endpoints, settings: Settings) -> Providers:
         return cls(ep.twilio_sid, ep.twilio_token, ep.twilio_base_url, settings.twilio_from_number,
                    ep.sendgrid_key, ep.sendgrid_base_url, settings.sendgrid_from_email,
-                   settings.payment_link_base)
+                   settings.payment_link_base, settings.provider_timeout_seconds,
+                   timedelta(seconds=settings.send_in_flight_seconds))
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -116,11 +117,12 @@ async def main(embedded: bool) -> None:
         pool = await create_pool(ep.dsn)
         try:
             async with running_worker(ep.client, pool, Providers.from_endpoints(ep, settings),
+                                      task_queue=settings.task_queue,
                                       max_cached_workflows=settings.max_cached_workflows):
                 if ep.ui_url:
                     log.info("Temporal Web UI: %s", ep.ui_url)
                 log.info("worker running on task queue %r (Ctrl-C to stop); started: %s",
-                         TASK_QUEUE, ", ".join(ep.started) or "nothing")
+                         settings.task_queue, ", ".join(ep.started) or "nothing")
                 await asyncio.Event().wait()
         finally:
             await pool.close()

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     temporal_port: int = 7233
     emulator_port: int = 8099
     max_cached_workflows: int = 1000
+    task_queue: str = "collections"
+    # A provider call gives up after this long; an unfinished send is reconciled, not repeated,
+    # until `send_in_flight_seconds` have passed since it was claimed.
+    provider_timeout_seconds: float = 20
+    send_in_flight_seconds: float = 30
 
     @property
     def embedded_temporal(self) -> bool:

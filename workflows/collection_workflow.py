@@ -95,15 +95,12 @@ DB_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)),
 }
-SEND_OPTIONS: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=2),
-        backoff_coefficient=2.0,
-        maximum_interval=timedelta(minutes=5),
-        non_retryable_error_types=["TemplateError"],
-    ),
-}
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    non_retryable_error_types=["UnknownTemplateError", "UndefinedError"],
+)
 
 
 @dataclass
@@ -465,7 +462,9 @@ class CollectionWorkflow:
                 locale=s.loan.locale, context=self._template_context(extra or {}),
                 contact_key=attempt_key,
             ),
-            result_type=SendResult, **SEND_OPTIONS,
+            result_type=SendResult,
+            start_to_close_timeout=timedelta(seconds=s.policy.settings.send_timeout_seconds),
+            retry_policy=SEND_RETRY,
         )
         pack = s.policy.rule_pack.name
         if result.status == "sent":

@@ -138,6 +138,9 @@ class PolicySettings(_Strict):
     hold_review_days: PositiveInt = 30
     call_deadline_days: PositiveInt = 1
     visit_deadline_days: PositiveInt = 7
+    # How long one provider send may take before Temporal retries it (the outbox keeps the retry
+    # from sending twice).
+    send_timeout_seconds: PositiveInt = 60
     # Continue as new before the history grows large (the server also suggests it).
     max_history_events: PositiveInt = 5000
 
