@@ -91,16 +91,23 @@ def activities_for(pool: asyncpg.Pool, p: Providers) -> list:
 async def running_worker(client: Client, pool: asyncpg.Pool, providers: Providers, *,
                          task_queue: str = TASK_QUEUE, max_cached_workflows: int = 1000,
                          **kwargs) -> AsyncIterator[Worker]:
-    async with Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[CollectionWorkflow],
-        activities=activities_for(pool, providers),
-        workflow_runner=sandbox_runner(),
-        max_cached_workflows=max_cached_workflows,
-        **kwargs,
-    ) as worker:
-        yield worker
+    activities = activities_for(pool, providers)
+    try:
+        async with Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[CollectionWorkflow],
+            activities=activities,
+            workflow_runner=sandbox_runner(),
+            max_cached_workflows=max_cached_workflows,
+            **kwargs,
+        ) as worker:
+            yield worker
+    finally:
+        # The Twilio client holds an aiohttp session: close it ("Unclosed client session").
+        for fn in activities:
+            if isinstance(getattr(fn, "__self__", None), SmsActivities):
+                await fn.__self__.client.http_client.close()
 
 
 async def main(embedded: bool) -> None:

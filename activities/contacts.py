@@ -105,7 +105,9 @@ class ContactActivities:
                 step_id, stage, template, decision, rule, reason, outcome, occurred_at)
             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
             ON CONFLICT (idempotency_key) DO UPDATE SET
-                outcome = COALESCE(EXCLUDED.outcome, contacts.outcome)
+                outcome = COALESCE(EXCLUDED.outcome, contacts.outcome),
+                rule = COALESCE(EXCLUDED.rule, contacts.rule),
+                reason = COALESCE(EXCLUDED.reason, contacts.reason)
             """,
             rec.key, rec.loan_id, rec.borrower_key, rec.contact_key, rec.channel, rec.step_id,
             rec.stage, rec.template, rec.decision, rec.rule, rec.reason, rec.outcome, rec.at,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
+import urllib.error
 from datetime import datetime
 
 from python_http_client import exceptions as http_errors
@@ -13,6 +16,10 @@ from temporalio import activity
 from activities.outbox import Outbox, PermanentSendError, TransientSendError, body_hash
 from activities.templates import LinkBuilder, render
 from workflows.activity_io import SEND_EMAIL, SendInput, SendResult
+
+# At DEBUG, the SendGrid SDK's HTTP client logs every request body (the borrower's name, amounts,
+# the message text) and its headers (the API key). Log masking catches addresses, not those.
+logging.getLogger("python_http_client").setLevel(logging.INFO)
 
 
 def sendgrid_client(api_key: str, base_url: str | None) -> SendGridAPIClient:
@@ -55,6 +62,12 @@ class EmailActivities:
                 ) from None
             except http_errors.HTTPError as err:
                 raise PermanentSendError(f"sendgrid_{err.status_code}") from None
+            except urllib.error.URLError as err:
+                # Refused or unresolvable at connect: the request never left. Anything else
+                # (reset, remote disconnected) propagates and the outbox reconciles.
+                if isinstance(err.reason, (ConnectionRefusedError, socket.gaierror)):
+                    raise TransientSendError("connect_failed") from None
+                raise
             return resp.headers.get("X-Message-Id") or f"sg-{inp.outbox_key}"
 
         def find() -> str | None:

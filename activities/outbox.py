@@ -30,7 +30,8 @@ class PermanentSendError(Exception):
 
 
 class TransientSendError(Exception):
-    """The provider answered and did not take the message; safe to send again later."""
+    """The provider answered and did not take the message, or the request provably never reached
+    it (no connection); safe to send again later."""
 
     def __init__(self, code: str, retry_after: float | None = None) -> None:
         super().__init__(code)
@@ -129,10 +130,12 @@ class Outbox:
                 type="ProviderUnavailable",
                 next_retry_delay=delay,
             ) from None
-        except (ConnectionRefusedError, OSError) as err:
-            if isinstance(err, TimeoutError):
-                raise  # the provider may have the message: leave the claim for reconciliation
+        except ConnectionRefusedError as err:
+            # Refused at connect: nothing reached the provider, sending again is safe.
             await self._set(key, "retry", error=type(err).__name__)
             raise
+        # Anything else (a timeout, a connection reset or closed after the request went out, a
+        # worker killed) may come after the provider took the message: the claim stays "sending"
+        # and the next attempt reconciles with the provider's log before sending again.
         await self._set(key, "sent", provider_id)
         return SendResult(status="sent", provider_id=provider_id)

@@ -74,6 +74,10 @@ class SmsActivities:
                 if err.code in PERMANENT_CODES or err.status == 400:
                     raise PermanentSendError(f"twilio_{err.code or err.status}") from None
                 raise TransientSendError(f"twilio_{err.code or err.status}") from None
+            except aiohttp.ClientConnectorError:
+                # No connection was made: the request never left. (A reset or disconnect after
+                # it left is not caught here: the outbox reconciles those.)
+                raise TransientSendError("connect_failed") from None
             return str(sent.sid)
 
         async def lookup(since: datetime) -> str | None:

@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         SettlementState,
     )
     from workflows.clock import PolicyClock
-    from workflows.ledger import balance_of, format_amount
+    from workflows.ledger import Balance, balance_of, format_amount
     from workflows.messages import (
         CaseResult,
         CaseState,
@@ -128,6 +128,7 @@ class CollectionWorkflow:
         self._inbox: list[PaymentInput] = []
         self._wake = False
         self._stopping = False
+        self._notices_done = False
         self._sa: dict[str, Any] = {}
         self._contact_queue: list[ContactRecord] = []
         self.s: CaseData | None = inp.state
@@ -150,13 +151,18 @@ class CollectionWorkflow:
         for payment in self._inbox:
             self._apply_payment(payment)
         self._inbox.clear()
+        # Records are written and owed notices sent in the background, each in order; a notice
+        # waiting for the contact window never holds back the records.
         recorder = asyncio.create_task(self._recorder())
+        notifier = asyncio.create_task(self._notifier())
         continue_as_new = False
         while s.active:
             if self._history_is_long():
                 continue_as_new = True
                 break
             await self._advance()
+        self._notices_done = True
+        await notifier
         self._stopping = True
         await recorder
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -355,6 +361,8 @@ class CollectionWorkflow:
 
     def _usable(self, channel: str) -> bool:
         assert self.s is not None
+        if channel == "visit":
+            return True  # a field visit goes to the borrower's address, not to the phone number
         return self.s.email_ok if channel == "email" else self.s.phone_ok
 
     def _record_contact(self, step_id: str, channel: str, decision: str, *, key: str,
@@ -479,9 +487,10 @@ class CollectionWorkflow:
             s.phone_ok = False
         else:
             s.email_ok = False
-        other = "email" if channel == "sms" else "sms"
-        if step is not None and other not in step.channels and self._usable(other):
-            return await self._contact(step, other, template, key_base=f"{step_id}-fallback", extra=extra)
+        # Only SMS falls back (to e-mail): the formal notice, legal letters and write-off notice
+        # exist as e-mail only, and an SMS "fallback" with them failed the whole case.
+        if channel == "sms" and step is not None and "email" not in step.channels and self._usable("email"):
+            return await self._contact(step, "email", template, key_base=f"{step_id}-fallback", extra=extra)
         return False
 
     def _template_context(self, extra: dict[str, str]) -> dict[str, Any]:
@@ -513,6 +522,9 @@ class CollectionWorkflow:
         task_key = f"{workflow.info().workflow_id}/{step.id}"
         if self._contact_blocked(step, step.id, kind, task_key):
             return
+        if s.policy.rule_pack.validation_notice and not s.validation_notice_sent:
+            s.validation_notice_sent = True  # a call or visit is a communication too
+            await self._contact(None, "email", "validation_notice", key_base="validation-notice")
         if not await self._clear_to_contact(step.id, kind, task_key, None):
             return
         settings = s.policy.settings
@@ -531,9 +543,10 @@ class CollectionWorkflow:
         self._event("task_created", f"{kind} task created, due by {due_by:%Y-%m-%d %H:%M} UTC",
                     detail={"task_key": task_key, "step": step.id})
         task = s.open_task
-        await self._sleep_until(due_by, lambda: task.outcome is not None or not s.active)
+        # A cease request withdraws the task at once: no agent may call or visit after it.
+        await self._sleep_until(due_by, lambda: task.outcome is not None or not s.active or s.ceased)
         s.open_task = None
-        if task.outcome is None and not s.active:
+        if task.outcome is None and (not s.active or s.ceased):
             outcome, status = "cancelled", "cancelled"
         else:
             outcome = task.outcome or TaskOutcome.DEADLINE_MISSED.value
@@ -581,8 +594,12 @@ class CollectionWorkflow:
 
     # ------------------------------------------------------------- deadlines
 
-    def _check_deadlines(self, now: datetime) -> list[datetime]:
-        """Settle promises, plans, settlements and holds whose time has come; return wake times."""
+    def _check_deadlines(self, now: datetime, *, closing: bool = False) -> list[datetime]:
+        """Settle promises, plans, settlements and holds whose time has come; return wake times.
+
+        `closing`: the case is about to close (paid or settled), so this is the last look: record
+        what the payment fulfilled, but queue no more reminders.
+        """
         assert self.s is not None
         s = self.s
         settings = s.policy.settings
@@ -604,7 +621,7 @@ class CollectionWorkflow:
             else:
                 wake.append(deadline)
         if s.plan is not None and s.plan.status == "active":
-            wake += self._check_plan(now)
+            wake += self._check_plan(now, remind=not closing)
         if s.settlement is not None and s.settlement.status == "open":
             st = s.settlement
             deadline = self._at_local(st.pay_by + timedelta(days=settings.promise_grace_days + 1))
@@ -624,7 +641,7 @@ class CollectionWorkflow:
                 wake.append(review)
         return wake
 
-    def _check_plan(self, now: datetime) -> list[datetime]:
+    def _check_plan(self, now: datetime, *, remind: bool = True) -> list[datetime]:
         assert self.s is not None and self.s.plan is not None
         s, plan = self.s, self.s.plan
         settings = s.policy.settings
@@ -639,7 +656,7 @@ class CollectionWorkflow:
                 self._event("installment_paid", f"installment {i + 1} of {len(plan.installments)} paid")
                 continue
             remind_at = self._at_local(inst.due_date - timedelta(days=settings.installment_reminder_days), 10)
-            if now >= remind_at and i not in plan.reminded:
+            if remind and now >= remind_at and i not in plan.reminded:
                 plan.reminded.append(i)
                 s.pending_notices.append(Notice(
                     key=f"plan-{len(s.timeline)}-inst{i + 1}", template="installment_reminder",
@@ -693,14 +710,18 @@ class CollectionWorkflow:
         st = s.settlement
         if st is not None and st.status == "open" and s.paid_total - st.paid_before >= st.amount:
             st.status = "settled"
-            self._event("settled", f"settlement of {st.amount} paid; remaining {s.outstanding} waived",
-                        actor=st.agent)
+            waived = s.outstanding
+            s.set_balance(Balance(Decimal("0"), Decimal("0"), Decimal("0")))
+            self._event("settled", f"settlement of {st.amount} paid; remaining {waived} waived",
+                        actor=st.agent, detail={"waived": str(waived)})
             self._notify("settlement_receipt", ["sms", "email"],
                          {"settlement_amount": format_amount(st.amount)})
+            self._check_deadlines(self._now(), closing=True)  # a promise or plan it fulfilled
             self._close(CaseState.SETTLED, "settled")
         elif s.outstanding <= 0:
             self._notify("payment_receipt", ["sms", "email"],
                          {"excess": format_amount(s.excess) if s.excess > 0 else ""})
+            self._check_deadlines(self._now(), closing=True)  # a promise or plan it fulfilled
             self._close(CaseState.PAID, "paid in full" + (f" with {s.excess} excess" if s.excess > 0 else ""))
         else:
             self._notify("payment_ack", ["sms"], {"paid_amount": format_amount(p.amount)})
@@ -711,7 +732,7 @@ class CollectionWorkflow:
         self.s.pending_notices.append(Notice(key=f"{template}-{self.s.seq}", template=template,
                                              channels=channels, extra=extra))
 
-    def _close(self, state: CaseState, reason: str) -> None:
+    def _close(self, state: CaseState, reason: str, *, actor: str | None = None) -> None:
         assert self.s is not None
         s = self.s
         if not s.active:
@@ -719,7 +740,7 @@ class CollectionWorkflow:
         s.state = state
         s.close_reason = reason
         s.closed_at = self._now()
-        self._event("case_closed", f"case closed: {state.value} ({reason})")
+        self._event("case_closed", f"case closed: {state.value} ({reason})", actor=actor)
         self._wake = True
 
     # ------------------------------------------------------------- recording
@@ -750,10 +771,24 @@ class CollectionWorkflow:
         assert self.s is not None
         s = self.s
         return bool(s.pending_events or s.pending_payments or s.pending_stage_changes
-                    or s.pending_notices or self._contact_queue or s.snapshot_dirty)
+                    or self._contact_queue or s.snapshot_dirty)
+
+    async def _notifier(self) -> None:
+        """Sends the notices the case owes (receipts, acknowledgements, confirmations) in order."""
+        assert self.s is not None
+        s = self.s
+        while True:
+            await workflow.wait_condition(lambda: bool(s.pending_notices) or self._notices_done)
+            if not s.pending_notices:
+                return
+            notice = s.pending_notices[0]
+            for channel in notice.channels:
+                await self._contact(None, channel, notice.template, key_base=notice.key,
+                                    extra=notice.extra, caps=False)
+            s.pending_notices.pop(0)
 
     async def _recorder(self) -> None:
-        """Writes what the case learned, and sends the notices it owes, in order, in the background."""
+        """Writes what the case learned to PostgreSQL, in order, in one transaction per batch."""
         assert self.s is not None
         s = self.s
         while True:
@@ -771,12 +806,6 @@ class CollectionWorkflow:
             del s.pending_payments[:len(batch.payments)]
             del s.pending_stage_changes[:len(batch.stage_changes)]
             self._upsert_search_attributes()
-            while s.pending_notices:
-                notice = s.pending_notices[0]
-                for channel in notice.channels:
-                    await self._contact(None, channel, notice.template, key_base=notice.key,
-                                        extra=notice.extra, caps=False)
-                s.pending_notices.pop(0)
 
     def _snapshot(self) -> CaseSnapshot:
         assert self.s is not None
@@ -908,7 +937,7 @@ class CollectionWorkflow:
                     actor=w.agent, detail={"component": w.component, "amount": str(w.amount), "reason": w.reason})
         if s.outstanding <= 0:
             self._notify("payment_receipt", ["sms", "email"], {"excess": ""})
-            self._close(CaseState.PAID, "balance cleared by waiver")
+            self._close(CaseState.PAID, "balance cleared by waiver", actor=w.agent)
         return self._result(f"waived {w.amount} {w.currency} of {w.component}")
 
     @waive.validator
@@ -978,7 +1007,7 @@ class CollectionWorkflow:
     async def close(self, c: CloseInput) -> UpdateResult:
         await self._until_ready()
         self._validate(negotiation.check_close, c)
-        self._close(CaseState.CLOSED, c.reason)
+        self._close(CaseState.CLOSED, c.reason, actor=c.actor)
         self._set_stage(Stage.CLOSED)
         return self._result(f"case closed: {c.reason}")
 

@@ -7,7 +7,7 @@ do tests, without Temporal. Each refusal is one line an agent can read.
 from __future__ import annotations
 
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from workflows.case_state import CaseData
 from workflows.messages import (
@@ -38,7 +38,11 @@ def _money(case: CaseData, amount: Decimal, currency: str, what: str) -> None:
         raise Refusal(f"{what} currency {currency} differs from the loan's {case.loan.currency}")
     if not amount.is_finite() or amount <= 0:
         raise Refusal(f"{what} amount must be positive, got {amount}")
-    if amount != amount.quantize(Decimal("0.01")):
+    try:
+        cents = amount.quantize(Decimal("0.01"))
+    except InvalidOperation:  # too many digits for the context: no real amount of money
+        raise Refusal(f"{what} amount is out of range: {amount}") from None
+    if amount != cents:
         raise Refusal(f"{what} amount has more than 2 decimal places: {amount}")
 
 
@@ -84,11 +88,13 @@ def check_extension(case: CaseData, e: ExtensionInput) -> None:
     _open(case)
     if e.new_due_date <= case.due_date:
         raise Refusal(f"new due date {e.new_due_date} is not after the current one {case.due_date}")
-    limit = case.due_date + timedelta(days=case.policy.settings.max_extension_days)
+    # Measured from the loan's original due date, so repeated extensions cannot defer a case
+    # without end.
+    limit = case.loan.due_date + timedelta(days=case.policy.settings.max_extension_days)
     if e.new_due_date > limit:
         raise Refusal(
             f"new due date {e.new_due_date} is beyond the policy's maximum extension of "
-            f"{case.policy.settings.max_extension_days} days ({limit})"
+            f"{case.policy.settings.max_extension_days} days from the original due date ({limit})"
         )
 
 

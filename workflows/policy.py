@@ -138,6 +138,14 @@ class PolicySettings(_Strict):
     hold_review_days: PositiveInt = 30
     call_deadline_days: PositiveInt = 1
     visit_deadline_days: PositiveInt = 7
+    @field_validator("payment_order")
+    @classmethod
+    def _all_components(cls, v: list[str]) -> list[str]:
+        # Leaving a component out would count money still owed as excess.
+        if sorted(v) != sorted(["fees", "interest", "principal"]):
+            raise ValueError("payment_order must name fees, interest and principal, each once")
+        return v
+
     # How long one provider send may take before Temporal retries it (the outbox keeps the retry
     # from sending twice).
     send_timeout_seconds: PositiveInt = 60

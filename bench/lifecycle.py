@@ -1,0 +1,264 @@
+"""Lifecycle: N loans through a compressed ladder to a payment, against a bare replica.
+
+Ours: CollectionWorkflow with a pinned policy: `--day-seconds` (default 3) real seconds per policy
+day, a ladder of 3 message steps a day apart (SMS; e-mail; SMS and e-mail) through the emulator, a
+24-hour contact window (so that lag under load cannot push a contact to the next day and change
+the amount of work), every decision recorded in PostgreSQL. When a loan's last ladder e-mail
+has reached the emulator, the benchmark pays the loan in full (`operations.pay`): the case sends
+its receipts, records and closes.
+Bare: BareLifecycleWorkflow replaying the shape of our first case's history: the same timers
+(same durations), the same number of activities (no-ops), the payment signal at the same point.
+
+Figures: cases/s (first start to last close), worker and server CPU seconds per case, peak RSS of
+worker and server. Each side has a fresh dev server (SQLite file) and its worker in a subprocess.
+`--profile` also samples our worker's Python stacks (bench/stack_sampler.py) and prints where its
+time goes.
+
+    python -m bench.lifecycle --n 500
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from bench.bare import BareLifecycleWorkflow
+from bench.common import (
+    BARE_QUEUE, LOCAL_TZ, OUR_QUEUE, Report, Sampler, Stack, base_parser, file_size, history_shape,
+    load_now, log, make_loan, mib, run,
+)
+
+TARGET = 0.7
+LAST_STEP = "bench-both"
+
+
+def ladder(now_local: datetime):
+    """Three message steps a policy day apart, the first two policy hours from now."""
+    from workflows.messages import Stage
+    from workflows.policy import Step
+
+    first = now_local + timedelta(hours=2)
+    day0 = (first.date() - now_local.date()).days
+    hour = first.hour
+    spec = [("bench-sms", ["sms"], "early_reminder"), ("bench-email", ["email"], "early_reminder"),
+            (LAST_STEP, ["sms", "email"], "firm_reminder")]
+    return [Step(id=sid, day=day0 + k, hour=hour, stage=Stage.EARLY, kind="message", channels=ch,
+                 template=tpl) for k, (sid, ch, tpl) in enumerate(spec)]
+
+
+async def run_ours(args, report: Report) -> tuple[dict, object]:
+    from bench.common import pinned_policy
+    from client.operations import pay
+    from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+    from workflows.messages import PaymentInput
+    from workflows.shared import loan_id_from as loan_from_wf
+    from workflows.shared import workflow_id_for
+
+    n = args.n
+    now_local = datetime.now(ZoneInfo(LOCAL_TZ))
+    due = now_local.date()
+    steps = ladder(now_local)
+    loans = [make_loan(f"LC{i:06d}", due, i) for i in range(n)]
+    policy = pinned_policy(loans[0], day_seconds=args.day_seconds, steps=steps, open_window=True)
+    async with Stack(pool_size=4) as st:
+        prof_out = st.dir / "worker-profile.txt"
+        with Sampler() as s:
+            worker = await st.start_our_worker(max_cached=max(1000, n),
+                                               profile_out=prof_out if args.profile else None)
+            s.add("worker", worker.pid)
+            s.add("server", st.server_ps.pid)
+            await asyncio.sleep(1)
+            s.reset_peaks()
+            w0, s0 = s.cpu("worker"), s.cpu("server")
+            t0 = time.perf_counter()
+            paid: set[str] = set()
+            pay_tasks: set[asyncio.Task] = set()
+            seen = 0
+            errors: list[str] = []
+
+            async def pay_one(loan_id: str) -> None:
+                try:
+                    await pay(st.client, loan_id, PaymentInput(
+                        payment_id=f"{loan_id}-full", amount=Decimal("1200.00"), currency="CNY"))
+                except Exception as err:  # noqa: BLE001 - reported below
+                    errors.append(f"{loan_id}: {err}")
+
+            def poll_emulator() -> None:
+                # The last step's e-mail (sent after its SMS) marks the end of the ladder, whatever
+                # the steps before it did (a step overtaken by a later one under load is skipped).
+                nonlocal seen
+                msgs = st.emulator.messages(channel="email")
+                for m in msgs[seen:]:
+                    key = m["custom_args"].get("outbox_key", "")
+                    if not key.endswith(f"/{LAST_STEP}/email"):
+                        continue
+                    loan_id = loan_from_wf(key.split("/", 1)[0])
+                    if loan_id in paid:
+                        continue
+                    paid.add(loan_id)
+                    task = asyncio.create_task(pay_one(loan_id))
+                    pay_tasks.add(task)
+                    task.add_done_callback(pay_tasks.discard)
+                seen = len(msgs)
+
+            async def start_all() -> None:
+                sem = asyncio.Semaphore(50)
+
+                async def one(loan) -> None:
+                    async with sem:
+                        await st.client.start_workflow(
+                            CollectionWorkflow.run, CollectionInput(loan=loan, policy=policy),
+                            id=workflow_id_for(loan.loan_id), task_queue=OUR_QUEUE)
+                await asyncio.gather(*(one(loan) for loan in loans))
+
+            starter = asyncio.create_task(start_all())
+            deadline = time.monotonic() + args.timeout
+            done = 0
+            last_log = time.monotonic()
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                poll_emulator()
+                if starter.done() and starter.exception():
+                    raise starter.exception()
+                if len(paid) == n and not pay_tasks:
+                    done = await _count_closed(st.client, "CollectionWorkflow")
+                    if done >= n:
+                        break
+                if time.monotonic() - last_log > 10:
+                    done = await _count_closed(st.client, "CollectionWorkflow")
+                    log(f"  ours: {len(paid)}/{n} paid, {done}/{n} closed")
+                    last_log = time.monotonic()
+            elapsed = time.perf_counter() - t0
+            await starter
+            cpu_w, cpu_s = s.cpu("worker") - w0, s.cpu("server") - s0
+            peak_w, peak_s = s.peak("worker"), s.peak("server")
+            done = await _count_closed(st.client, "CollectionWorkflow")
+            completed = await _count(st.client, "WorkflowType='CollectionWorkflow' AND ExecutionStatus='Completed'")
+            if done < n:
+                report.notes.append(f"WARNING ours: only {done}/{n} cases closed within {args.timeout}s")
+            shape = await history_shape(st.client.get_workflow_handle(workflow_id_for(loans[0].loan_id)))
+            shapes = [await history_shape(st.client.get_workflow_handle(workflow_id_for(loans[i].loan_id)))
+                      for i in sorted({n // 2, n - 1})]
+            async with st.pool.acquire() as conn:
+                deferred = await conn.fetchval("SELECT count(*) FROM contacts WHERE decision = 'deferred'")
+                skipped = await conn.fetchval("SELECT count(*) FROM events WHERE kind = 'step_skipped'")
+                paid_rows = await conn.fetchval("SELECT count(*) FROM cases WHERE state = 'paid'")
+            db = file_size(st.sqlite_file)
+            await st.stop_proc(worker)
+            profile = prof_out.read_text() if args.profile and prof_out.exists() else None
+    msgs_total = len(st.emulator.messages()) if st.emulator else None
+    acts = sorted({shape.activities, *(x.activities for x in shapes)})
+    report.extra["ours_history"] = shape.as_json()
+    report.notes.append(
+        f"ours: {completed}/{n} completed, {paid_rows} paid in PostgreSQL, {msgs_total} messages, "
+        f"{deferred} contacts deferred, {skipped} steps skipped; activities per case {acts}, "
+        f"timers {shape.timers}, history {shape.events} events / {shape.history_bytes / 1024:.1f} KiB")
+    if errors:
+        report.notes.append(f"ours: {len(errors)} payment errors, first: {errors[0]}")
+    res = {"secs": elapsed, "n": done, "cpu_w": cpu_w, "cpu_s": cpu_s, "peak_w": peak_w,
+           "peak_s": peak_s, "db": db, "shape": shape, "profile": profile}
+    return res, shape
+
+
+async def run_bare(args, shape, report: Report) -> dict:
+    n = args.n
+    plan = {"before": shape.before_signal, "wait_signal": shape.signals > 0, "after": shape.after_signal}
+    async with Stack(postgres=False, emulator=False) as st:
+        with Sampler() as s:
+            worker = await st.start_bare_worker(max_cached=max(1000, n))
+            s.add("worker", worker.pid)
+            s.add("server", st.server_ps.pid)
+            await asyncio.sleep(1)
+            s.reset_peaks()
+            w0, s0 = s.cpu("worker"), s.cpu("server")
+            t0 = time.perf_counter()
+            sem = asyncio.Semaphore(50)
+
+            async def one(i: int) -> None:
+                async with sem:
+                    h = await st.bare_client.start_workflow(
+                        BareLifecycleWorkflow.run, plan, id=f"bare-lc-{i:06d}", task_queue=BARE_QUEUE)
+                # Same RPC count as ours; the workflow acts on it only where ours received it.
+                if plan["wait_signal"]:
+                    await h.signal(BareLifecycleWorkflow.pay, 1200.0)
+
+            starter = asyncio.create_task(asyncio.gather(*(one(i) for i in range(n))))
+            deadline = time.monotonic() + args.timeout
+            done = 0
+            last_log = time.monotonic()
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                if starter.done() and starter.exception():
+                    raise starter.exception()
+                if starter.done():
+                    done = await _count_closed(st.bare_client, "BareLifecycleWorkflow")
+                    if done >= n:
+                        break
+                if time.monotonic() - last_log > 10:
+                    done = await _count_closed(st.bare_client, "BareLifecycleWorkflow")
+                    log(f"  bare: {done}/{n} closed")
+                    last_log = time.monotonic()
+            elapsed = time.perf_counter() - t0
+            await starter
+            cpu_w, cpu_s = s.cpu("worker") - w0, s.cpu("server") - s0
+            peak_w, peak_s = s.peak("worker"), s.peak("server")
+            done = await _count_closed(st.bare_client, "BareLifecycleWorkflow")
+            bare_shape = await history_shape(st.bare_client.get_workflow_handle("bare-lc-000000"))
+            db = file_size(st.sqlite_file)
+    if done < n:
+        report.notes.append(f"WARNING bare: only {done}/{n} closed within {args.timeout}s")
+    report.extra["bare_history"] = bare_shape.as_json()
+    report.notes.append(f"bare: activities per case {bare_shape.activities}, timers {bare_shape.timers}, "
+                        f"history {bare_shape.events} events / {bare_shape.history_bytes / 1024:.1f} KiB")
+    return {"secs": elapsed, "n": done, "cpu_w": cpu_w, "cpu_s": cpu_s, "peak_w": peak_w,
+            "peak_s": peak_s, "db": db}
+
+
+async def _count(client, query: str) -> int:
+    return (await client.count_workflows(query)).count
+
+
+async def _count_closed(client, wf_type: str) -> int:
+    return await _count(client, f"WorkflowType='{wf_type}' AND ExecutionStatus!='Running'")
+
+
+async def main(args) -> Report:
+    report = Report("lifecycle", params={"n": args.n, "day_seconds": args.day_seconds,
+                                         "ladder": "3 message steps (sms; email; sms+email) + full payment"})
+    report.load_before = load_now()
+    log(f"ours: {args.n} cases")
+    ours, shape = await run_ours(args, report)
+    log(f"ours: {ours['n']} closed in {ours['secs']:.1f}s; bare: {args.n} replicas")
+    bare = await run_bare(args, shape, report)
+    log(f"bare: {bare['n']} closed in {bare['secs']:.1f}s")
+    n = args.n
+    rate_o, rate_b = ours["n"] / ours["secs"], bare["n"] / bare["secs"]
+    report.add("cases/s", round(rate_o, 2), round(rate_b, 2), "/s", target=f"ratio >= {TARGET}",
+               met=rate_o / rate_b >= TARGET)
+    report.add("wall time", round(ours["secs"], 1), round(bare["secs"], 1), "s")
+    report.add("worker CPU per case", round(1000 * ours["cpu_w"] / n, 1), round(1000 * bare["cpu_w"] / n, 1), "ms")
+    report.add("server CPU per case", round(1000 * ours["cpu_s"] / n, 1), round(1000 * bare["cpu_s"] / n, 1), "ms")
+    report.add("worker peak RSS", mib(ours["peak_w"]), mib(bare["peak_w"]), "MiB")
+    report.add("server peak RSS", mib(ours["peak_s"]), mib(bare["peak_s"]), "MiB")
+    report.add("SQLite file", mib(ours["db"]), mib(bare["db"]), "MiB")
+    report.add("activities per case", shape.activities, shape.activities)
+    report.add("timers per case", shape.timers, shape.timers)
+    if ours.get("profile"):
+        print(ours["profile"])
+        report.extra["worker_profile_top"] = ours["profile"].splitlines()[:60]
+    return report
+
+
+def parser():
+    p = base_parser(__doc__.splitlines()[0], 30)
+    p.add_argument("--day-seconds", type=int, default=3, help="real seconds per policy day (default 3)")
+    p.add_argument("--timeout", type=float, default=900, help="give up on a side after this long (s)")
+    p.add_argument("--profile", action="store_true", help="sample our worker's stacks and print where the time goes")
+    return p
+
+
+if __name__ == "__main__":
+    run(main, parser().parse_args())

@@ -1,0 +1,288 @@
+"""The demo: twenty overdue loans through the collection ladder in about two minutes.
+
+    make demo
+
+Starts the embedded stack (Temporal dev server with its Web UI, PostgreSQL, the provider
+emulator) and a worker, opens 20 cases under the `demo` policy (a policy day lasts 3 seconds: the
+compression is a policy setting, the workflow code is the production code), then plays the
+outside world: the loan system pays some loans in full and some in part, an agent answers call
+tasks and records a promise, and the rest are left to escalate to legal action and write-off.
+A live table shows every case until each reaches an end state; a summary follows, and everything
+is shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+import signal
+import socket
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from temporalio.client import Client
+
+from client import operations
+from infra.database import create_pool
+from infra.settings import Settings
+from infra.stack import LocalStack
+from worker import Providers, running_worker
+from workflows.messages import (
+    CaseState,
+    CaseStatus,
+    LoanInput,
+    PaymentInput,
+    PromiseInput,
+    TaskOutcome,
+    TaskOutcomeInput,
+)
+
+console = Console()
+DAY_SECONDS = 3  # must match workflows/policies/demo.toml
+END_STATES = {CaseState.PAID, CaseState.SETTLED, CaseState.WRITTEN_OFF, CaseState.CLOSED}
+NAMES = ["Li Lei", "Han Meimei", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing", "Emily Carter",
+         "James Brown", "Zhao Min", "Sun Li"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Script:
+    """What the outside world does to one loan, in policy days after the demo starts."""
+
+    loan: LoanInput
+    plan: str  # "pay in full", "pay in part", "promise", "unpaid"
+    done: set[str] = field(default_factory=set)
+
+
+def demo_loans(today: date, rng: random.Random) -> list[Script]:
+    plans = ["pay in full"] * 6 + ["pay in part"] * 4 + ["promise"] * 2 + ["unpaid"] * 8
+    scripts = []
+    for i, plan in enumerate(plans):
+        english = i % 4 == 3
+        amount = Decimal(rng.choice([800, 1500, 3200, 6500, 12000])) + Decimal(rng.randint(0, 99)) / 100
+        scripts.append(Script(
+            loan=LoanInput(
+                loan_id=f"DEMO-{i + 1:03d}",
+                borrower_name=NAMES[i % len(NAMES)],
+                phone=f"+86138{rng.randint(10_000_000, 99_999_999)}" if not english
+                else f"+1202555{rng.randint(1000, 1999)}",
+                email=f"borrower{i + 1}@example.com",
+                locale="en" if english else "zh-CN",
+                timezone="America/New_York" if english else "Asia/Shanghai",
+                currency="CNY",
+                amount_overdue=amount,
+                interest=(amount * Decimal("0.08")).quantize(Decimal("0.01")),
+                fees=Decimal("25.00"),
+                due_date=today - timedelta(days=rng.choice([0, 1, 2])),
+                lender="Demo Consumer Finance",
+                policy="demo",
+            ),
+            plan=plan,
+        ))
+    return scripts
+
+
+async def play_outside_world(client: Client, pool: asyncpg.Pool, scripts: list[Script],
+                             started: float, stop: asyncio.Event) -> None:
+    """The loan system and an agent, acting on the demo's compressed clock."""
+    loop = asyncio.get_running_loop()
+    rng = random.Random(7)
+    while not stop.is_set():
+        day = (loop.time() - started) / DAY_SECONDS
+        for s in scripts:
+            loan = s.loan
+            try:
+                if s.plan == "pay in full" and day > 3 + int(loan.loan_id[-1]) and "paid" not in s.done:
+                    s.done.add("paid")
+                    await operations.pay(client, loan.loan_id, PaymentInput(
+                        payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue, currency="CNY"))
+                elif s.plan == "pay in part" and day > 4 and "part" not in s.done:
+                    s.done.add("part")
+                    await operations.pay(client, loan.loan_id, PaymentInput(
+                        payment_id=f"{loan.loan_id}-P1",
+                        amount=(loan.amount_overdue / 3).quantize(Decimal("0.01")), currency="CNY"))
+                elif s.plan == "promise" and day > 2 and "promise" not in s.done:
+                    s.done.add("promise")
+                    # The case lives on the policy's clock: its "today" is due date + DPD.
+                    st = await operations.status(client, loan.loan_id)
+                    policy_today = loan.due_date + timedelta(days=st.days_past_due)
+                    await operations.update(client, loan.loan_id, "promise", PromiseInput(
+                        agent="agent-007", amount=st.outstanding, currency="CNY",
+                        promised_date=policy_today + timedelta(days=2)))
+                elif s.plan == "promise" and day > 5 and "kept" not in s.done:
+                    s.done.add("kept")
+                    await operations.pay(client, loan.loan_id, PaymentInput(
+                        payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue, currency="CNY"))
+            except operations.OperationError:
+                pass  # the case may have closed in the meantime
+        # The agent console: answer open call tasks (a visit is left to miss its deadline).
+        for task in await pool.fetch(
+            "SELECT task_key, loan_id FROM tasks WHERE status = 'open' AND kind = 'call' "
+            "AND loan_id LIKE 'DEMO-%'"
+        ):
+            outcome = rng.choice([TaskOutcome.NO_ANSWER, TaskOutcome.REACHED, TaskOutcome.NO_ANSWER])
+            try:
+                await operations.update(client, task["loan_id"], "task_outcome", TaskOutcomeInput(
+                    task_key=task["task_key"], outcome=outcome, agent="agent-007"))
+            except operations.OperationError:
+                pass
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
+        except asyncio.TimeoutError:
+            pass
+
+
+def render(statuses: dict[str, CaseStatus | None], scripts: list[Script], elapsed: float) -> Table:
+    table = Table(title=f"Collection cases, policy day {elapsed / DAY_SECONDS:.0f} "
+                        f"({elapsed:.0f} s; a policy day lasts {DAY_SECONDS} s)")
+    for col in ("loan", "scenario", "state", "stage", "DPD", "outstanding", "sms", "email", "calls",
+                "next action"):
+        table.add_column(col)
+    for s in scripts:
+        st = statuses.get(s.loan.loan_id)
+        if st is None:
+            table.add_row(s.loan.loan_id, s.plan, "opening", "", "", "", "", "", "", "")
+            continue
+        colour = {"paid": "green", "settled": "green", "written_off": "red", "closed": "yellow"}.get(
+            st.state.value, "white")
+        table.add_row(
+            s.loan.loan_id, s.plan, f"[{colour}]{st.state.value}[/]", st.stage.value,
+            str(st.days_past_due), f"{st.outstanding:,.2f} {st.currency}",
+            str(st.contact_counts.get("sms", 0)), str(st.contact_counts.get("email", 0)),
+            str(st.contact_counts.get("call", 0)), (st.next_action or "")[:32],
+        )
+    return table
+
+
+async def run_demo() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    state_dir = Path(".state/demo").resolve()
+    shutil.rmtree(state_dir, ignore_errors=True)  # every demo starts from an empty book
+    settings = Settings(state_dir=state_dir, temporal_port=free_port(), ui_port=free_port(),
+                        emulator_port=free_port(), task_queue="demo-collections")
+    console.print("[bold]Starting the embedded stack[/] (Temporal dev server, PostgreSQL, provider emulator)...")
+    async with LocalStack(settings) as ep:
+        pool = await create_pool(ep.dsn)
+        try:
+            async with running_worker(ep.client, pool, Providers.from_endpoints(ep, settings),
+                                      task_queue=settings.task_queue):
+                console.print(f"Temporal Web UI: [link]{ep.ui_url}[/]  (workflows are encrypted; "
+                              f"the data is readable through the codec server, see README)")
+                return await drive(ep.client, pool, ep.emulator_url, settings.task_queue)
+        finally:
+            await pool.close()
+
+
+async def drive(client: Client, pool: asyncpg.Pool, emulator_url: str | None, task_queue: str) -> int:
+    rng = random.Random(20261123)
+    today = datetime.now(timezone.utc).date()
+    scripts = demo_loans(today, rng)
+    counts = await operations.start_many(client, [s.loan for s in scripts], task_queue=task_queue)
+    console.print(f"Opened {counts.get('started', 0)} cases under the demo policy.")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stop = asyncio.Event()
+    world = asyncio.create_task(play_outside_world(client, pool, scripts, started, stop))
+    statuses: dict[str, CaseStatus | None] = {}
+    deadline = started + 170
+    interactive = console.is_terminal
+    last_print = 0.0
+    with Live(render(statuses, scripts, 0), console=console, refresh_per_second=2,
+              transient=False) if interactive else _NoLive() as live:
+        while loop.time() < deadline:
+            for s in scripts:
+                try:
+                    statuses[s.loan.loan_id] = await operations.status(client, s.loan.loan_id)
+                except operations.OperationError:
+                    statuses[s.loan.loan_id] = None
+            elapsed = loop.time() - started
+            live.update(render(statuses, scripts, elapsed))
+            if not interactive and elapsed - last_print >= 15:
+                last_print = elapsed
+                states = Counter(st.state.value for st in statuses.values() if st)
+                console.print(f"[{elapsed:5.0f} s] " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+            if all(st is not None and st.state in END_STATES for st in statuses.values()) and statuses:
+                break
+            await asyncio.sleep(1)
+    stop.set()
+    await world
+    if not interactive:
+        console.print(render(statuses, scripts, loop.time() - started))
+    return await summary(pool, statuses, emulator_url)
+
+
+class _NoLive:
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, _: object) -> None:
+        return None
+
+
+async def summary(pool: asyncpg.Pool, statuses: dict[str, CaseStatus | None], emulator_url: str | None) -> int:
+    states = Counter(st.state.value for st in statuses.values() if st)
+    reached_legal = await pool.fetchval(
+        "SELECT count(DISTINCT loan_id) FROM stage_history WHERE to_stage = 'legal' AND loan_id LIKE 'DEMO-%'")
+    sent = await pool.fetch(
+        "SELECT channel, count(*) AS n FROM contacts WHERE decision = 'sent' AND loan_id LIKE 'DEMO-%' "
+        "GROUP BY channel ORDER BY channel")
+    deferred = await pool.fetchval(
+        "SELECT count(*) FROM contacts WHERE decision = 'deferred' AND loan_id LIKE 'DEMO-%'")
+    collected = await pool.fetchval("SELECT coalesce(sum(amount), 0) FROM payments WHERE loan_id LIKE 'DEMO-%'")
+    legal = await pool.fetchval("SELECT count(*) FROM legal_actions WHERE loan_id LIKE 'DEMO-%'")
+    table = Table(title="Demo summary")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for state in ("paid", "settled", "written_off", "closed", "active"):
+        table.add_row(f"cases {state}", str(states.get(state, 0)))
+    table.add_row("cases escalated to legal", str(reached_legal))
+    table.add_row("legal actions recorded", str(legal))
+    for row in sent:
+        table.add_row(f"{row['channel']} contacts made", str(row["n"]))
+    table.add_row("contacts deferred by contact rules", str(deferred))
+    table.add_row("collected (CNY)", f"{collected:,.2f}")
+    console.print(table)
+    unfinished = states.get("active", 0) + sum(1 for st in statuses.values() if st is None)
+    if unfinished:
+        console.print(f"[red]{unfinished} cases did not reach an end state in time[/]")
+        return 1
+    console.print("[green]Every case reached an end state.[/] Shutting down.")
+    return 0
+
+
+def main() -> None:
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(run_demo())
+    # Ctrl-C and SIGTERM unwind the stack through its context managers: nothing is left running.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        code = loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        console.print("[yellow]Demo interrupted; the stack was shut down.[/]")
+        code = 130
+    finally:
+        loop.close()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Record the event histories that tests/test_replay.py replays against the current workflow code.
+
+    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # all scenarios
+    PYTHONPATH=. .venv/bin/python tests/record_histories.py write_off  # some of them
+
+Each scenario runs a real CollectionWorkflow on the time-skipping test server, with the real
+activities (a throwaway embedded PostgreSQL, the provider emulator), and saves
+`(await handle.fetch_history()).to_json()` to `tests/histories/<name>.json`. The workflow id is
+`collection-REPLAY-<name>` (the loan id is `REPLAY-<name>`); the replay test relies on that.
+
+When to re-record: only for a change that no running workflow can have passed through (for
+instance a brand-new feature before its first release). A change to a path that running workflows
+have already taken must replay the OLD histories unchanged: guard it with `workflow.patched(...)`
+(see tests/test_replay.py), keep the old history files, and add a new recording next to them
+(`<name>-v2`) rather than overwriting them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from temporalio.client import WorkflowHandle  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from infra.codec import data_converter  # noqa: E402
+from infra.database import EmbeddedPostgres, create_pool, migrate  # noqa: E402
+from infra.emulator import ProviderEmulator  # noqa: E402
+from infra.temporal_server import start_test_server  # noqa: E402
+from tests.helpers import make_loan, pinned, start_case, today_of  # noqa: E402
+from worker import Providers, running_worker  # noqa: E402
+from workflows.collection_workflow import CollectionWorkflow  # noqa: E402
+from workflows.messages import (  # noqa: E402
+    CaseState,
+    CloseInput,
+    Installment,
+    LoanInput,
+    PaymentInput,
+    PlanInput,
+    PromiseInput,
+    Stage,
+)
+from workflows.policy import Step  # noqa: E402
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+TASK_QUEUE = "record-histories"
+
+# Deterministic borrower data: the recordings are committed, they hold no real person.
+PHONE = "+8613800138000"
+
+
+def loan_for(name: str, due: date) -> LoanInput:
+    loan_id = f"REPLAY-{name}"
+    return make_loan(loan_id, due=due, phone=PHONE, email=f"{loan_id.lower()}@example.com")
+
+
+def cny(amount: str) -> Decimal:
+    return Decimal(amount)
+
+
+async def paid_in_full(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
+    """Reminders before and after the due date, then one payment of the whole balance."""
+    loan = loan_for("paid_in_full", today + timedelta(days=5))
+    handle = await start_case(env.client, loan, TASK_QUEUE)  # policy resolved by the activity
+    await env.sleep(timedelta(days=7))  # D-3 reminder, D+1 SMS
+    await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", cny("1200.00"), "CNY"))
+    result = await handle.result()
+    assert result.state == CaseState.PAID, result
+    return handle
+
+
+SMALL_LADDER = [
+    Step(id="early-sms", day=1, hour=10, stage=Stage.EARLY, kind="message", channels=["sms"],
+         template="early_reminder"),
+    Step(id="early-call", day=3, hour=11, stage=Stage.EARLY, kind="call"),
+    Step(id="firm-reminder", day=5, hour=10, stage=Stage.MIDDLE, kind="message",
+         channels=["sms", "email"], template="firm_reminder", tone="firm"),
+    Step(id="lawyer-letter", day=8, hour=10, stage=Stage.LEGAL, kind="legal", action="lawyer_letter",
+         template="lawyer_letter", tone="legal", notice="remedy_notice"),
+    Step(id="write-off", day=10, hour=10, stage=Stage.WRITTEN_OFF, kind="write_off",
+         template="write_off_notice", tone="formal", notice="collection_ending"),
+]
+
+
+async def write_off(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
+    """Nobody pays or answers: messages, an unanswered call, a lawyer's letter, write-off."""
+    loan = loan_for("write_off", today)
+    policy = pinned(loan).model_copy(update={"steps": SMALL_LADDER, "ladder_name": "replay-small"})
+    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    result = await handle.result()
+    assert result.state == CaseState.WRITTEN_OFF, result
+    return handle
+
+
+async def promise_kept(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
+    """A promise to pay part of the balance, kept; then the rest is paid."""
+    loan = loan_for("promise_kept", today - timedelta(days=2))
+    handle = await start_case(env.client, loan, TASK_QUEUE, pinned(loan))
+    await env.sleep(timedelta(hours=1))
+    await handle.execute_update(CollectionWorkflow.promise, PromiseInput(
+        agent="agent-7", amount=cny("500.00"), currency="CNY", promised_date=today + timedelta(days=3)))
+    await env.sleep(timedelta(days=2))
+    await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", cny("500.00"), "CNY"))
+    await env.sleep(timedelta(days=1))
+    await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-2", cny("700.00"), "CNY"))
+    result = await handle.result()
+    assert result.state == CaseState.PAID, result
+    kinds = [e.kind for e in await handle.query(CollectionWorkflow.timeline)]
+    assert "promise_kept" in kinds, kinds
+    return handle
+
+
+async def plan_broken(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
+    """A two-installment plan: the first is paid, the second is missed; escalation resumes and an
+    agent closes the case."""
+    loan = loan_for("plan_broken", today - timedelta(days=2))
+    handle = await start_case(env.client, loan, TASK_QUEUE, pinned(loan))
+    await env.sleep(timedelta(hours=1))
+    await handle.execute_update(CollectionWorkflow.plan, PlanInput(
+        agent="agent-7", currency="CNY", installments=[
+            Installment(cny("600.00"), today + timedelta(days=5)),
+            Installment(cny("600.00"), today + timedelta(days=12)),
+        ]))
+    await env.sleep(timedelta(days=4))
+    await handle.signal(CollectionWorkflow.pay, PaymentInput("inst-1", cny("600.00"), "CNY"))
+    await env.sleep(timedelta(days=14))  # past the second installment and its grace
+    kinds = [e.kind for e in await handle.query(CollectionWorkflow.timeline)]
+    assert "plan_broken" in kinds, kinds
+    await handle.execute_update(CollectionWorkflow.close, CloseInput(actor="agent-7", reason="other"))
+    result = await handle.result()
+    assert result.state == CaseState.CLOSED, result
+    return handle
+
+
+SCENARIOS: dict[str, Callable[[WorkflowEnvironment, date], Awaitable[WorkflowHandle]]] = {
+    "paid_in_full": paid_in_full,
+    "write_off": write_off,
+    "promise_kept": promise_kept,
+    "plan_broken": plan_broken,
+}
+
+
+async def record(names: list[str]) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="record-histories-"))
+    scratch.chmod(0o755)  # PostgreSQL runs as its own system user when we are root
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(scratch / "runtime"))
+    pg = EmbeddedPostgres(scratch / "postgres")
+    emulator = ProviderEmulator()
+    try:
+        dsn = pg.start()
+        await migrate(dsn)
+        pool = await create_pool(dsn)
+        url = await emulator.start()
+        providers = Providers(twilio_sid="AC" + "0" * 32, twilio_token="record-token",
+                              twilio_base_url=url, twilio_from="+15005550006",
+                              sendgrid_key="SG.record", sendgrid_base_url=url,
+                              sendgrid_from="collections@lender.example", http_timeout_seconds=5)
+        env = await start_test_server(data_converter=data_converter(None))
+        try:
+            async with running_worker(env.client, pool, providers, task_queue=TASK_QUEUE):
+                HISTORIES.mkdir(exist_ok=True)
+                for name in names:
+                    # The test server's clock carries over from one scenario to the next.
+                    handle = await SCENARIOS[name](env, today_of(await env.get_current_time()))
+                    history = await handle.fetch_history()
+                    (HISTORIES / f"{name}.json").write_text(history.to_json() + "\n")
+                    print(f"{name}: {len(history.events)} events -> {HISTORIES / (name + '.json')}")
+        finally:
+            await env.shutdown()
+            await pool.close()
+    finally:
+        await emulator.stop()
+        pg.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main() -> None:
+    names = sys.argv[1:] or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    asyncio.run(record(names))
+
+
+if __name__ == "__main__":
+    main()

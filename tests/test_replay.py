@@ -1,0 +1,100 @@
+"""Determinism: recorded histories replay against the current CollectionWorkflow code.
+
+The histories in tests/histories/ come from tests/record_histories.py (paid in full after
+reminders; unpaid to write-off on a small ladder; promise kept; plan broken). A change to the
+workflow that makes a running case take a different sequence of commands (another activity,
+timer or order) fails here: on a real server, running cases would fail their workflow tasks
+with a nondeterminism error after the deploy.
+
+Changing a path that running workflows have already passed: keep the old code for them and take
+the new path only in executions that reach it after the deploy, with `workflow.patched`:
+
+    if workflow.patched("send-sms-before-email"):     # new executions (and new code paths)
+        await self._contact(step, "sms", template)
+        await self._contact(step, "email", template)
+    else:                                             # histories recorded before the change
+        await self._contact(step, "email", template)
+        await self._contact(step, "sms", template)
+
+`patched` records a marker the first time a new execution reaches it and returns True; replaying
+a history without that marker returns False, so the old branch replays unchanged. Once no
+execution that started before the deploy is still running (or within its retention), replace the
+call with `workflow.deprecate_patch("send-sms-before-email")` and drop the old branch; remove
+that too a release later. Keep the old history files: they are what proves the old branch still
+replays (record new scenarios as new files instead of overwriting them).
+
+`test_patched_change_still_replays` below shows exactly that; `test_unpatched_change_fails_replay`
+shows what happens without it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from infra.codec import data_converter
+from worker import sandbox_runner
+from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+from workflows.messages import CaseResult
+from workflows.shared import workflow_id_for
+
+HISTORIES = Path(__file__).parent / "histories"
+FILES = sorted(HISTORIES.glob("*.json"))
+SCENARIOS = {"paid_in_full", "write_off", "promise_kept", "plan_broken"}
+
+
+def history(path: Path) -> WorkflowHistory:
+    # record_histories.py names the loan REPLAY-<scenario>
+    return WorkflowHistory.from_json(workflow_id_for(f"REPLAY-{path.stem}"), path.read_text())
+
+
+def replayer(*workflows: type) -> Replayer:
+    return Replayer(workflows=list(workflows) or [CollectionWorkflow],
+                    workflow_runner=sandbox_runner(), data_converter=data_converter(None))
+
+
+@workflow.defn(name="CollectionWorkflow", sandboxed=False)
+class UnpatchedChange(CollectionWorkflow):
+    """A deploy that adds a pause before the first step, with no regard for running cases."""
+
+    @workflow.run
+    async def run(self, inp: CollectionInput) -> CaseResult:
+        await workflow.sleep(timedelta(minutes=1))
+        return await super().run(inp)
+
+
+@workflow.defn(name="CollectionWorkflow", sandboxed=False)
+class PatchedChange(CollectionWorkflow):
+    """The same change behind `workflow.patched`: old histories take the old path."""
+
+    @workflow.run
+    async def run(self, inp: CollectionInput) -> CaseResult:
+        if workflow.patched("pause-before-first-step"):
+            await workflow.sleep(timedelta(minutes=1))
+        return await super().run(inp)
+
+
+def test_all_scenarios_are_recorded() -> None:
+    assert {p.stem for p in FILES} >= SCENARIOS, "run tests/record_histories.py"
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+async def test_history_replays(path: Path) -> None:
+    result = await replayer().replay_workflow(history(path))
+    assert result.replay_failure is None
+
+
+async def test_unpatched_change_fails_replay() -> None:
+    with pytest.raises(workflow.NondeterminismError):
+        await replayer(UnpatchedChange).replay_workflow(history(HISTORIES / "paid_in_full.json"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
+async def test_patched_change_still_replays(path: Path) -> None:
+    result = await replayer(PatchedChange).replay_workflow(history(path))
+    assert result.replay_failure is None
