@@ -47,7 +47,7 @@ from workflows.messages import (
     TaskOutcomeInput,
 )
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 130)
 DAY_SECONDS = 3  # must match workflows/policies/demo.toml
 END_STATES = {CaseState.PAID, CaseState.SETTLED, CaseState.WRITTEN_OFF, CaseState.CLOSED}
 NAMES = ["Li Lei", "Han Meimei", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing", "Emily Carter",
