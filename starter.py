@@ -96,7 +96,8 @@ app = typer.Typer(
     help=reflow(__doc__), no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,  # locals would print borrower data
 )
-policy_app = typer.Typer(help="Read, check and explain the collection policies.", no_args_is_help=True)
+policy_app = typer.Typer(help="Read, check and explain the collection policies.",
+                         no_args_is_help=True)
 app.add_typer(policy_app, name="policy", rich_help_panel="Policies")
 
 out = Console(highlight=False)
@@ -108,12 +109,18 @@ CASES, AGENTS, QUEUE = "Cases", "Agent and operator actions", "Work queue"
 # --------------------------------------------------------------------------- plumbing
 
 
+def complain(message: str, style: str = "red") -> None:
+    """One line on stderr, never wrapped (so it stays one line in logs and for grep)."""
+    err.print(Text(message, style=style), soft_wrap=True)
+
+
 def fail(message: str, code: int) -> NoReturn:
-    err.print(Text(message, style="red"), soft_wrap=True)
+    complain(message)
     raise typer.Exit(code)
 
 
-def command(group: typer.Typer, name: str | None = None, panel: str | None = None) -> Callable[[F], F]:
+def command(group: typer.Typer, name: str | None = None,
+            panel: str | None = None) -> Callable[[F], F]:
     """Register a command whose bad input exits 2 and whose refusal or failure exits 1, each
     with one red line and never a traceback."""
 
@@ -183,7 +190,8 @@ def instant(text: str, field: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise InputError(field, f"{shown} is not an ISO date-time (e.g. 2026-06-01T10:30:00+08:00)") from None
+        example = "e.g. 2026-06-01T10:30:00+08:00"
+        raise InputError(field, f"{shown} is not an ISO date-time ({example})") from None
     if value.tzinfo is None:
         raise InputError(field, f"{shown} has no UTC offset; add one, e.g. +08:00 or Z")
     return value
@@ -205,7 +213,8 @@ def person(value: str, field: str) -> str:
 
 def show_json(value: Any, kind: Any) -> None:
     """Decimals as strings, dates as ISO: what a loan system would send back."""
-    typer.echo(json.dumps(TypeAdapter(kind).dump_python(value, mode="json"), indent=2, ensure_ascii=False))
+    plain = TypeAdapter(kind).dump_python(value, mode="json")
+    typer.echo(json.dumps(plain, indent=2, ensure_ascii=False))
 
 
 def when(value: datetime | None) -> str:
@@ -215,27 +224,40 @@ def when(value: datetime | None) -> str:
 # --------------------------------------------------------------------------- loans from flags
 
 LOAN, OPTIONAL = "Loan", "Optional loan fields"
-LoanId = Annotated[str | None, typer.Option("--loan-id", help="The loan system's id: letters, digits, . _ -", rich_help_panel=LOAN)]
-Name = Annotated[str | None, typer.Option("--name", help="Borrower's name, as messages address them.", rich_help_panel=LOAN)]
-Phone = Annotated[str | None, typer.Option("--phone", help="E.164 mobile number, e.g. +8613800138000.", rich_help_panel=LOAN)]
-Email = Annotated[str | None, typer.Option("--email", help="Borrower's e-mail address.", rich_help_panel=LOAN)]
-Locale = Annotated[str | None, typer.Option("--locale", help="Message language: en or zh-CN.", rich_help_panel=LOAN)]
-Timezone = Annotated[str | None, typer.Option("--timezone", help="Borrower's IANA zone, e.g. Asia/Shanghai.", rich_help_panel=LOAN)]
-Currency = Annotated[str | None, typer.Option("--currency", help="ISO 4217 code, e.g. CNY.", rich_help_panel=LOAN)]
-Amount = Annotated[str | None, typer.Option("--amount", help="Amount overdue, e.g. 1200.00.", rich_help_panel=LOAN)]
-DueDate = Annotated[str | None, typer.Option("--due-date", help="Due date, YYYY-MM-DD.", rich_help_panel=LOAN)]
-Interest = Annotated[str | None, typer.Option("--interest", help="Interest part of the amount.", rich_help_panel=OPTIONAL)]
-Fees = Annotated[str | None, typer.Option("--fees", help="Fees part of the amount.", rich_help_panel=OPTIONAL)]
-Product = Annotated[str | None, typer.Option("--product", help="Product, e.g. consumer or installment.", rich_help_panel=OPTIONAL)]
-RiskGrade = Annotated[str | None, typer.Option("--risk-grade", help="Risk grade, e.g. B.", rich_help_panel=OPTIONAL)]
-Lender = Annotated[str | None, typer.Option("--lender", help="Lender named in messages.", rich_help_panel=OPTIONAL)]
-BorrowerId = Annotated[str | None, typer.Option("--borrower-id", help="Groups a borrower's loans for contact caps.", rich_help_panel=OPTIONAL)]
-PolicyName = Annotated[str | None, typer.Option("--policy", help="A named policy instead of the one segments select.", rich_help_panel=OPTIONAL)]
+
+
+def loan_option(flag: str, help: str, panel: str = LOAN) -> Any:
+    return typer.Option(flag, help=help, rich_help_panel=panel, show_default=False)
+
+
+Flag = str | None
+LoanId = Annotated[Flag, loan_option("--loan-id", "The loan system's id: letters, digits, . _ -")]
+Name = Annotated[Flag, loan_option("--name", "Borrower's name, as messages address them.")]
+Phone = Annotated[Flag, loan_option("--phone", "E.164 mobile number, e.g. +8613800138000.")]
+Email = Annotated[Flag, loan_option("--email", "Borrower's e-mail address.")]
+Locale = Annotated[Flag, loan_option("--locale", "Message language: en or zh-CN.")]
+Timezone = Annotated[Flag, loan_option("--timezone", "Borrower's IANA zone, e.g. Asia/Shanghai.")]
+Currency = Annotated[Flag, loan_option("--currency", "ISO 4217 code, e.g. CNY.")]
+Amount = Annotated[Flag, loan_option("--amount", "Amount overdue, e.g. 1200.00.")]
+DueDate = Annotated[Flag, loan_option("--due-date", "Due date, YYYY-MM-DD.")]
+Interest = Annotated[Flag, loan_option("--interest", "Interest part of the amount.", OPTIONAL)]
+Fees = Annotated[Flag, loan_option("--fees", "Fees part of the amount.", OPTIONAL)]
+Product = Annotated[Flag, loan_option("--product", "consumer, installment, ...", OPTIONAL)]
+RiskGrade = Annotated[Flag, loan_option("--risk-grade", "Risk grade, e.g. B.", OPTIONAL)]
+Lender = Annotated[Flag, loan_option("--lender", "Lender named in messages.", OPTIONAL)]
+BorrowerId = Annotated[Flag, loan_option("--borrower-id", "Groups a borrower's loans for contact "
+                                         "caps.", OPTIONAL)]
+PolicyName = Annotated[Flag, loan_option("--policy", "A named policy instead of the one the "
+                                         "segments select.", OPTIONAL)]
 LoanFile = Annotated[Path | None, typer.Option("--file", help="CSV or JSON-lines file of loans.")]
 
 # Loan-file column -> the flag that sets it, for messages about flags.
 FLAGS = {"loan_id": "--loan-id", "borrower_name": "--name", "amount_overdue": "--amount",
          "due_date": "--due-date", "risk_grade": "--risk-grade", "borrower_id": "--borrower-id"}
+
+
+def flag(column: str) -> str:
+    return FLAGS.get(column, "--" + column.replace("_", "-"))
 
 
 def loan_from_flags(values: dict[str, str | None]) -> LoanInput:
@@ -244,7 +266,7 @@ def loan_from_flags(values: dict[str, str | None]) -> LoanInput:
         return validate_loan_record({k: v for k, v in values.items() if v is not None})
     except RowError as exc:
         for p in exc.problems:
-            err.print(Text(f"{FLAGS.get(p.field, '--' + p.field.replace('_', '-'))}: {p.message}", style="red"), soft_wrap=True)
+            complain(f"{flag(p.field)}: {p.message}")
         raise typer.Exit(2) from None
 
 
@@ -266,7 +288,7 @@ def checked_file(path: Path, *, skip_invalid: bool) -> list[tuple[int, LoanInput
     except LoanFileError as exc:
         fail(str(exc), 2)
     for problem in result.errors:
-        err.print(Text(str(problem), style="yellow" if skip_invalid else "red"), soft_wrap=True)
+        complain(str(problem), "yellow" if skip_invalid else "red")
     if result.errors and not skip_invalid:
         lines = len({e.line for e in result.errors})
         fail(f"{path}: {len(result.errors)} problem(s) on {lines} line(s); nothing started "
@@ -286,8 +308,10 @@ def start(
     amount: Amount = None, due_date: DueDate = None, interest: Interest = None, fees: Fees = None,
     product: Product = None, risk_grade: RiskGrade = None, lender: Lender = None,
     borrower_id: BorrowerId = None, policy: PolicyName = None, file: LoanFile = None,
-    skip_invalid: Annotated[bool, typer.Option(help="With --file: start the good rows, report the bad.")] = False,
-    concurrency: Annotated[int, typer.Option(min=1, max=500, help="Starts in flight at once.")] = 50,
+    skip_invalid: Annotated[bool, typer.Option(
+        help="With --file: start the good rows, report the bad.")] = False,
+    concurrency: Annotated[int, typer.Option(
+        min=1, max=500, help="Starts in flight at once.")] = 50,
 ) -> None:
     """Open the collection case for one loan (flags) or for every loan in a file (--file).
 
@@ -302,7 +326,7 @@ def start(
         outcome = with_client(lambda c: operations.start_loan(c, loan, task_queue=queue))
         out.print(f"loan {loan.loan_id}: {outcome}")
         return
-    given = [FLAGS.get(k, "--" + k.replace("_", "-")) for k, v in values.items() if v is not None]
+    given = [flag(k) for k, v in values.items() if v is not None]
     if given:
         raise InputError("--file", f"takes the loans from the file; drop {', '.join(given)}")
     loans = [loan for _, loan in checked_file(file, skip_invalid=skip_invalid)]
@@ -330,7 +354,7 @@ def start_file(loans: list[LoanInput], concurrency: int) -> None:
             out.print(count_line(counts))
             raise
     for r in refused:
-        err.print(Text(f"loan {r.loan_id}: refused: {r.error}", style="red"), soft_wrap=True)
+        complain(f"loan {r.loan_id}: refused: {r.error}")
     out.print(count_line(counts))
     if counts["refused"]:
         raise typer.Exit(1)
@@ -348,8 +372,10 @@ def pay(
     loan: LoanArg,
     amount: Annotated[str, typer.Option(help="Amount paid, e.g. 300.00.")],
     currency: Annotated[str, typer.Option(help="ISO 4217 code; must be the loan's.")],
-    payment_id: Annotated[str, typer.Option(help="The loan system's payment id; a repeat is ignored.")],
-    paid_at: Annotated[str | None, typer.Option(help="When it was paid, ISO with offset (default: now).")] = None,
+    payment_id: Annotated[str, typer.Option(
+        help="The loan system's payment id; a repeat is ignored.")],
+    paid_at: Annotated[str | None, typer.Option(
+        help="When it was paid, ISO with offset (default: now).")] = None,
 ) -> None:
     """Record a payment from the loan system on the loan's case."""
     loan_id = parse_loan_id(loan, "loan")
@@ -374,13 +400,27 @@ def status(loan: LoanArg, as_json: JsonFlag = False) -> None:
         out.print(status_panel(case))
 
 
-def summary(item: dict[str, Any]) -> str:
-    parts = []
-    for key, value in item.items():
-        if value in (None, "", [], {}) or key in ("paid_before", "reminded"):
-            continue
-        parts.append(f"{key} {len(value)}" if isinstance(value, list) else f"{key} {value}")
-    return ", ".join(parts)
+def arrangement(kind: str, d: dict[str, Any], currency: str) -> str:
+    """One line for an open promise, plan, settlement or hold (from the status query's dicts)."""
+    by = f", agent {d['agent']}" if d.get("agent") else ""
+    if kind == "promise":
+        return f"{d.get('amount')} {currency} by {d.get('promised_date')}{by}"
+    if kind == "settlement":
+        return f"{d.get('amount')} {currency} by {d.get('pay_by')}{by}"
+    if kind == "plan":
+        items = d.get("installments") or []
+        done = int(d.get("next_index") or 0)
+        left = items[done:]
+        upcoming = f"; next {left[0]['amount']} {currency} on {left[0]['due_date']}" if left else ""
+        return f"{done} of {len(items)} installments paid{upcoming}{by}"
+    reason = f": {d['reason']}" if d.get("reason") else ""
+    return f"{d.get('kind')} by {d.get('actor')}, review by {d.get('review_by')}{reason}"
+
+
+def overdue(dpd: int) -> str:
+    if dpd > 0:
+        return f"{dpd} day{'s' if dpd > 1 else ''} past due"
+    return "due today" if dpd == 0 else f"due in {-dpd} day{'s' if dpd < -1 else ''}"
 
 
 def status_panel(s: CaseStatus) -> Panel:
@@ -389,7 +429,7 @@ def status_panel(s: CaseStatus) -> Panel:
     grid.add_column()
     rows = [
         ("state", s.state.value + (" (contact ceased)" if s.ceased else "")),
-        ("stage", f"{s.stage.value}, {s.days_past_due} days past due"),
+        ("stage", f"{s.stage.value}, {overdue(s.days_past_due)}"),
         ("outstanding", f"{s.outstanding} {s.currency} (principal {s.principal}, interest "
                         f"{s.interest}, fees {s.fees})"),
         ("paid", f"{s.paid_total} {s.currency}"),
@@ -399,12 +439,13 @@ def status_panel(s: CaseStatus) -> Panel:
     for name, item in (("promise", s.promise), ("plan", s.plan), ("settlement", s.settlement),
                        ("hold", s.hold)):
         if item:
-            rows.append((name, summary(item)))
+            rows.append((name, arrangement(name, item, s.currency)))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.contact_counts.items()))
     rows += [
         ("contacts", counts or "none yet"),
         ("agent", s.assigned_agent or "-"),
-        ("policy", f"{s.policy_name} {s.policy_version} (segment {s.segment}, rule pack {s.rule_pack})"),
+        ("policy", f"{s.policy_name} {s.policy_version} (segment {s.segment}, "
+                   f"rule pack {s.rule_pack})"),
     ]
     for key, value in rows:
         grid.add_row(key, Text(value))
@@ -419,13 +460,14 @@ def timeline(loan: LoanArg, as_json: JsonFlag = False) -> None:
     if as_json:
         show_json(events, list[TimelineEvent])
         return
-    table = Table("at", "event", "summary", "rule", "by", title=f"loan {loan_id}", title_justify="left")
+    table = Table("at", "event", "summary", "rule", "by", title=f"loan {loan_id}",
+                  title_justify="left")
     for e in events:
         table.add_row(when(e.at), e.kind, Text(e.summary), e.rule or "", e.actor or "")
     out.print(table)
 
 
-# --------------------------------------------------------------------------- agent and operator verbs
+# --------------------------------------------------------------------------- agent verbs
 
 Agent = Annotated[str, typer.Option(help="Who agreed it (agent id or name).")]
 Actor = Annotated[str, typer.Option(help="Who asks (agent, supervisor, system).")]
@@ -458,12 +500,14 @@ def installment(text: str, n: int) -> Installment:
     amount, at, day = text.partition("@")
     if not at:
         raise InputError(f"installment {n}", f"{text[:40]!r} is not AMOUNT@YYYY-MM-DD")
-    return Installment(parse_amount(amount, f"installment {n} amount"), parse_date(day, f"installment {n} date"))
+    return Installment(parse_amount(amount, f"installment {n} amount"),
+                       parse_date(day, f"installment {n} date"))
 
 
 @command(app, panel=AGENTS)
 def plan(loan: LoanArg, agent: Agent, currency: Cur,
-         installments: Annotated[list[str], typer.Option("--installment", help="AMOUNT@YYYY-MM-DD; repeat per installment.")]) -> None:
+         installments: Annotated[list[str], typer.Option(
+             "--installment", help="AMOUNT@YYYY-MM-DD; repeat for each installment.")]) -> None:
     """Agree an installment plan; the installments must add up to the balance."""
     def make() -> PlanInput:
         code = parse_currency(currency)
@@ -592,14 +636,15 @@ def policy_list() -> None:
     """The shipped policies: version, rule pack, segments and the ladders they select."""
     table = Table("policy", "version", "rule pack", "segment -> ladder (steps)")
     for p in operations.list_policies():
-        segments = "\n".join(f"{s} -> {ladder} ({p.steps.get(ladder, 0)})" for s, ladder in p.segments)
+        segments = "\n".join(f"{segment} -> {ladder} ({p.steps.get(ladder, 0)})"
+                             for segment, ladder in p.segments)
         table.add_row(p.name, p.version, p.rule_pack, segments)
     out.print(table)
 
 
 @command(policy_app, "validate")
 def policy_validate(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Policy or rule-pack TOML files.")],
+    files: Annotated[list[Path], typer.Argument(help="Policy or rule-pack TOML files.")],
 ) -> None:
     """Check policy and rule-pack files; one line per problem naming the file and step."""
     problems = operations.validate_policies(files)
@@ -629,7 +674,7 @@ def loan_from_file(path: Path, line: int | None, loan_id: str | None) -> LoanInp
         if len(matches) > 1:
             fail(f"{path} has {len(matches)} loans: choose one with --line or --loan-id", 2)
     for problem in problems:
-        err.print(Text(str(problem), style="red"), soft_wrap=True)
+        complain(str(problem))
     if problems:
         raise typer.Exit(2)
     if not matches:
@@ -645,10 +690,10 @@ def policy_explain(
     amount: Amount = None, due_date: DueDate = None, interest: Interest = None, fees: Fees = None,
     product: Product = None, risk_grade: RiskGrade = None, lender: Lender = None,
     borrower_id: BorrowerId = None, policy: PolicyName = None,
-    file: Annotated[Path | None, typer.Option("--file", help="Take the loan from this loan file.")] = None,
-    line: Annotated[int | None, typer.Option(min=1, help="With --file: the row on this line.")] = None,
-    at: Annotated[str | None, typer.Option(help="Explain as of this ISO instant (default: now).")] = None,
-    count: Annotated[int, typer.Option(min=1, max=100, help="How many planned contacts to show.")] = 8,
+    file: Annotated[Path | None, typer.Option(help="Take the loan from this loan file.")] = None,
+    line: Annotated[int | None, typer.Option(min=1, help="With --file: the row on line N.")] = None,
+    at: Annotated[str | None, typer.Option(help="As of this ISO instant (default: now).")] = None,
+    count: Annotated[int, typer.Option(min=1, max=100, help="Planned contacts to show.")] = 8,
 ) -> None:
     """Which segment, ladder and rule pack a loan gets, and its next contacts in local time.
 

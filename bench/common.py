@@ -528,7 +528,9 @@ def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 async def timed_samples(fn: Callable[[int], Awaitable[Any]], samples: int, *, budget: float) -> list[float]:
-    """Run `fn(i)` one after another, `samples` times or until `budget` seconds; latencies (s)."""
+    """Run `fn(i)` one after another, `samples` times or until `budget` seconds; latencies (s).
+
+    A latency is the time `fn` took, or what it returns if that is a float (it timed itself)."""
     out: list[float] = []
     t_end = time.monotonic() + budget
     for i in range(samples):
@@ -536,8 +538,8 @@ async def timed_samples(fn: Callable[[int], Awaitable[Any]], samples: int, *, bu
             log(f"  latency sampling stopped at {i} samples (time budget {budget:g}s)")
             break
         t = time.perf_counter()
-        await fn(i)
-        out.append(time.perf_counter() - t)
+        r = await fn(i)
+        out.append(r if isinstance(r, float) else time.perf_counter() - t)
     return out
 
 

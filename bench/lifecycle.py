@@ -185,7 +185,7 @@ async def run_bare(args, shape, report: Report) -> dict:
                 if plan["wait_signal"]:
                     await h.signal(BareLifecycleWorkflow.pay, 1200.0)
 
-            starter = asyncio.create_task(asyncio.gather(*(one(i) for i in range(n))))
+            starter = asyncio.ensure_future(asyncio.gather(*(one(i) for i in range(n))))
             deadline = time.monotonic() + args.timeout
             done = 0
             last_log = time.monotonic()

@@ -995,7 +995,7 @@ def render_chart(report: Report, path: Path) -> Path:
     rolls_ax.set_xticks(range(len(ROLL_TRANSITIONS)),
                         [t.replace("->", "\n→ ") for t in ROLL_TRANSITIONS], fontsize=8)
     rolls_ax.set_ylim(0, 1)
-    rolls_ax.set_ylabel("roll rate (cases reaching the stage that moved on)")
+    rolls_ax.set_ylabel("share of the cases entering the stage that moved on")
     rolls_ax.set_title("Roll rate per transition")
     series: dict[tuple[str, str, str], list[SeriesPoint]] = defaultdict(list)
     for p in report.series:

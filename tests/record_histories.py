@@ -2,6 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python tests/record_histories.py            # all scenarios
     PYTHONPATH=. .venv/bin/python tests/record_histories.py write_off  # some of them
+    PYTHONPATH=. .venv/bin/python tests/record_histories.py --out /tmp/h  # elsewhere (to compare)
 
 Each scenario runs a real CollectionWorkflow on the time-skipping test server, with the real
 activities (a throwaway embedded PostgreSQL, the provider emulator), and saves
@@ -17,6 +18,7 @@ have already taken must replay the OLD histories unchanged: guard it with `workf
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import shutil
@@ -151,7 +153,7 @@ SCENARIOS: dict[str, Callable[[WorkflowEnvironment, date], Awaitable[WorkflowHan
 }
 
 
-async def record(names: list[str]) -> None:
+async def record(names: list[str], out: Path = HISTORIES) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="record-histories-"))
     scratch.chmod(0o755)  # PostgreSQL runs as its own system user when we are root
     os.environ.setdefault("XDG_RUNTIME_DIR", str(scratch / "runtime"))
@@ -169,13 +171,13 @@ async def record(names: list[str]) -> None:
         env = await start_test_server(data_converter=data_converter(None))
         try:
             async with running_worker(env.client, pool, providers, task_queue=TASK_QUEUE):
-                HISTORIES.mkdir(exist_ok=True)
+                out.mkdir(parents=True, exist_ok=True)
                 for name in names:
                     # The test server's clock carries over from one scenario to the next.
                     handle = await SCENARIOS[name](env, today_of(await env.get_current_time()))
                     history = await handle.fetch_history()
-                    (HISTORIES / f"{name}.json").write_text(history.to_json() + "\n")
-                    print(f"{name}: {len(history.events)} events -> {HISTORIES / (name + '.json')}")
+                    (out / f"{name}.json").write_text(history.to_json() + "\n")
+                    print(f"{name}: {len(history.events)} events -> {out / (name + '.json')}")
         finally:
             await env.shutdown()
             await pool.close()
@@ -186,11 +188,15 @@ async def record(names: list[str]) -> None:
 
 
 def main() -> None:
-    names = sys.argv[1:] or list(SCENARIOS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", help=f"default: all of {', '.join(SCENARIOS)}")
+    parser.add_argument("--out", type=Path, default=HISTORIES, help="folder for the JSON files")
+    args = parser.parse_args()
+    names = args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
-    asyncio.run(record(names))
+    asyncio.run(record(names, args.out))
 
 
 if __name__ == "__main__":

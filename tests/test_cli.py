@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -29,22 +28,24 @@ from typer.testing import CliRunner, Result
 import starter
 from client import operations
 from client.operations import OperationError
-from tests.helpers import eventually, make_loan
-from workflows.collection_workflow import CollectionWorkflow
+from tests.helpers import eventually, make_loan, pinned
 from workflows.messages import CeaseInput, PaymentInput, PromiseInput
 from workflows.shared import workflow_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN_POLICIES = ROOT / "tests" / "data" / "policies"
 QUEUE = "dev-collections"
-NO_SERVER = {"TEMPORAL_ADDRESS": "127.0.0.1:1", "DATABASE_URL": None, "COLLECTIONS_ENCRYPTION_KEYS": None}
+# A closed port: a command that should not connect, or cannot, fails at once.
+NO_SERVER = {"TEMPORAL_ADDRESS": "127.0.0.1:1", "DATABASE_URL": None,
+             "COLLECTIONS_ENCRYPTION_KEYS": None}
+WIDE = {"COLUMNS": "200"}  # rich tables wrap cells at the terminal's width
 HEADER = "loan_id,borrower_name,phone,email,locale,timezone,currency,amount_overdue,due_date"
 GOOD_ROW = "C1,Li Lei,+8613800138000,li@example.com,en,Asia/Shanghai,CNY,1200.00,2026-06-01"
 PHONE = "+861380013800099"  # one digit too many for China
 
 
 def cli(*args: str, env: dict[str, str | None] | None = None) -> Result:
-    return CliRunner().invoke(starter.app, list(args), env=env or NO_SERVER)
+    return CliRunner().invoke(starter.app, list(args), env={**WIDE, **(env or NO_SERVER)})
 
 
 def loan_flags(**overrides: str) -> list[str]:
@@ -75,9 +76,9 @@ def test_bad_file_starts_nothing_and_names_every_problem(bad_file: Path) -> None
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
     assert "line 3: phone: not a valid E.164 number (value masked: +86***********99)" in lines
-    assert any(line.startswith("line 3: amount_overdue: '1e5' is not a plain decimal") for line in lines)
+    assert any(line.startswith("line 3: amount_overdue: '1e5' is not a plain") for line in lines)
     assert "line 4: currency: 'ABC' is not an ISO 4217 currency code" in lines
-    assert any(line.startswith("line 4: due_date: '2026-02-30' is not a real date") for line in lines)
+    assert any(line.startswith("line 4: due_date: '2026-02-30' is not a real") for line in lines)
     assert "nothing started" in lines[-1]
     assert PHONE not in result.output and "Traceback" not in result.output
 
@@ -86,7 +87,7 @@ def test_skip_invalid_checks_first_then_needs_the_server(bad_file: Path) -> None
     result = cli("start", "--file", str(bad_file), "--skip-invalid")
     assert result.exit_code == 1  # the good row went on to connect, and there is no server
     assert "line 3: phone" in result.stderr
-    assert "cannot reach Temporal at 127.0.0.1:1: is the worker running? (make run)" in result.stderr
+    assert "cannot reach Temporal at 127.0.0.1:1: is the worker running?" in result.stderr
 
 
 def test_missing_file_is_one_line(tmp_path: Path) -> None:
@@ -96,12 +97,14 @@ def test_missing_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_flags_are_checked_with_flag_names_and_masked_values() -> None:
-    result = cli("start", *loan_flags(phone=PHONE, amount="1e5", currency="ABC", due_date="2026-13-01"))
+    result = cli("start", *loan_flags(phone=PHONE, amount="1e5", currency="ABC",
+                                      due_date="2026-13-01"))
     assert result.exit_code == 2
     assert result.stderr.splitlines() == [
         "--phone: not a valid E.164 number (value masked: +86***********99)",
         "--currency: 'ABC' is not an ISO 4217 currency code",
-        "--amount: '1e5' is not a plain decimal amount (digits with an optional point, e.g. 1250.00)",
+        "--amount: '1e5' is not a plain decimal amount (digits with an optional point, "
+        "e.g. 1250.00)",
         "--due-date: '2026-13-01' is not a real date (expected YYYY-MM-DD)",
     ]
     assert PHONE not in result.output
@@ -114,9 +117,11 @@ def test_flags_are_checked_with_flag_names_and_masked_values() -> None:
      "currency: 'ABC' is not an ISO 4217 currency code"),
     (["pay", "C1", "--amount", "10.50", "--currency", "JPY", "--payment-id", "p1"],
      "amount: JPY has no minor unit"),
-    (["pay", "C1", "--amount", "10", "--currency", "CNY", "--payment-id", "p1", "--paid-at", "2026-05-01T10:00"],
+    (["pay", "C1", "--amount", "10", "--currency", "CNY", "--payment-id", "p1",
+      "--paid-at", "2026-05-01T10:00"],
      "paid_at: '2026-05-01T10:00' has no UTC offset"),
-    (["promise", "C1", "--agent", "a1", "--amount", "10", "--currency", "CNY", "--date", "01/06/2026"],
+    (["promise", "C1", "--agent", "a1", "--amount", "10", "--currency", "CNY",
+      "--date", "01/06/2026"],
      "date: '01/06/2026' is not a date in YYYY-MM-DD form"),
     (["plan", "C1", "--agent", "a1", "--currency", "CNY", "--installment", "100"],
      "installment 1: '100' is not AMOUNT@YYYY-MM-DD"),
@@ -135,7 +140,7 @@ def test_bad_values_exit_2_before_connecting(args: list[str], message: str) -> N
 def test_unreachable_server_is_one_red_line() -> None:
     result = cli("status", "C1")
     assert result.exit_code == 1
-    assert result.stderr.strip() == "cannot reach Temporal at 127.0.0.1:1: is the worker running? (make run)"
+    assert result.stderr == "cannot reach Temporal at 127.0.0.1:1: is the worker running? (make run)\n"
 
 
 def test_policy_validate_shipped_policies() -> None:
@@ -146,12 +151,14 @@ def test_policy_validate_shipped_policies() -> None:
 
 
 def test_policy_validate_broken_files_names_file_and_step() -> None:
+    good = ROOT / "workflows" / "policies" / "demo.toml"
     result = cli("policy", "validate", str(BROKEN_POLICIES / "unknown_template.toml"),
-                 str(BROKEN_POLICIES / "out_of_order.toml"), str(ROOT / "workflows/policies/demo.toml"))
+                 str(BROKEN_POLICIES / "out_of_order.toml"), str(good))
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert f"OK {ROOT / 'workflows/policies/demo.toml'}" in lines
-    assert any(line.startswith("unknown_template.toml: ladder 'standard' step 2 'firm'") for line in lines)
+    assert f"OK {good}" in lines
+    assert "unknown_template.toml: ladder 'standard' step 2 'firm': unknown template " \
+           "'firm_reminders' (did you mean 'firm_reminder'?)" in lines
     assert any(line.startswith("out_of_order.toml: ladder 'standard' step 3") for line in lines)
 
 
@@ -162,7 +169,8 @@ def test_policy_list() -> None:
 
 
 def test_policy_explain_from_flags() -> None:
-    result = cli("policy", "explain", *loan_flags(), "--at", "2026-05-20T00:00:00Z", "--count", "3")
+    result = cli("policy", "explain", *loan_flags(), "--at", "2026-05-20T00:00:00Z",
+                 "--count", "3")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "policy default" in out and "segment standard, ladder standard, rule pack cn" in out
@@ -173,9 +181,10 @@ def test_policy_explain_from_flags() -> None:
 
 def test_policy_explain_from_a_file_row(tmp_path: Path) -> None:
     path = tmp_path / "loans.csv"
-    path.write_text(f"{HEADER},product\n{GOOD_ROW},consumer\n"
-                    "C9,Wang Fang,+8613900139000,wf@example.com,en,America/New_York,USD,300.00,2026-06-01,consumer\n")
-    result = cli("policy", "explain", "--file", str(path), "--loan-id", "C9", "--at", "2026-05-01T00:00:00Z")
+    path.write_text(f"{HEADER}\n{GOOD_ROW}\nC9,Wang Fang,+8613900139000,wf@example.com,en,"
+                    "America/New_York,USD,300.00,2026-06-01\n")
+    result = cli("policy", "explain", "--file", str(path), "--loan-id", "C9",
+                 "--at", "2026-05-01T00:00:00Z")
     assert result.exit_code == 0, result.output
     assert "segment small_balance, ladder small_balance, rule pack cn" in result.stdout
     assert "EDT" in result.stdout  # local times in the borrower's zone
@@ -186,12 +195,29 @@ def test_explain_plans_only_upcoming_steps_in_local_time() -> None:
     loan = make_loan("X1", date(2026, 6, 1), amount_overdue=Decimal("800.00"))
     now = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai on D+1: early-sms just went
     x = operations.explain(loan, now=now, count=2)
-    assert (x.policy_name, x.segment, x.ladder, x.rule_pack) == ("default", "standard", "standard", "cn")
+    assert (x.policy_name, x.segment, x.ladder, x.rule_pack) == (
+        "default", "standard", "standard", "cn")
     assert x.past_steps == 2
     assert [c.step_id for c in x.contacts] == ["early-reminder", "early-call"]
     assert all(c.at >= now and c.local.utcoffset() == timedelta(hours=8) for c in x.contacts)
     with pytest.raises(OperationError, match="policy 'nope' is not known"):
         operations.explain(make_loan("X2", date(2026, 6, 1), policy="nope"), now=now)
+
+
+def test_explain_shows_the_rule_that_defers_a_contact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step the ladder puts at 23:00 waits for the window to open at 08:00 the next day."""
+    loan = make_loan("X3", date(2026, 6, 1))
+    late = pinned(loan)
+    late = late.model_copy(update={"steps": [late.steps[0].model_copy(update={"hour": 23})]})
+    monkeypatch.setattr(operations, "resolve", lambda _loan: late)
+    (contact,) = operations.explain(loan, now=datetime(2026, 5, 1, tzinfo=UTC)).contacts
+    assert contact.deferred_by == "cn.cba.quiet_hours_22_08"
+    assert contact.planned == datetime(2026, 5, 29, 15, 0, tzinfo=UTC)  # 23:00 in Shanghai
+    assert contact.local.isoformat() == "2026-05-30T08:00:00+08:00"
+    result = cli("policy", "explain", *loan_flags(), "--at", "2026-05-01T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert "deferred by cn.cba.quiet_hours_22_08 from 2026-05-29 23:00" in result.stdout
+    assert "2026-05-30 08:00 CST" in result.stdout
 
 
 def test_help_reads_like_documentation() -> None:
@@ -202,9 +228,10 @@ def test_help_reads_like_documentation() -> None:
 
 
 def test_subprocess_bad_file_and_help(bad_file: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "200"}
-    run = subprocess.run([sys.executable, str(ROOT / "starter.py"), "start", "--file", str(bad_file)],
-                         capture_output=True, text=True, env=env, timeout=60)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "starter.py"), "start", "--file", str(bad_file)],
+        capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 2, run.stderr
     assert "line 3: phone: not a valid E.164 number (value masked: +86***********99)" in run.stderr
     assert "line 4: currency: 'ABC' is not an ISO 4217 currency code" in run.stderr
@@ -237,7 +264,8 @@ async def runs_of(client: Client, loan_id: str) -> int:
     return len([w async for w in client.list_workflows(f"WorkflowId = '{workflow_id_for(loan_id)}'")])
 
 
-async def test_start_twice_is_one_run(dev_env: WorkflowEnvironment, cases: list[str], loan_id: str) -> None:
+async def test_start_twice_is_one_run(dev_env: WorkflowEnvironment, cases: list[str],
+                                      loan_id: str) -> None:
     client, loan = dev_env.client, make_loan(loan_id, due_soon())
     cases.append(loan_id)
     assert await operations.start_loan(client, loan, task_queue=QUEUE) == "started"
@@ -250,8 +278,9 @@ async def test_start_twice_is_one_run(dev_env: WorkflowEnvironment, cases: list[
     assert await eventually(lambda: runs_of(client, loan_id), lambda n: n >= 1) == 1
 
 
-async def test_start_many_counts_and_reports_progress(dev_env: WorkflowEnvironment, cases: list[str],
-                                                     loan_id: str) -> None:
+async def test_start_many_counts_and_reports_progress(
+    dev_env: WorkflowEnvironment, cases: list[str], loan_id: str,
+) -> None:
     client = dev_env.client
     loans = [make_loan(f"{loan_id}-{i}", due_soon()) for i in range(6)]
     cases.extend(loan.loan_id for loan in loans)
@@ -264,20 +293,22 @@ async def test_start_many_counts_and_reports_progress(dev_env: WorkflowEnvironme
     assert [r.outcome for r in seen if r.loan_id == loans[0].loan_id] == ["already running"]
 
 
-async def test_updates_answer_or_refuse(dev_env: WorkflowEnvironment, cases: list[str], loan_id: str) -> None:
+async def test_updates_answer_or_refuse(dev_env: WorkflowEnvironment, cases: list[str],
+                                       loan_id: str) -> None:
     client, loan = dev_env.client, make_loan(loan_id, due_soon())
     cases.append(loan_id)
     await operations.start_loan(client, loan, task_queue=QUEUE)
-    today = datetime.now(UTC).date()
+    soon = datetime.now(UTC).date() + timedelta(days=3)
+
+    def promise(amount: str, currency: str = "CNY") -> PromiseInput:
+        return PromiseInput("a1", Decimal(amount), currency, soon)
+
     with pytest.raises(OperationError) as refused:
-        await operations.update(client, loan_id, "promise",
-                                PromiseInput("a1", Decimal("5000.00"), "CNY", today + timedelta(days=3)))
+        await operations.update(client, loan_id, "promise", promise("5000.00"))
     assert str(refused.value) == "promised amount 5000.00 exceeds the balance 1200.00"
     with pytest.raises(OperationError, match="promised currency USD differs from the loan's CNY"):
-        await operations.update(client, loan_id, "promise",
-                                PromiseInput("a1", Decimal("100.00"), "USD", today + timedelta(days=3)))
-    result = await operations.update(client, loan_id, "promise",
-                                     PromiseInput("a1", Decimal("300.00"), "CNY", today + timedelta(days=3)))
+        await operations.update(client, loan_id, "promise", promise("100.00", "USD"))
+    result = await operations.update(client, loan_id, "promise", promise("300.00"))
     assert result.accepted and result.message.startswith("promise recorded: 300.00 CNY")
     assert result.outstanding == Decimal("1200.00")
     status = await operations.status(client, loan_id)
@@ -298,13 +329,15 @@ async def test_unknown_loan(dev_env: WorkflowEnvironment, dev_worker: Worker) ->
             await call
 
 
-async def test_payments_reach_the_case(dev_env: WorkflowEnvironment, cases: list[str], loan_id: str) -> None:
+async def test_payments_reach_the_case(dev_env: WorkflowEnvironment, cases: list[str],
+                                       loan_id: str) -> None:
     """pay_with_start opens the case with the payment applied; pay adds to a running case."""
     client, loan = dev_env.client, make_loan(loan_id, due_soon())
     cases.append(loan_id)
     await operations.pay_with_start(client, loan, PaymentInput("p1", Decimal("200.00"), "CNY"),
                                     task_queue=QUEUE)
-    status = await eventually(lambda: operations.status(client, loan_id), lambda s: s.paid_total > 0)
+    status = await eventually(lambda: operations.status(client, loan_id),
+                              lambda s: s.paid_total > 0)
     assert (status.paid_total, status.outstanding) == (Decimal("200.00"), Decimal("1000.00"))
     await operations.pay(client, loan_id, PaymentInput("p2", Decimal("100.00"), "CNY"))
     await operations.pay_with_start(client, loan, PaymentInput("p3", Decimal("50.00"), "CNY"),
@@ -334,30 +367,35 @@ async def test_cli_against_the_server(dev_env: WorkflowEnvironment, cases: list[
     await operations.start_loan(dev_env.client, make_loan(loan_id, due_soon()), task_queue=QUEUE)
     paid = await run("pay", loan_id, "--amount", "100.00", "--currency", "CNY", "--payment-id", "p1")
     assert paid.exit_code == 0, paid.output
-    shown = await eventually(lambda: run("status", loan_id, "--json"), lambda r: '"paid_total": "100.00"' in r.stdout)
+    shown = await eventually(lambda: run("status", loan_id, "--json"),
+                             lambda r: '"paid_total": "100.00"' in r.stdout)
     assert '"outstanding": "1100.00"' in shown.stdout
     panel = await run("status", loan_id)
     assert "1100.00 CNY" in panel.stdout and "policy" in panel.stdout
-    refused = await run("settle", loan_id, "--agent", "a1", "--amount", "100.00", "--currency", "CNY",
-                        "--pay-by", (datetime.now(UTC).date() + timedelta(days=5)).isoformat())
+    pay_by = (datetime.now(UTC).date() + timedelta(days=5)).isoformat()
+    refused = await run("settle", loan_id, "--agent", "a1", "--amount", "100.00",
+                        "--currency", "CNY", "--pay-by", pay_by)
     assert refused.exit_code == 1
     assert refused.stderr.strip() == "settlement 100.00 is below the policy's floor of 550.00"
     held = await run("dispute", loan_id, "--actor", "a1", "--reason", "not my loan")
     assert held.exit_code == 0, held.output
     assert "dispute hold placed" in held.stdout and "outstanding: 1100.00 CNY" in held.stdout
     missing = await run("timeline", "NOSUCHLOAN2")
-    assert missing.exit_code == 1 and missing.stderr.strip() == "no collection case for loan NOSUCHLOAN2"
+    assert missing.exit_code == 1
+    assert missing.stderr == "no collection case for loan NOSUCHLOAN2\n"
 
 
-async def test_open_tasks_reads_the_work_queue(pool: asyncpg.Pool, pg_dsn: str, loan_id: str) -> None:
+async def test_open_tasks_reads_the_work_queue(pool: asyncpg.Pool, pg_dsn: str,
+                                               loan_id: str) -> None:
     now = datetime.now(UTC)
     await pool.execute(
-        "INSERT INTO tasks (task_key, loan_id, workflow_id, kind, step_id, priority, due_by, created_at) "
-        "VALUES ($1, $2, $3, 'visit', 'late-visit', 9, $4, $5)",
+        "INSERT INTO tasks (task_key, loan_id, workflow_id, kind, step_id, priority, due_by, "
+        "created_at) VALUES ($1, $2, $3, 'visit', 'late-visit', 9, $4, $5)",
         f"{loan_id}/late-visit", loan_id, workflow_id_for(loan_id), now + timedelta(days=7), now,
     )
     rows = await operations.open_tasks(pg_dsn, kind="visit", limit=1000)
     mine = [r for r in rows if r.loan_id == loan_id]
     assert [(r.kind, r.step_id, r.priority, r.task_key) for r in mine] == [
         ("visit", "late-visit", 9, f"{loan_id}/late-visit")]
-    assert not [r for r in await operations.open_tasks(pg_dsn, kind="call", limit=1000) if r.loan_id == loan_id]
+    calls = await operations.open_tasks(pg_dsn, kind="call", limit=1000)
+    assert loan_id not in {r.loan_id for r in calls}

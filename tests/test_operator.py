@@ -124,10 +124,9 @@ async def test_list_cases_matches_filters(
             Installment(amount=half, due_date=today + timedelta(days=10)),
             Installment(amount=planned.amount_overdue - half, due_date=today + timedelta(days=40)),
         ]))
-    # Pay once the plan is on record and in visibility, i.e. once the workflow's recorder is idle
-    # again. (A payment that reaches the recorder while it is writing the plan is written only
-    # after the receipt has gone out, which quiet hours can hold back for hours, while the
-    # search attributes already say "paid".)
+    # The plan's agent reaches visibility and PostgreSQL before the payment is sent, so both
+    # stores see the plan and then the payment (the search attributes are upserted from the
+    # live state after each record, and may run a batch ahead of PostgreSQL for a moment).
     await eventually(lambda: op.list_cases(client, agent=agent),
                      lambda rows: [(r.loan_id, r.state) for r in rows] == [(planned.loan_id, "active")],
                      timeout=30)

@@ -62,10 +62,10 @@ LADDER = [
 ]
 
 
-def compressed(loan: LoanInput) -> ResolvedPolicy:
+def compressed(loan: LoanInput, day_seconds: int = 2) -> ResolvedPolicy:
     # A send attempt lost with a killed worker is retried after its start-to-close timeout: keep it
     # short here (60 s by default). The database activities' 30 s is the workflow's own.
-    policy = pinned(loan, day_seconds=2, send_timeout_seconds=5)
+    policy = pinned(loan, day_seconds=day_seconds, send_timeout_seconds=5)
     return policy.model_copy(update={"steps": LADDER, "ladder_name": "fault-test"})
 
 
@@ -218,7 +218,9 @@ async def test_two_workers_one_killed_the_other_finishes_every_case(
         await doomed.wait_ready()
         loans = new_loans(4, today_of(await dev_env.get_current_time()))
         # Only the doomed worker is polling yet: it takes every case (and keeps them, sticky).
-        handles = [await start_case(client, loan, queue, compressed(loan)) for loan in loans]
+        # Slower days (3 s): the cases must still be running once the survivor has started.
+        handles = [await start_case(client, loan, queue, compressed(loan, day_seconds=3))
+                   for loan in loans]
         survivor.start()
         await survivor.wait_ready()  # two workers on the queue while the cases run
         await wait_for_messages(pemu, loans, at_least=6)

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -143,9 +143,6 @@ def window_timezone(target_hour: int = 15) -> str:
     return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # POSIX sign: Etc/GMT-3 is UTC+3
 
 
-def local_today(tz: str) -> datetime:
-    return datetime.now(ZoneInfo(tz))
-
-
-def due_for(tz: str, days_ago: int) -> datetime:
-    return (local_today(tz) - timedelta(days=days_ago)).date()
+def due_for(tz: str, days_ago: int) -> date:
+    """A due date `days_ago` days before the borrower's local today."""
+    return (datetime.now(ZoneInfo(tz)) - timedelta(days=days_ago)).date()

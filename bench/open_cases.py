@@ -1,0 +1,199 @@
+"""Open cases: N cases asleep on long timers on one machine, and how fast one of them answers.
+
+Ours: N loans due 60 days from now started through `operations.start_many` with our worker running
+(subprocess, max_cached_workflows 1000): each resolves its policy, records the case in PostgreSQL
+and sleeps until its first step (D-3). Bare: N BareWorkflows (a 60-day timer), started in batches
+of 200, with the bare worker. Each side on a fresh dev server (SQLite file).
+
+Figures: time to start them (client) and until every case has settled (ours: N rows in `cases` and
+the worker idle; bare: the worker idle), worker and server RSS once settled, SQLite file size, and,
+while they are open, the latency of a `status` query and of a payment signal to random cases, one
+at a time: the signal's acknowledgement, and until the payment is visible in `status`
+(p50/p99 over --samples). Ours pays 1.00 CNY (the case applies it, sends an SMS acknowledgement
+and records it), through `operations.pay` / `operations.status`; bare adds to a counter.
+
+    python -m bench.open_cases --n 10000
+    python -m bench.open_cases --n 50000      # the one-machine target
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+from bench.bare import BareWorkflow
+from bench.common import (
+    BARE_QUEUE, OUR_QUEUE, Report, Sampler, Stack, base_parser, chunks, count, file_size, load_now,
+    local_today, log, make_loan, mib, ms_summary, run, timed_samples,
+)
+
+P99_TARGET_MS = 500
+
+
+async def ours(args, report: Report) -> dict:
+    from client.operations import pay, start_many, status
+    from workflows.messages import PaymentInput
+
+    n = args.n
+    due = local_today() + timedelta(days=60)
+    async with Stack() as st:
+        with Sampler() as s:
+            worker = await st.start_our_worker(max_cached=args.max_cached)
+            s.add("worker", worker.pid)
+            s.add("server", st.server_ps.pid)
+            ids = [f"OC{i:06d}" for i in range(n)]
+            t0 = time.perf_counter()
+            counts = await start_many(st.client, (make_loan(lid, due, i) for i, lid in enumerate(ids)),
+                                      task_queue=OUR_QUEUE)
+            t_start = time.perf_counter() - t0
+            log(f"ours: {counts['started']} started in {t_start:.1f}s; waiting for them to settle")
+
+            async def all_recorded() -> bool:
+                return await st.pool.fetchval("SELECT count(*) FROM cases") >= n
+
+            await s.wait_idle("worker", timeout=args.settle_timeout, check=all_recorded)
+            t_settled = time.perf_counter() - t0
+            recorded = await st.pool.fetchval("SELECT count(*) FROM cases")
+            figures = {"start_s": t_start, "settled_s": t_settled, "rss_w": s.rss("worker"),
+                       "peak_w": s.peak("worker"), "rss_s": s.rss("server"), "peak_s": s.peak("server"),
+                       "db": file_size(st.sqlite_file), "started": counts["started"], "recorded": recorded,
+                       "cpu_w": s.cpu("worker"), "cpu_s": s.cpu("server")}
+            log(f"ours: settled after {t_settled:.1f}s ({recorded} recorded); sampling latencies")
+            rng = random.Random(11)
+
+            async def query(_: int) -> None:
+                await status(st.client, rng.choice(ids))
+
+            async def signal(i: int) -> None:
+                await pay(st.client, rng.choice(ids), PaymentInput(
+                    payment_id=f"bench-ack-{i}", amount=Decimal("1.00"), currency="CNY"))
+
+            visible_fail = 0
+
+            async def pay_visible(i: int) -> float:
+                nonlocal visible_fail
+                lid = rng.choice(ids)
+                before = (await status(st.client, lid)).paid_total
+                t = time.perf_counter()
+                await pay(st.client, lid, PaymentInput(payment_id=f"bench-vis-{i}", amount=Decimal("1.00"),
+                                                       currency="CNY"))
+                end = time.monotonic() + 10
+                while time.monotonic() < end:
+                    if (await status(st.client, lid)).paid_total > before:
+                        return time.perf_counter() - t
+                visible_fail += 1
+                return time.perf_counter() - t
+
+            figures["query"] = await timed_samples(query, args.samples, budget=args.budget)
+            figures["signal"] = await timed_samples(signal, args.samples, budget=args.budget)
+            figures["visible"] = await timed_samples(pay_visible, args.samples, budget=args.budget)
+            figures["visible_fail"] = visible_fail
+            figures["peak_w_after"] = s.peak("worker")
+            await st.stop_proc(worker)
+    return figures
+
+
+async def bare(args, report: Report) -> dict:
+    n = args.n
+    wait = int(timedelta(days=60).total_seconds())
+    async with Stack(postgres=False, emulator=False) as st:
+        with Sampler() as s:
+            worker = await st.start_bare_worker(max_cached=args.max_cached)
+            s.add("worker", worker.pid)
+            s.add("server", st.server_ps.pid)
+            ids = [f"bare-oc-{i:06d}" for i in range(n)]
+            t0 = time.perf_counter()
+            for batch in chunks(ids, 200):
+                await asyncio.gather(*(st.bare_client.start_workflow(BareWorkflow.run, wait, id=wid,
+                                                                     task_queue=BARE_QUEUE) for wid in batch))
+            t_start = time.perf_counter() - t0
+            log(f"bare: {n} started in {t_start:.1f}s; waiting for them to settle")
+            await s.wait_idle("worker", timeout=args.settle_timeout)
+            t_settled = time.perf_counter() - t0
+            figures = {"start_s": t_start, "settled_s": t_settled, "rss_w": s.rss("worker"),
+                       "peak_w": s.peak("worker"), "rss_s": s.rss("server"), "peak_s": s.peak("server"),
+                       "db": file_size(st.sqlite_file), "started": await count(st.bare_client, "WorkflowType='BareWorkflow'"),
+                       "cpu_w": s.cpu("worker"), "cpu_s": s.cpu("server")}
+            rng = random.Random(11)
+
+            async def query(_: int) -> None:
+                await st.bare_client.get_workflow_handle(rng.choice(ids)).query(BareWorkflow.status)
+
+            async def signal(_: int) -> None:
+                await st.bare_client.get_workflow_handle(rng.choice(ids)).signal(BareWorkflow.pay, 1.0)
+
+            visible_fail = 0
+
+            async def pay_visible(_: int) -> float:
+                nonlocal visible_fail
+                h = st.bare_client.get_workflow_handle(rng.choice(ids))
+                before = (await h.query(BareWorkflow.status))["payments"]
+                t = time.perf_counter()
+                await h.signal(BareWorkflow.pay, 1.0)
+                end = time.monotonic() + 10
+                while time.monotonic() < end:
+                    if (await h.query(BareWorkflow.status))["payments"] > before:
+                        return time.perf_counter() - t
+                visible_fail += 1
+                return time.perf_counter() - t
+
+            figures["query"] = await timed_samples(query, args.samples, budget=args.budget)
+            figures["signal"] = await timed_samples(signal, args.samples, budget=args.budget)
+            figures["visible"] = await timed_samples(pay_visible, args.samples, budget=args.budget)
+            figures["visible_fail"] = visible_fail
+            await st.stop_proc(worker)
+    return figures
+
+
+async def main(args) -> Report:
+    report = Report("open_cases", params={"n": args.n, "samples": args.samples,
+                                          "max_cached_workflows": args.max_cached})
+    report.load_before = load_now()
+    log(f"ours: opening {args.n} cases")
+    o = await ours(args, report)
+    log(f"bare: opening {args.n} workflows")
+    b = await bare(args, report)
+    n = args.n
+    report.add("open cases", o["recorded"], b["started"], target=f">= {n}",
+               met=o["recorded"] >= n and o["started"] == n)
+    report.add("time to start (client)", round(o["start_s"], 1), round(b["start_s"], 1), "s")
+    report.add("starts/s", round(n / o["start_s"], 1), round(n / b["start_s"], 1), "/s")
+    report.add("time until settled", round(o["settled_s"], 1), round(b["settled_s"], 1), "s")
+    report.add("worker RSS settled", mib(o["rss_w"]), mib(b["rss_w"]), "MiB")
+    report.add("worker peak RSS", mib(max(o["peak_w"], o["peak_w_after"])), mib(b["peak_w"]), "MiB")
+    report.add("server RSS settled", mib(o["rss_s"]), mib(b["rss_s"]), "MiB")
+    report.add("server peak RSS", mib(o["peak_s"]), mib(b["peak_s"]), "MiB")
+    report.add("SQLite file", mib(o["db"]), mib(b["db"]), "MiB")
+    report.add("SQLite bytes per case", round(o["db"] / n), round(b["db"] / n), "B")
+    report.add("worker CPU to open one", round(1000 * o["cpu_w"] / n, 1), round(1000 * b["cpu_w"] / n, 1), "ms")
+    for key, label in (("query", "status query"), ("signal", "payment signal ack"),
+                       ("visible", "payment visible in status")):
+        so, sb = ms_summary(o[key]), ms_summary(b[key])
+        report.add(f"{label} p50", so["p50"], sb["p50"], "ms")
+        kw = {"target": f"< {P99_TARGET_MS} ms", "met": (so["p99"] or 1e9) < P99_TARGET_MS} if key == "visible" else {}
+        report.add(f"{label} p99", so["p99"], sb["p99"], "ms", **kw)
+        report.extra[key] = {"ours": so, "bare": sb}
+    report.notes.append(
+        f"latency samples: ours {len(o['query'])}/{len(o['signal'])}/{len(o['visible'])}, "
+        f"bare {len(b['query'])}/{len(b['signal'])}/{len(b['visible'])} (query/signal/visible); "
+        f"not visible within 10 s: ours {o['visible_fail']}, bare {b['visible_fail']}")
+    report.notes.append(
+        f"a random case of {n} is in the worker's sticky cache with odds about {min(1, args.max_cached / n):.0%}: "
+        "the rest are replayed from history to answer")
+    return report
+
+
+def parser():
+    p = base_parser(__doc__.splitlines()[0], 1000)
+    p.add_argument("--samples", type=int, default=200, help="latency samples per figure (default 200)")
+    p.add_argument("--budget", type=float, default=120, help="seconds at most per latency figure")
+    p.add_argument("--max-cached", type=int, default=1000, help="workers' max_cached_workflows")
+    p.add_argument("--settle-timeout", type=float, default=1800)
+    return p
+
+
+if __name__ == "__main__":
+    run(main, parser().parse_args())
