@@ -105,6 +105,9 @@ class ContactActivities:
                 step_id, stage, template, decision, rule, reason, outcome, occurred_at)
             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
             ON CONFLICT (idempotency_key) DO UPDATE SET
+                -- A send the provider refused for good was not a contact: it stops counting
+                -- towards the caps.
+                decision = CASE WHEN EXCLUDED.decision = 'failed' THEN 'failed' ELSE contacts.decision END,
                 outcome = COALESCE(EXCLUDED.outcome, contacts.outcome),
                 rule = COALESCE(EXCLUDED.rule, contacts.rule),
                 reason = COALESCE(EXCLUDED.reason, contacts.reason)

@@ -13,7 +13,7 @@ from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 from temporalio import activity
 
-from activities.outbox import Outbox, PermanentSendError, TransientSendError, body_hash
+from activities.outbox import Outbox, PermanentSendError, TransientSendError, body_hash, retry_after
 from activities.templates import LinkBuilder, render
 from workflows.activity_io import SEND_EMAIL, SendInput, SendResult
 
@@ -56,9 +56,8 @@ class EmailActivities:
                                                          timeout=self.timeout_seconds)
             except (http_errors.TooManyRequestsError, http_errors.InternalServerError,
                     http_errors.ServiceUnavailableError, http_errors.GatewayTimeoutError) as err:
-                retry_after = (err.headers or {}).get("Retry-After")
                 raise TransientSendError(
-                    f"sendgrid_{err.status_code}", float(retry_after) if retry_after else None
+                    f"sendgrid_{err.status_code}", retry_after((err.headers or {}).get("Retry-After"))
                 ) from None
             except http_errors.HTTPError as err:
                 raise PermanentSendError(f"sendgrid_{err.status_code}") from None

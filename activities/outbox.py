@@ -10,6 +10,7 @@ the earlier attempt can no longer be in flight.
 from __future__ import annotations
 
 import hashlib
+from email.utils import parsedate_to_datetime
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -33,10 +34,24 @@ class TransientSendError(Exception):
     """The provider answered and did not take the message, or the request provably never reached
     it (no connection); safe to send again later."""
 
-    def __init__(self, code: str, retry_after: float | None = None) -> None:
+    def __init__(self, code: str, retry_after: timedelta | None = None) -> None:
         super().__init__(code)
         self.code = code
         self.retry_after = retry_after
+
+
+def retry_after(header: str | None) -> timedelta | None:
+    """A Retry-After header: whole seconds, or an HTTP date."""
+    if not header:
+        return None
+    value = header.strip()
+    if value.isdigit():
+        return timedelta(seconds=int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when - datetime.now(timezone.utc), timedelta(0))
 
 
 def body_hash(to: str, body: str) -> str:
@@ -124,7 +139,7 @@ class Outbox:
             return SendResult(status="failed", error_code=err.code)
         except TransientSendError as err:
             await self._set(key, "retry", error=err.code)
-            delay = timedelta(seconds=err.retry_after) if err.retry_after else None
+            delay = err.retry_after
             raise ApplicationError(
                 f"{channel} provider answered {err.code}; will retry",
                 type="ProviderUnavailable",

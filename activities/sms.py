@@ -11,7 +11,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from activities.outbox import Outbox, PermanentSendError, TransientSendError, body_hash
+from activities.outbox import Outbox, PermanentSendError, TransientSendError, body_hash, retry_after
 from activities.templates import LinkBuilder, render
 from workflows.activity_io import SEND_SMS, SendInput, SendResult
 
@@ -38,10 +38,7 @@ class RetryAfterHttpClient(AsyncTwilioHttpClient):
         async with session.request(method.upper(), url, **kwargs) as resp:
             text = await resp.text()
             if resp.status == 429 or resp.status >= 500:
-                retry_after = resp.headers.get("Retry-After")
-                raise TransientSendError(
-                    f"http_{resp.status}", float(retry_after) if retry_after else None
-                )
+                raise TransientSendError(f"http_{resp.status}", retry_after(resp.headers.get("Retry-After")))
             return Response(resp.status, text, resp.headers)
 
 

@@ -41,7 +41,9 @@ async def ours(args, report: Report) -> dict:
     due = local_today() + timedelta(days=60)
     async with Stack() as st:
         with Sampler() as s:
-            worker = await st.start_our_worker(max_cached=args.max_cached)
+            prof_out = st.dir / "worker-profile.txt"
+            worker = await st.start_our_worker(max_cached=args.max_cached,
+                                               profile_out=prof_out if args.profile else None)
             s.add("worker", worker.pid)
             s.add("server", st.server_ps.pid)
             ids = [f"OC{i:06d}" for i in range(n)]
@@ -93,6 +95,8 @@ async def ours(args, report: Report) -> dict:
             figures["visible_fail"] = visible_fail
             figures["peak_w_after"] = s.peak("worker")
             await st.stop_proc(worker)
+            if args.profile and prof_out.exists():
+                figures["profile"] = prof_out.read_text()
     return figures
 
 
@@ -180,6 +184,9 @@ async def main(args) -> Report:
         f"latency samples: ours {len(o['query'])}/{len(o['signal'])}/{len(o['visible'])}, "
         f"bare {len(b['query'])}/{len(b['signal'])}/{len(b['visible'])} (query/signal/visible); "
         f"not visible within 10 s: ours {o['visible_fail']}, bare {b['visible_fail']}")
+    if o.get("profile"):
+        print(o["profile"])
+        report.extra["worker_profile_top"] = o["profile"].splitlines()[:60]
     report.notes.append(
         f"a random case of {n} is in the worker's sticky cache with odds about {min(1, args.max_cached / n):.0%}: "
         "the rest are replayed from history to answer")
@@ -192,6 +199,7 @@ def parser():
     p.add_argument("--budget", type=float, default=120, help="seconds at most per latency figure")
     p.add_argument("--max-cached", type=int, default=1000, help="workers' max_cached_workflows")
     p.add_argument("--settle-timeout", type=float, default=1800)
+    p.add_argument("--profile", action="store_true", help="sample our worker's stacks and print where the time goes")
     return p
 
 
