@@ -26,7 +26,7 @@ from bench.common import (
 )
 
 TARGET_MS = 200
-FILTERS = [{}, {"stage": "pre_due"}, {"min_outstanding": 1000}, {"state": "active", "min_dpd": -10},
+FILTERS = [{}, {"stage": "pre_due"}, {"min_outstanding": 1000}, {"state": "active", "max_dpd": 0},
            {"policy_version": "default"}]
 DB_FILTERS = [{}, {"stage": "late"}, {"min_outstanding": 5000}, {"state": "active", "min_dpd": 30, "max_dpd": 90},
               {"policy_version": "book@2025.2"}]

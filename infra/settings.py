@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     temporal_tls_ca: Path | None = Field(None, description="server CA, when not a public one")
     temporal_tls: bool = False
 
+    # kid:base64key[,...]; required with a real cluster, so every worker and client shares the keys.
+    collections_encryption_keys: str | None = None
+
     database_url: str | None = Field(None, description="postgresql://... (sslmode in the URL)")
 
     # Unset credentials mean the embedded provider emulator; set them for the real services.
@@ -65,6 +68,9 @@ class Settings(BaseSettings):
         problems = []
         if not self.embedded_temporal and self.temporal_api_key in PLACEHOLDER_SECRETS:
             problems.append("TEMPORAL_API_KEY is a placeholder")
+        if not self.embedded_temporal and not self.collections_encryption_keys:
+            problems.append("COLLECTIONS_ENCRYPTION_KEYS is not set: borrower data in Temporal's "
+                            "history must be encrypted with keys every worker and client shares")
         if self.twilio_account_sid is not None and (self.twilio_auth_token or "") in PLACEHOLDER_SECRETS:
             problems.append("TWILIO_AUTH_TOKEN is missing or a placeholder")
         if self.sendgrid_api_key is not None and self.sendgrid_api_key in PLACEHOLDER_SECRETS:

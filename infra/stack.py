@@ -119,7 +119,9 @@ class LocalStack:
                 ui_url = f"http://127.0.0.1:{s.ui_port}" if self.fixed_ports else None
                 started.append("temporal")
             else:
-                client = await connect_temporal(s, key_file=key_file)
+                # A cluster's keys come from the environment only: a key made here would be
+                # this machine's alone.
+                client = await connect_temporal(s)
         except BaseException:
             await self._exit.aclose()
             raise
