@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -139,7 +140,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--embedded", action="store_true", help="start the local stack for what is not configured")
     args = parser.parse_args()
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(main(args.embedded))
+    # Ctrl-C and SIGTERM unwind through the stack's context managers, stopping what it started.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
     try:
-        asyncio.run(main(args.embedded))
-    except KeyboardInterrupt:
-        pass
+        loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        log.info("worker stopped")
+    finally:
+        loop.close()
