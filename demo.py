@@ -43,6 +43,7 @@ from workflows.messages import (
     LoanInput,
     PaymentInput,
     PromiseInput,
+    SettlementInput,
     TaskOutcome,
     TaskOutcomeInput,
 )
@@ -65,12 +66,13 @@ class Script:
     """What the outside world does to one loan, in policy days after the demo starts."""
 
     loan: LoanInput
-    plan: str  # "pay in full", "pay in part", "promise", "unpaid"
+    plan: str  # "pay in full", "pay in part", "promise", "settle", "unpaid"
     done: set[str] = field(default_factory=set)
+    settlement: Decimal | None = None
 
 
 def demo_loans(today: date, rng: random.Random) -> list[Script]:
-    plans = ["pay in full"] * 6 + ["pay in part"] * 4 + ["promise"] * 2 + ["unpaid"] * 8
+    plans = ["pay in full"] * 6 + ["pay in part"] * 4 + ["promise"] * 2 + ["settle"] + ["unpaid"] * 7
     scripts = []
     for i, plan in enumerate(plans):
         english = i % 4 == 3
@@ -124,6 +126,18 @@ async def play_outside_world(client: Client, pool: asyncpg.Pool, scripts: list[S
                     await operations.update(client, loan.loan_id, "promise", PromiseInput(
                         agent="agent-007", amount=st.outstanding, currency="CNY",
                         promised_date=policy_today + timedelta(days=2)))
+                elif s.plan == "settle" and day > 3 and "offer" not in s.done:
+                    s.done.add("offer")
+                    st = await operations.status(client, loan.loan_id)
+                    policy_today = loan.due_date + timedelta(days=st.days_past_due)
+                    s.settlement = (st.outstanding * Decimal("0.6")).quantize(Decimal("0.01"))
+                    await operations.update(client, loan.loan_id, "settle", SettlementInput(
+                        agent="agent-007", amount=s.settlement, currency="CNY",
+                        pay_by=policy_today + timedelta(days=3)))
+                elif s.plan == "settle" and day > 5 and "settled" not in s.done and s.settlement:
+                    s.done.add("settled")
+                    await operations.pay(client, loan.loan_id, PaymentInput(
+                        payment_id=f"{loan.loan_id}-S1", amount=s.settlement, currency="CNY"))
                 elif s.plan == "promise" and day > 5 and "kept" not in s.done:
                     s.done.add("kept")
                     await operations.pay(client, loan.loan_id, PaymentInput(
