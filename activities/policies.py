@@ -6,6 +6,8 @@ later changes new loans only.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -16,9 +18,30 @@ from workflows.messages import LoanInput
 from workflows.policy import ResolvedPolicy
 
 
-def resolve(loan: LoanInput) -> ResolvedPolicy:
+def _files_signature() -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of every policy and rule file: what the cache keys on."""
+    files = sorted([*policy_loader.POLICIES_DIR.glob("*.toml"), *policy_loader.RULES_DIR.glob("*.toml")])
+    signature = []
+    for path in files:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue  # removed between the listing and the stat: the next call sees it gone
+        signature.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(signature)
+
+
+@lru_cache(maxsize=4)
+def _load(signature: tuple[tuple[str, int, int], ...]) -> tuple[dict, dict]:
     rule_packs = policy_loader.load_rule_packs()
     policies = policy_loader.load_policies(rule_packs=rule_packs, templates=known_templates())
+    return policies, rule_packs
+
+
+def resolve(loan: LoanInput) -> ResolvedPolicy:
+    # Parsing every file for every new case cost more than the rest of opening it; the cache is
+    # dropped as soon as any file changes, so an edited policy still applies to the next loan.
+    policies, rule_packs = _load(_files_signature())
     return policy_loader.resolve_policy(loan, policies=policies, rule_packs=rule_packs)
 
 
