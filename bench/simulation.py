@@ -132,6 +132,16 @@ async def main(args) -> Report:
                 await sequential("bare", start_bare)
                 log(f"bare: {args.concurrent} concurrent")
                 await concurrent("bare", start_bare)
+                # The floor: the same timers, no activities at all.
+                plan["before"] = [op for op in plan["before"] if op[0] == "timer"]
+                plan["after"] = [op for op in plan["after"] if op[0] == "timer"]
+                floor = []
+                for _ in range(min(args.n, 5)):
+                    t = time.perf_counter()
+                    with env.auto_time_skipping_disabled():
+                        h = await start_bare("floor")
+                        await asyncio.wait_for(unlocked(h.result()), args.timeout)
+                    floor.append(time.perf_counter() - t)
     o, b = res["ours"], res["bare"]
     written_off = sum(1 for r in o["seq_results"] + o["conc_results"] if r.state == CaseState.WRITTEN_OFF)
     so, sb = ms_summary(o["seq"]), ms_summary(b["seq"])
@@ -140,6 +150,7 @@ async def main(args) -> Report:
                target=f"< {TARGET_MS} ms", met=(so["p50"] or 1e9) < TARGET_MS)
     report.add("sequential ms per lifecycle mean", round(mean_o, 1), round(mean_b, 1), "ms")
     report.add("sequential ms per lifecycle p99", so["p99"], sb["p99"], "ms")
+    report.add("same timers, no activities (floor)", None, round(1000 * statistics.mean(floor), 1), "ms")
     report.add("sequential lifecycles/s", round(1000 / mean_o, 2), round(1000 / mean_b, 2), "/s")
     conc_o, conc_b = args.concurrent / o["conc_s"], args.concurrent / b["conc_s"]
     report.add("concurrent lifecycles/s", round(conc_o, 2), round(conc_b, 2), "/s")
