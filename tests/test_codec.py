@@ -245,12 +245,25 @@ def test_codec_requires_valid_keys() -> None:
     assert "key_ids" in repr(EncryptionCodec(_keys("a"), "a"))
 
 
-def test_data_converter_uses_pydantic() -> None:
-    assert data_converter(None) is pydantic_data_converter
+def test_data_converter_uses_pydantic_with_shared_adapters() -> None:
+    from decimal import Decimal
+
+    from infra.codec import BASE_CONVERTER, CollectionsPayloadConverter
+
+    assert data_converter(None) is BASE_CONVERTER
     codec = EncryptionCodec(_keys("a"), "a")
     conv = data_converter(codec)
     assert conv.payload_codec is codec
-    assert conv.payload_converter_class is pydantic_data_converter.payload_converter_class
+    assert conv.payload_converter_class is CollectionsPayloadConverter
+    # Decimal survives as an exact string, and two converters (two workflow instances) share
+    # one adapter per type.
+    one, two = CollectionsPayloadConverter(), CollectionsPayloadConverter()
+    payload = one.to_payloads([Decimal("1250.10")])[0]
+    assert b'"1250.10"' in payload.data
+    assert two.from_payloads([payload], [Decimal])[0] == Decimal("1250.10")
+    json_one = next(c for c in one.converters.values() if hasattr(c, "_type_adapter"))
+    json_two = next(c for c in two.converters.values() if hasattr(c, "_type_adapter"))
+    assert json_one._type_adapter is json_two._type_adapter
 
 
 async def test_dev_key_file_created_0600_and_reused(tmp_path: Path) -> None:
