@@ -722,7 +722,7 @@ class HistoryShape:
     history_bytes: int
     activity_types: dict[str, int]
     # Bare replica: ops before the first signal, then after it. Each op is ["timer", seconds] or
-    # ["activity", 1]; a cancelled timer becomes a shorter timer of the time it actually ran.
+    # ["activity", k]: k activities scheduled by one workflow task (ours runs them concurrently).
     before_signal: list[list[Any]]
     after_signal: list[list[Any]]
 
@@ -740,13 +740,19 @@ async def history_shape(handle) -> HistoryShape:
     acts: dict[str, int] = {}
     n_act = n_timer = n_cancel = n_sig = n_up = n_wft = 0
     timers: dict[int, float] = {}
+    batch_open = False  # the previous command event was an activity scheduled by the same task
     for ev in hist.events:
         et = ev.event_type
         if et == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             n_act += 1
             name = ev.activity_task_scheduled_event_attributes.activity_type.name
             acts[name] = acts.get(name, 0) + 1
-            ops.append(["activity", 1])
+            if batch_open and ops and ops[-1][0] == "activity":
+                ops[-1][1] += 1
+            else:
+                ops.append(["activity", 1])
+            batch_open = True
+            continue
         elif et == EventType.EVENT_TYPE_TIMER_STARTED:
             n_timer += 1
             a = ev.timer_started_event_attributes
@@ -760,8 +766,10 @@ async def history_shape(handle) -> HistoryShape:
             ops = ops_after
         elif et == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             n_up += 1
+            continue  # a command of the same task: does not end an activity batch
         elif et == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             n_wft += 1
+        batch_open = False
     return HistoryShape(
         events=len(hist.events), activities=n_act, timers=n_timer, timers_cancelled=n_cancel,
         signals=n_sig, upserts=n_up, workflow_tasks=n_wft, history_bytes=sum(e.ByteSize() for e in hist.events),

@@ -1,6 +1,6 @@
 """Every benchmark in sequence, at the sizes `make bench` uses, then one combined table.
 
-    python -m bench.run_all              # about 35 minutes on a quiet 2-core machine (see below)
+    python -m bench.run_all              # about 20-25 minutes on a quiet 2-core machine (see below)
     python -m bench.run_all --quick      # small sizes: checks that everything runs (a few minutes)
     python -m bench.run_all --only lifecycle,simulation
 
@@ -8,9 +8,9 @@ Each benchmark runs in a process of its own (`python -m bench.<name> ...`) with 
 merges its figures into bench/results/latest.json; the combined table is printed from that file.
 A benchmark that fails or overruns is reported and the others still run.
 
-Most of the time goes into opening 10,000 cases for open_cases and replaying up to 5,000 of them
-for the memory figures: our worker spends about 85 ms of CPU to open a case today (bare: 8 ms), so
-that is about 15 minutes on its own; see bench/README.md for where that time goes.
+Most of the time goes into opening 10,000 cases for open_cases, bare and ours, and replaying up
+to 5,000 of them for the memory figures: our worker spends about 25 ms of CPU to open a case
+(bare: 8 ms); see bench/README.md for where that time goes.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bench.common import RESULTS_FILE, ROOT, load_now, log, machine_info, print_
 # on open_cases' open cases (--memory-sizes) so they are opened once; `--only memory` runs it alone.
 PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("start_rate", ["--n", "2000"], ["--n", "300"], 600),
-    ("lifecycle", ["--n", "500"], ["--n", "30"], 900),
+    ("lifecycle", ["--n", "300"], ["--n", "30"], 900),
     ("simulation", ["--n", "10", "--concurrent", "30"], ["--n", "3", "--concurrent", "5"], 600),
     ("operator_queries", ["--book", "100000", "--cases", "1000", "--samples", "40"],
      ["--book", "5000", "--cases", "200", "--samples", "20"], 900),
