@@ -30,6 +30,26 @@ def _outcome_for_caps(outcome: str | None) -> str:
     return "sent"
 
 
+async def write_contact(conn: asyncpg.Pool | asyncpg.Connection, rec: ContactRecord) -> None:
+    """Insert a decision row, or set the outcome of an attempt already written (keyed: retries are no-ops)."""
+    await conn.execute(
+        """
+        INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key, channel,
+            step_id, stage, template, decision, rule, reason, outcome, occurred_at)
+        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
+        ON CONFLICT (idempotency_key) DO UPDATE SET
+            -- A send the provider refused for good was not a contact: it stops counting
+            -- towards the caps.
+            decision = CASE WHEN EXCLUDED.decision = 'failed' THEN 'failed' ELSE contacts.decision END,
+            outcome = COALESCE(EXCLUDED.outcome, contacts.outcome),
+            rule = COALESCE(EXCLUDED.rule, contacts.rule),
+            reason = COALESCE(EXCLUDED.reason, contacts.reason)
+        """,
+        rec.key, rec.loan_id, rec.borrower_key, rec.contact_key, rec.channel, rec.step_id,
+        rec.stage, rec.template, rec.decision, rec.rule, rec.reason, rec.outcome, rec.at,
+    )
+
+
 class ContactActivities:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -99,19 +119,4 @@ class ContactActivities:
     @activity.defn(name=RECORD_CONTACT)
     async def record_contact(self, rec: ContactRecord) -> None:
         """Insert a decision row, or set the outcome of an attempt already written."""
-        await self.pool.execute(
-            """
-            INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key, channel,
-                step_id, stage, template, decision, rule, reason, outcome, occurred_at)
-            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
-            ON CONFLICT (idempotency_key) DO UPDATE SET
-                -- A send the provider refused for good was not a contact: it stops counting
-                -- towards the caps.
-                decision = CASE WHEN EXCLUDED.decision = 'failed' THEN 'failed' ELSE contacts.decision END,
-                outcome = COALESCE(EXCLUDED.outcome, contacts.outcome),
-                rule = COALESCE(EXCLUDED.rule, contacts.rule),
-                reason = COALESCE(EXCLUDED.reason, contacts.reason)
-            """,
-            rec.key, rec.loan_id, rec.borrower_key, rec.contact_key, rec.channel, rec.step_id,
-            rec.stage, rec.template, rec.decision, rec.rule, rec.reason, rec.outcome, rec.at,
-        )
+        await write_contact(self.pool, rec)

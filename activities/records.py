@@ -10,7 +10,8 @@ import json
 import asyncpg
 from temporalio import activity
 
-from workflows.activity_io import RECORD, RECORD_LEGAL_ACTION, LegalInput, RecordBatch
+from activities.contacts import write_contact
+from workflows.activity_io import RECORD, RECORD_LEGAL_ACTION, LegalInput, RecordBatch, RecordResult
 
 
 class RecordActivities:
@@ -18,10 +19,12 @@ class RecordActivities:
         self.pool = pool
 
     @activity.defn(name=RECORD)
-    async def record(self, batch: RecordBatch) -> int:
-        """Write one batch in one transaction; returns how many rows were new."""
+    async def record(self, batch: RecordBatch) -> RecordResult:
+        """Write one batch in one transaction; returns how many rows were new, and its events."""
         written = 0
         async with self.pool.acquire() as conn, conn.transaction():
+            for rec in batch.contacts:
+                await write_contact(conn, rec)
             if batch.case is not None:
                 c = batch.case
                 await conn.execute(
@@ -76,7 +79,7 @@ class RecordActivities:
                     s.key, s.loan_id, s.from_stage, s.to_stage, s.occurred_at,
                 )
                 written += status.endswith(" 1")
-        return written
+        return RecordResult(written=written, events=batch.events)
 
     @activity.defn(name=RECORD_LEGAL_ACTION)
     async def record_legal_action(self, inp: LegalInput) -> bool:

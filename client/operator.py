@@ -36,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from client.book import BOOK_PREFIX, clear_book, seed_book
 from client.operations import OperationError
-from workflows.activity_io import RECORD, RecordBatch
+from workflows.activity_io import RECORD, RecordBatch, RecordResult
 from workflows.collection_workflow import CollectionInput, CollectionWorkflow
 from workflows.messages import CaseState, Stage, TimelineEvent
 from workflows.shared import (
@@ -506,9 +506,23 @@ async def _decode(client: Client, payloads: Sequence[Any], typ: type) -> Any | N
     return values[0] if values else None
 
 
+LOCAL_ACTIVITY_MARKER: Final = "core_local_activity"
+
+
+def _local_activity_type(attrs: Any) -> str | None:
+    """The activity type in a local-activity marker (its "data" detail is plain JSON)."""
+    if "data" not in attrs.details or "result" not in attrs.details:
+        return None
+    try:
+        return json.loads(attrs.details["data"].payloads[0].data).get("activity_type")
+    except (IndexError, ValueError, AttributeError):
+        return None
+
+
 async def _events_of_run(client: Client, events: Sequence[Any]) -> list[HistoryEntry]:
     """The timeline a run carried in (its input and its continue-as-new state) and the events it
-    wrote through the `record` activity, decoded from the run's event history."""
+    wrote through the `record` activity (its input, or its result when it ran as a local
+    activity), decoded from the run's event history."""
     found: list[HistoryEntry] = []
 
     def from_state(inp: CollectionInput | None) -> None:
@@ -530,6 +544,14 @@ async def _events_of_run(client: Client, events: Sequence[Any]) -> list[HistoryE
                 if batch is not None:
                     found.extend(_timeline_entry(e.kind, e.summary, e.occurred_at, e.rule, e.actor,
                                                  e.detail) for e in batch.events)
+        elif ev.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            # A `record` run as a local activity: its result carries the events it wrote.
+            attrs = ev.marker_recorded_event_attributes
+            if attrs.marker_name == LOCAL_ACTIVITY_MARKER and _local_activity_type(attrs) == RECORD:
+                result = await _decode(client, attrs.details["result"].payloads, RecordResult)
+                if result is not None:
+                    found.extend(_timeline_entry(e.kind, e.summary, e.occurred_at, e.rule, e.actor,
+                                                 e.detail) for e in result.events)
         elif ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
             attrs = ev.workflow_execution_continued_as_new_event_attributes
             from_state(await _decode(client, attrs.input.payloads, CollectionInput))

@@ -49,7 +49,7 @@ from tests.worker_process import (
     window_timezone,
     worker_env,
 )
-from workflows.activity_io import RECORD, SEND_EMAIL, SEND_SMS, RecordBatch, SendResult
+from workflows.activity_io import RECORD, SEND_EMAIL, SEND_SMS, RecordBatch, RecordResult, SendResult
 from workflows.collection_workflow import CollectionWorkflow
 from workflows.messages import CaseState, LoanInput, PaymentInput
 from worker import Providers, activities_for, running_worker, sandbox_runner
@@ -287,12 +287,12 @@ async def test_retried_database_writes_never_duplicate_rows(
     records = RecordActivities(pool)
 
     @activity.defn(name=RECORD)
-    async def record_then_lose_the_ack(batch: RecordBatch) -> int:
-        written = await records.record(batch)
+    async def record_then_lose_the_ack(batch: RecordBatch) -> RecordResult:
+        result = await records.record(batch)
         if activity.info().attempt == 1:
             raise ApplicationError("connection lost after commit")
-        retries.append(written)
-        return written
+        retries.append(result.written)
+        return result
 
     acts = [a for a in activities_for(pool, emulator_providers(femu.url))
             if getattr(a, "__temporal_activity_definition").name != RECORD]

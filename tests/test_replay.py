@@ -29,6 +29,8 @@ shows what happens without it.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -49,8 +51,9 @@ SCENARIOS = {"paid_in_full", "write_off", "promise_kept", "plan_broken"}
 
 
 def history(path: Path) -> WorkflowHistory:
-    # record_histories.py names the loan REPLAY-<scenario>
-    return WorkflowHistory.from_json(workflow_id_for(f"REPLAY-{path.stem}"), path.read_text())
+    # record_histories.py names the loan REPLAY-<scenario>; `<scenario>-v2` is a later recording
+    scenario = re.sub(r"-v\d+$", "", path.stem)
+    return WorkflowHistory.from_json(workflow_id_for(f"REPLAY-{scenario}"), path.read_text())
 
 
 def replayer(*workflows: type) -> Replayer:
@@ -81,6 +84,26 @@ class PatchedChange(CollectionWorkflow):
 
 def test_all_scenarios_are_recorded() -> None:
     assert {p.stem for p in FILES} >= SCENARIOS, "run tests/record_histories.py"
+    assert {p.stem for p in FILES} >= {f"{s}-v2" for s in SCENARIOS}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_both_database_activity_paths_are_recorded(name: str) -> None:
+    """<scenario>.json predates LOCAL_DB_PATCH (database work as regular activities), -v2 has it:
+    replaying both is what keeps cases started before the change running after it."""
+    def kinds(path: Path) -> tuple[set[str], set[str]]:
+        events = json.loads(path.read_text())["events"]
+        activities = {e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+                      for e in events if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"}
+        markers = {e["markerRecordedEventAttributes"]["markerName"]
+                   for e in events if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED"}
+        return activities, markers
+
+    old_activities, old_markers = kinds(HISTORIES / f"{name}.json")
+    new_activities, new_markers = kinds(HISTORIES / f"{name}-v2.json")
+    assert "record" in old_activities and "core_local_activity" not in old_markers
+    assert "record" not in new_activities and "resolve_policy" not in new_activities
+    assert {"core_patch", "core_local_activity"} <= new_markers
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

@@ -80,16 +80,6 @@ class StageChange:
 
 
 @dataclass
-class RecordBatch:
-    """Everything a workflow step learned, written in one transaction."""
-
-    case: CaseSnapshot | None = None
-    events: list[EventRecord] = field(default_factory=list)
-    payments: list[PaymentRecord] = field(default_factory=list)
-    stage_changes: list[StageChange] = field(default_factory=list)
-
-
-@dataclass
 class ContactRequest:
     """Ask for room under the caps; when granted the attempt row is written in the same step."""
 
@@ -131,6 +121,29 @@ class ContactRecord:
     rule: str | None = None
     reason: str | None = None
     outcome: str | None = None
+
+
+@dataclass
+class RecordBatch:
+    """Everything a workflow step learned, written in one transaction."""
+
+    case: CaseSnapshot | None = None
+    events: list[EventRecord] = field(default_factory=list)
+    payments: list[PaymentRecord] = field(default_factory=list)
+    stage_changes: list[StageChange] = field(default_factory=list)
+    # Contact decisions and outcomes (executions with local database activities; older ones sent
+    # each through `record_contact`).
+    contacts: list[ContactRecord] = field(default_factory=list)
+
+
+@dataclass
+class RecordResult:
+    """What a `record` batch wrote. The events come back so that they stay readable in the event
+    history: a local activity's input is not kept there, its result is (`starter.py history` reads
+    them when neither the worker nor PostgreSQL can answer)."""
+
+    written: int
+    events: list[EventRecord] = field(default_factory=list)
 
 
 @dataclass

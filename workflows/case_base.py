@@ -38,6 +38,11 @@ DB_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)),
 }
+# Database activities run as local activities in the worker that runs the workflow task: a case's
+# writes and reservations then cost no activity task on the server (half of the server's work when a
+# case opens, two thirds of the round trips of a simulated lifecycle). Executions begun before this
+# change replay with regular activities: the choice is pinned per execution by the patch marker.
+LOCAL_DB_PATCH = "db-activities-local"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -59,6 +64,21 @@ class CaseBase:
     _wake: bool
     _sa: dict[str, Any]
     _contact_queue: list[ContactRecord]
+
+    # ------------------------------------------------------------ database
+
+    async def _db(self, name: str, arg: Any, *, result_type: type | None = None,
+                  start_to_close_timeout: timedelta | None = None) -> Any:
+        """Run a database activity: local in executions started with LOCAL_DB_PATCH, else regular."""
+        options = dict(DB_OPTIONS)
+        if start_to_close_timeout is not None:
+            options["start_to_close_timeout"] = start_to_close_timeout
+        if workflow.patched(LOCAL_DB_PATCH):
+            return await workflow.execute_local_activity(name, arg, result_type=result_type, **options)
+        return await workflow.execute_activity(name, arg, result_type=result_type, **options)
+
+    def _local_db(self) -> bool:
+        return workflow.patched(LOCAL_DB_PATCH)
 
     # ---------------------------------------------------------------- time
 

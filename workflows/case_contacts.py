@@ -35,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policy import Step
 from workflows.case_base import (
     CONNECTED,
-    DB_OPTIONS,
     ESCALATING,
     SEND_RETRY,
     CaseBase,
@@ -105,7 +104,7 @@ class CaseContacts(CaseBase):
             at, rule = compliance.next_allowed(now, s.loan.timezone, pack)
             reason = "outside the contact window"
             if at <= now and caps:
-                decision = await workflow.execute_activity(
+                decision = await self._db(
                     RESERVE_CONTACT,
                     ContactRequest(
                         key=attempt_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
@@ -113,7 +112,7 @@ class CaseContacts(CaseBase):
                         stage=s.stage.value, template=template, at=now, timezone=s.loan.timezone,
                         rule_pack=pack,
                     ),
-                    result_type=ContactDecision, **DB_OPTIONS,
+                    result_type=ContactDecision,
                 )
                 if decision.allowed:
                     return True
@@ -223,11 +222,10 @@ class CaseContacts(CaseBase):
         days = step.deadline_days or (settings.call_deadline_days if kind == "call" else settings.visit_deadline_days)
         now = self._now()
         due_by = now + timedelta(days=days)
-        await workflow.execute_activity(
+        await self._db(
             CREATE_TASK,
             TaskInput(task_key=task_key, loan_id=s.loan.loan_id, workflow_id=workflow.info().workflow_id,
                       kind=kind, step_id=step.id, priority=step.priority, due_by=due_by, created_at=now),
-            **DB_OPTIONS,
         )
         s.open_task = OpenTask(task_key=task_key, kind=kind, step_id=step.id,
                                contact_key=task_key, due_by=due_by)
@@ -243,11 +241,10 @@ class CaseContacts(CaseBase):
         else:
             outcome = task.outcome or TaskOutcome.DEADLINE_MISSED.value
             status = "done" if task.outcome else "expired"
-        await workflow.execute_activity(
+        await self._db(
             CLOSE_TASK,
             TaskClose(task_key=task_key, status=status, outcome=outcome, completed_at=self._now(),
                       agent=task.agent, note=task.note),
-            **DB_OPTIONS,
         )
         connected = outcome in {o.value for o in CONNECTED}
         self._contact_queue.append(ContactRecord(
@@ -274,11 +271,10 @@ class CaseContacts(CaseBase):
             "amount": str(s.outstanding), "currency": s.loan.currency,
             "days_past_due": self._dpd(), "generated_at": now.isoformat(),
         }]
-        await workflow.execute_activity(
+        await self._db(
             RECORD_LEGAL_ACTION,
             LegalInput(key=f"{workflow.info().workflow_id}/{step.id}", loan_id=s.loan.loan_id,
                        action=action, created_at=now, documents=documents),
-            **DB_OPTIONS,
         )
         self._event("legal_action", f"legal action recorded: {action}", detail={"step": step.id, "action": action})
         for channel in step.channels or ["email"]:

@@ -88,10 +88,8 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
     @workflow.run
     async def run(self, inp: CollectionInput) -> CaseResult:
         if self.s is None:
-            policy = await workflow.execute_activity(
-                RESOLVE_POLICY, inp.loan, result_type=ResolvedPolicy,
-                start_to_close_timeout=timedelta(seconds=30),
-            )
+            policy = await self._db(RESOLVE_POLICY, inp.loan, result_type=ResolvedPolicy,
+                                    start_to_close_timeout=timedelta(seconds=30))
             self.s = self._new_case(inp.loan, policy)
         s = self.s
         for payment in self._inbox:
@@ -284,12 +282,15 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
             if not self._has_pending():
                 return
             contacts, self._contact_queue = list(self._contact_queue), []
-            for rec in contacts:
-                await workflow.execute_activity(RECORD_CONTACT, rec, **DB_OPTIONS)
             batch = RecordBatch(case=self._snapshot(), events=s.pending_events[:],
                                 payments=s.pending_payments[:], stage_changes=s.pending_stage_changes[:])
+            if self._local_db():
+                batch.contacts = contacts
+            else:
+                for rec in contacts:
+                    await workflow.execute_activity(RECORD_CONTACT, rec, **DB_OPTIONS)
             s.snapshot_dirty = False
-            await workflow.execute_activity(RECORD, batch, **DB_OPTIONS)
+            await self._db(RECORD, batch)
             del s.pending_events[:len(batch.events)]
             del s.pending_payments[:len(batch.payments)]
             del s.pending_stage_changes[:len(batch.stage_changes)]
