@@ -48,7 +48,7 @@ class BareWorkflow:
 @workflow.defn
 class BareLifecycleWorkflow:
     """plan = {"before": ops, "wait_signal": bool, "after": ops}; op = ["timer", s] | ["activity", k]
-    (k no-op activities at once)."""
+    (k no-op activities at once) | ["local", 1] (one no-op local activity)."""
 
     def __init__(self) -> None:
         self.paid = False
@@ -65,6 +65,9 @@ class BareLifecycleWorkflow:
         for kind, arg in ops:
             if kind == "timer":
                 await workflow.sleep(timedelta(seconds=max(float(arg), 0.001)))
+            elif kind == "local":
+                n += await workflow.execute_local_activity(NOOP, 1, result_type=int,
+                                                           start_to_close_timeout=timedelta(seconds=30))
             else:  # `arg` activities scheduled together, as ours did
                 done = await asyncio.gather(*(
                     workflow.execute_activity(NOOP, 1, result_type=int,

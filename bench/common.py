@@ -721,8 +721,10 @@ class HistoryShape:
     workflow_tasks: int
     history_bytes: int
     activity_types: dict[str, int]
-    # Bare replica: ops before the first signal, then after it. Each op is ["timer", seconds] or
-    # ["activity", k]: k activities scheduled by one workflow task (ours runs them concurrently).
+    local_activities: int
+    # Bare replica: ops before the first signal, then after it. Each op is ["timer", seconds],
+    # ["activity", k]: k activities scheduled by one workflow task (ours runs them concurrently), or
+    # ["local", 1]: one local activity (ours awaits each before the next).
     before_signal: list[list[Any]]
     after_signal: list[list[Any]]
 
@@ -738,7 +740,7 @@ async def history_shape(handle) -> HistoryShape:
     ops_after: list[list[Any]] = []
     ops = ops_before
     acts: dict[str, int] = {}
-    n_act = n_timer = n_cancel = n_sig = n_up = n_wft = 0
+    n_act = n_local = n_timer = n_cancel = n_sig = n_up = n_wft = 0
     timers: dict[int, float] = {}
     batch_open = False  # the previous command event was an activity scheduled by the same task
     for ev in hist.events:
@@ -753,6 +755,10 @@ async def history_shape(handle) -> HistoryShape:
                 ops.append(["activity", 1])
             batch_open = True
             continue
+        elif (et == EventType.EVENT_TYPE_MARKER_RECORDED
+              and ev.marker_recorded_event_attributes.marker_name == "core_local_activity"):
+            n_local += 1
+            ops.append(["local", 1])
         elif et == EventType.EVENT_TYPE_TIMER_STARTED:
             n_timer += 1
             a = ev.timer_started_event_attributes
@@ -773,7 +779,7 @@ async def history_shape(handle) -> HistoryShape:
     return HistoryShape(
         events=len(hist.events), activities=n_act, timers=n_timer, timers_cancelled=n_cancel,
         signals=n_sig, upserts=n_up, workflow_tasks=n_wft, history_bytes=sum(e.ByteSize() for e in hist.events),
-        activity_types=acts, before_signal=ops_before, after_signal=ops_after,
+        activity_types=acts, local_activities=n_local, before_signal=ops_before, after_signal=ops_after,
     )
 
 

@@ -249,6 +249,7 @@ async def main(args) -> Report:
     report.add("server peak RSS", mib(ours["peak_s"]), mib(bare["peak_s"]), "MiB")
     report.add("SQLite file", mib(ours["db"]), mib(bare["db"]), "MiB")
     report.add("activities per case", shape.activities, shape.activities)
+    report.add("local activities per case", shape.local_activities, shape.local_activities)
     report.add("timers per case", shape.timers, shape.timers)
     if ours.get("profile"):
         print(ours["profile"])

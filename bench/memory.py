@@ -53,6 +53,23 @@ def probes(st: Stack, which: str):
     return touch, query
 
 
+# Filling replays every case from its history: a few at a time, so that the worker's replays do not
+# queue behind each other past the queries' timeout (20 at a time timed out at M=5,000).
+FILL_CONCURRENCY = 6
+
+
+async def fill_one(query, lid: str, attempts: int = 3) -> bool:
+    """Query one case until it answers (it is then in the worker's cache); False if it never did."""
+    for _ in range(attempts):
+        try:
+            await query(lid)
+            return True
+        except Exception as err:  # a query timeout under load: try again
+            last = err
+    log(f"fill: {lid} did not answer: {type(last).__name__}: {last}")
+    return False
+
+
 async def measure_sizes(st: Stack, s: Sampler, which: str, ids: list[str], sizes: list[int], *,
                         samples: int, budget: float, settle_timeout: float) -> dict[int, dict]:
     """For each size: a fresh worker, fill its cache with queries, RSS, then latencies."""
@@ -67,8 +84,11 @@ async def measure_sizes(st: Stack, s: Sampler, which: str, ids: list[str], sizes
             empty = s.rss("worker")
             fill = random.Random(m).sample(ids, min(m, len(ids)))
             t = time.perf_counter()
-            await gather_bounded((query(lid) for lid in fill), 20)
+            filled = await gather_bounded((fill_one(query, lid) for lid in fill), FILL_CONCURRENCY)
             fill_s = time.perf_counter() - t
+            failed = filled.count(False)
+            if failed:
+                log(f"{which} M={m}: {failed} of {len(fill)} cases did not answer while filling the cache")
             await s.wait_idle("worker", timeout=settle_timeout)
             full = s.rss("worker")
             rng = random.Random(1000 + m)
@@ -84,6 +104,7 @@ async def measure_sizes(st: Stack, s: Sampler, which: str, ids: list[str], sizes
             lat_q = await timed_samples(q, samples, budget=budget)
             lat_sq = await timed_samples(sq, samples, budget=budget)
             out[m] = {"empty": empty, "full": full, "peak": s.peak("worker"), "fill_s": fill_s,
+                      "fill_failed": failed,
                       "filled": len(fill), "cases": len(ids), "query": ms_summary(lat_q),
                       "signal_query": ms_summary(lat_sq)}
             log(f"{which} M={m}: RSS {mib(empty)} -> {mib(full)} MiB, "
@@ -109,6 +130,10 @@ def memory_report(o: dict[int, dict], b: dict[int, dict], sizes: list[int], case
             report.add(f"M={m}: {label} p50", om[key]["p50"], bm[key]["p50"], "ms")
             report.add(f"M={m}: {label} p99", om[key]["p99"], bm[key]["p99"], "ms")
     report.extra = {"ours": o, "bare": b}
+    failed = {m: (o[m].get("fill_failed", 0), b[m].get("fill_failed", 0)) for m in sizes}
+    if any(x or y for x, y in failed.values()):
+        report.notes.append("cases that did not answer while filling (ours, bare): "
+                            + ", ".join(f"M={m}: {x}, {y}" for m, (x, y) in failed.items()))
     report.notes.append(f"{cases} open cases per side; a random case is cached with odds about "
                         + ", ".join(f"{min(1, m / cases):.0%} (M={m})" for m in sizes))
     return report

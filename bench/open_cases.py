@@ -170,31 +170,49 @@ async def bare(args, report: Report) -> dict:
     return figures
 
 
+# --no-bare: every bare figure empty (the ratios come from a run with the bare side).
+NO_BARE: dict = {"start_s": None, "settled_s": None, "rss_w": None, "peak_w": None, "rss_s": None,
+                 "peak_s": None, "db": None, "started": None, "cpu_w": None, "query": [], "signal": [],
+                 "visible": [], "visible_fail": None, "memory": None}
+
+
 async def main(args) -> Report:
     args.settle_timeout = args.settle_timeout or max(1800.0, 0.3 * args.n)
     args.memory_sizes = sorted(int(x) for x in args.memory_sizes.split(",")) if args.memory_sizes else []
+    if args.memory_sizes and args.no_bare:
+        raise SystemExit("--memory-sizes compares with the bare side: drop --no-bare or --memory-sizes")
     if args.memory_sizes and max(args.memory_sizes) > args.n:
         raise SystemExit(f"--memory-sizes up to {max(args.memory_sizes)} need at least that many cases (--n)")
-    report = Report("open_cases", params={"n": args.n, "samples": args.samples,
-                                          "max_cached_workflows": args.max_cached})
+    report = Report(args.key, params={"n": args.n, "samples": args.samples,
+                                      "max_cached_workflows": args.max_cached, "bare": not args.no_bare})
     report.load_before = load_now()
     log(f"ours: opening {args.n} cases")
     o = await ours(args, report)
-    log(f"bare: opening {args.n} workflows")
-    b = await bare(args, report)
+    if args.no_bare:
+        b = NO_BARE
+    else:
+        log(f"bare: opening {args.n} workflows")
+        b = await bare(args, report)
     n = args.n
+
+    def rnd(x: float | None, nd: int = 1) -> float | None:
+        return None if x is None else round(x, nd)
+
+    def per(x: float | None, scale: float = 1.0, nd: int = 1) -> float | None:
+        return None if x is None else round(scale * x / n, nd)
+
     report.add("open cases", o["recorded"], b["started"], target=f">= {n}",
                met=o["recorded"] >= n and o["started"] == n)
-    report.add("time to start (client)", round(o["start_s"], 1), round(b["start_s"], 1), "s")
-    report.add("starts/s", round(n / o["start_s"], 1), round(n / b["start_s"], 1), "/s")
-    report.add("time until settled", round(o["settled_s"], 1), round(b["settled_s"], 1), "s")
+    report.add("time to start (client)", rnd(o["start_s"]), rnd(b["start_s"]), "s")
+    report.add("starts/s", rnd(n / o["start_s"]), rnd(b["start_s"] and n / b["start_s"]), "/s")
+    report.add("time until settled", rnd(o["settled_s"]), rnd(b["settled_s"]), "s")
     report.add("worker RSS settled", mib(o["rss_w"]), mib(b["rss_w"]), "MiB")
     report.add("worker peak RSS", mib(max(o["peak_w"], o["peak_w_after"])), mib(b["peak_w"]), "MiB")
     report.add("server RSS settled", mib(o["rss_s"]), mib(b["rss_s"]), "MiB")
     report.add("server peak RSS", mib(o["peak_s"]), mib(b["peak_s"]), "MiB")
     report.add("SQLite file", mib(o["db"]), mib(b["db"]), "MiB")
-    report.add("SQLite bytes per case", round(o["db"] / n), round(b["db"] / n), "B")
-    report.add("worker CPU to open one", round(1000 * o["cpu_w"] / n, 1), round(1000 * b["cpu_w"] / n, 1), "ms")
+    report.add("SQLite bytes per case", per(o["db"], nd=0), per(b["db"], nd=0), "B")
+    report.add("worker CPU to open one", per(o["cpu_w"], 1000), per(b["cpu_w"], 1000), "ms")
     for key, label in (("query", "status query"), ("signal", "payment signal ack"),
                        ("visible", "payment visible in status")):
         so, sb = ms_summary(o[key]), ms_summary(b[key])
@@ -234,6 +252,10 @@ def parser():
     p.add_argument("--memory-sizes", default="", help="also run the memory benchmark on these open cases, "
                    "e.g. 100,1000,5000 (written under 'memory')")
     p.add_argument("--memory-samples", type=int, default=100, help="latency samples per memory size")
+    p.add_argument("--key", default="open_cases", help="name of the figures in latest.json (e.g. "
+                   "open_cases_50k, so that a long run sits beside make bench's)")
+    p.add_argument("--no-bare", action="store_true", help="ours only (the one-machine size, where the "
+                   "bare side would double a long run)")
     return p
 
 

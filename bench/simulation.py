@@ -121,7 +121,7 @@ async def main(args) -> Report:
                 report.extra["ours_history"] = shape.as_json()
                 if first.state != CaseState.WRITTEN_OFF:
                     report.notes.append(f"WARNING: the warm-up lifecycle ended {first.state}, not written off")
-                log(f"ours: {shape.activities} activities, {shape.timers} timers per lifecycle; "
+                log(f"ours: {shape.activities} activities, {shape.local_activities} local, {shape.timers} timers per lifecycle; "
                     f"{args.n} sequential")
                 await sequential("ours", start_ours)
                 log(f"ours: {args.concurrent} concurrent")
@@ -161,6 +161,7 @@ async def main(args) -> Report:
                round(1000 * b["seq_server_cpu"], 1), "ms")
     report.add("client+worker CPU per lifecycle (conc)", round(1000 * o["conc_cpu"], 1), round(1000 * b["conc_cpu"], 1), "ms")
     report.add("activities per lifecycle", shape.activities, shape.activities)
+    report.add("local activities per lifecycle", shape.local_activities, shape.local_activities)
     report.add("timers per lifecycle", shape.timers, shape.timers)
     report.notes.append(f"ours: {written_off}/{args.n + args.concurrent} lifecycles ended written off; "
                         f"history {shape.events} events / {shape.history_bytes / 1024:.1f} KiB, "
