@@ -10,7 +10,8 @@ the answers):
   written into its Temporal event history across every continue-as-new run) and from PostgreSQL
   (events, contacts, payments, tasks, legal actions), each event once.
 - `portfolio_report`: recovery, cure, roll and promise-kept rates per policy version and segment,
-  and a monthly series, aggregated in SQL; `render_chart` draws it.
+  and a monthly series, aggregated in SQL (as of now, read from a rollup the database keeps
+  current: infra/migrations/003_report_rollup.sql); `render_chart` draws it.
 
 Money is `Decimal`. Rates are `Decimal` rounded to 4 places (`None` where the denominator is 0).
 """
@@ -22,7 +23,7 @@ import json
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -859,6 +860,70 @@ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
 # Large enough for the hash tables of a 100,000-case book to stay in memory; this transaction only.
 _REPORT_WORK_MEM: Final = "64MB"
 
+# The same five aggregations from the rollup (infra/migrations/003_report_rollup.sql): the
+# groups triggers keep current, plus the deltas not folded in yet, read in one snapshot. They hold
+# the figures as of a time after every row they count (`report_loans.latest`); a report as of an
+# earlier time scans.
+_HORIZON_SQL: Final = "SELECT max(latest) FROM report_loans"
+_POLICY_HORIZON_SQL: Final = "SELECT max(latest) FROM report_loans WHERE policy_name = $1"
+_ROLLUP_SQL: Final = """
+SELECT policy_name, policy_version, segment, currency, part, month, state, rank,
+       CASE WHEN last_month = 'infinity' THEN report_month($1) ELSE last_month END AS last_month,
+       rolled, sum(n)::bigint AS n, sum(placed) AS placed, sum(outstanding) AS outstanding,
+       sum(amount) AS amount
+FROM (SELECT policy_name, policy_version, segment, currency, part, month, state, rank, last_month,
+             rolled, n, placed, outstanding, amount FROM report_rollup
+      UNION ALL
+      SELECT policy_name, policy_version, segment, currency, part, month, state, rank, last_month,
+             rolled, n, placed, outstanding, amount FROM report_delta) r
+WHERE $2::text IS NULL OR policy_name = $2
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+HAVING sum(n) <> 0
+"""
+
+_Rows = list[Mapping[str, Any]]
+
+
+async def _rollup_rows(
+    pool: asyncpg.Pool, as_of: datetime, policy_name: str | None,
+) -> tuple[_Rows, _Rows, _Rows, _Rows, _Rows] | None:
+    """The rows of the five aggregations from the rollup, or None when it cannot answer."""
+    try:
+        async with (pool.acquire() as conn,
+                    conn.transaction(isolation="repeatable_read", readonly=True)):
+            if policy_name is None:
+                horizon = await conn.fetchval(_HORIZON_SQL)
+            else:
+                horizon = await conn.fetchval(_POLICY_HORIZON_SQL, policy_name)
+            if horizon is not None and horizon > as_of:
+                return None
+            rows = await conn.fetch(_ROLLUP_SQL, as_of, policy_name)
+    except asyncpg.UndefinedTableError:
+        log.warning("no report rollup in this database (migration 003 not applied); scanning")
+        return None
+    cases: _Rows = []
+    payments: _Rows = []
+    promises: _Rows = []
+    contacts: _Rows = []
+    spans: _Rows = []
+    for r in rows:
+        key = {k: r[k] for k in ("policy_name", "policy_version", "segment", "currency")}
+        part = r["part"]
+        if part == "case":
+            cases.append({**key, "month": r["month"], "state": r["state"], "cases": r["n"],
+                          "placed": r["placed"], "outstanding": r["outstanding"]})
+        elif part == "payment":
+            payments.append({**key, "month": r["month"], "collected": r["amount"]})
+        elif part in ("promise_kept", "promise_broken"):
+            promises.append({**key, "kind": part, "n": r["n"]})
+        elif part == "contact_sent":
+            contacts.append({**key, "n": r["n"]})
+        elif part == "span":
+            spans.append({**key, "rank": r["rank"], "first_month": r["month"],
+                          "last_month": r["last_month"], "rolled": r["rolled"], "n": r["n"]})
+    return cases, payments, promises, contacts, spans
+
+
 
 def _month_range(first: date, last: date) -> list[date]:
     months = []
@@ -873,12 +938,13 @@ _SegKey = tuple[str, str, str, str]  # policy name, version, segment, currency
 _SerKey = tuple[str, str, str]  # policy name, version, currency
 
 
-def _seg_key(r: asyncpg.Record) -> _SegKey:
+def _seg_key(r: Mapping[str, Any]) -> _SegKey:
     return r["policy_name"], r["policy_version"], r["segment"], r["currency"].strip()
 
 
 async def portfolio_report(
     pool: asyncpg.Pool, *, as_of: datetime | None = None, policy_name: str | None = None,
+    rollup: bool = True,
 ) -> Report:
     """Figures per (policy name, policy version, segment, currency) as of `as_of` (default: now),
     from PostgreSQL, plus a monthly series per policy version.
@@ -894,6 +960,10 @@ async def portfolio_report(
     monthly roll rates (of the cases in stage x at some time in the month, the share that moved
     to a worse stage in that month). Currencies are never added together: currency is part of
     every group. `policy_name` limits the report to one policy.
+
+    As of now (or any time after the last row of the cases reported), the figures come from the
+    rollup the database keeps (a few thousand rows); as of an earlier time, or with `rollup`
+    False, from scans of the base tables. Both give the same figures.
     """
     as_of = _utc(as_of) if as_of is not None else datetime.now(UTC)
     if policy_name is not None:
@@ -904,10 +974,13 @@ async def portfolio_report(
             await conn.execute(f"SET LOCAL work_mem = '{_REPORT_WORK_MEM}'")
             return await conn.fetch(sql, as_of, policy_name)
 
-    case_rows, payment_rows, promise_rows, contact_rows, span_rows = await asyncio.gather(
-        fetch(_CASES_SQL), fetch(_PAYMENTS_SQL), fetch(_PROMISES_SQL), fetch(_CONTACTS_SQL),
-        fetch(_SPANS_SQL),
-    )
+    rolled_up = await _rollup_rows(pool, as_of, policy_name) if rollup else None
+    if rolled_up is None:
+        rolled_up = await asyncio.gather(
+            fetch(_CASES_SQL), fetch(_PAYMENTS_SQL), fetch(_PROMISES_SQL), fetch(_CONTACTS_SQL),
+            fetch(_SPANS_SQL),
+        )
+    case_rows, payment_rows, promise_rows, contact_rows, span_rows = rolled_up
     rows: dict[_SegKey, SegmentFigures] = {}
     for r in case_rows:
         k = _seg_key(r)
@@ -951,9 +1024,10 @@ async def portfolio_report(
                   series=_series(as_of, case_rows, payment_rows, span_rows))
 
 
-def _series(as_of: datetime, case_rows: list[asyncpg.Record], payment_rows: list[asyncpg.Record],
-            span_rows: list[asyncpg.Record]) -> list[SeriesPoint]:
-    def key(r: asyncpg.Record) -> _SerKey:
+def _series(as_of: datetime, case_rows: Sequence[Mapping[str, Any]],
+            payment_rows: Sequence[Mapping[str, Any]],
+            span_rows: Sequence[Mapping[str, Any]]) -> list[SeriesPoint]:
+    def key(r: Mapping[str, Any]) -> _SerKey:
         return r["policy_name"], r["policy_version"], r["currency"].strip()
 
     opened: dict[_SerKey, dict[date, int]] = defaultdict(lambda: defaultdict(int))
