@@ -300,17 +300,35 @@ def main() -> None:
     sys.path.insert(0, str(Path(a.script).resolve().parent))
     prof: StackSampler | ThreadProfiler | GcTimer = (
         StackSampler(a.interval) if a.mode == "sample" else GcTimer() if a.mode == "gc" else ThreadProfiler())
+    written = False
+
+    def write() -> None:
+        nonlocal written
+        if written:
+            return
+        written = True
+        prof.stop()
+        Path(a.out).write_text(prof.report())
+        if isinstance(prof, StackSampler):
+            Path(a.out + ".folded").write_text(
+                "".join(f"{k} {v}\n" for k, v in prof.folded.most_common()))
+
+    # The benchmarks leave through os._exit (bench/common.py `run`, the Temporal runtime's exit
+    # race): write the report on the way out there too.
+    hard_exit = os._exit
+
+    def exit_after_writing(code: int) -> None:
+        write()
+        hard_exit(code)
+
+    os._exit = exit_after_writing
     prof.start()
     try:
         runpy.run_path(a.script, run_name="__main__")
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        prof.stop()
-        Path(a.out).write_text(prof.report())
-        if isinstance(prof, StackSampler):
-            Path(a.out + ".folded").write_text(
-                "".join(f"{k} {v}\n" for k, v in prof.folded.most_common()))
+        write()
 
 
 if __name__ == "__main__":
