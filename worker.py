@@ -117,8 +117,8 @@ async def running_worker(client: Client, pool: asyncpg.Pool, providers: Provider
 
 
 def freeze_startup_objects() -> None:
-    """Take what exists once the worker runs (modules, schemas, clients: ~1M objects that live as
-    long as the process) out of the garbage collector's scans. A full collection then walks only
+    """Take what exists once the worker runs (modules, schemas, clients: ~95,000 objects that live
+    as long as the process) out of the garbage collector's scans. A full collection then walks only
     the cached cases, so its pause, which delays whatever workflow task is running (a payment's,
     say), stays short as the sticky cache fills."""
     gc.collect()

@@ -73,7 +73,7 @@ class CaseBase:
         options = dict(DB_OPTIONS)
         if start_to_close_timeout is not None:
             options["start_to_close_timeout"] = start_to_close_timeout
-        if workflow.patched(LOCAL_DB_PATCH):
+        if self._local_db():
             return await workflow.execute_local_activity(name, arg, result_type=result_type, **options)
         return await workflow.execute_activity(name, arg, result_type=result_type, **options)
 
