@@ -84,13 +84,14 @@ class PatchedChange(CollectionWorkflow):
 
 def test_all_scenarios_are_recorded() -> None:
     assert {p.stem for p in FILES} >= SCENARIOS, "run tests/record_histories.py"
-    assert {p.stem for p in FILES} >= {f"{s}-v2" for s in SCENARIOS}
+    assert {p.stem for p in FILES} >= {f"{s}-{v}" for s in SCENARIOS for v in ("v2", "v3")}
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
-def test_both_database_activity_paths_are_recorded(name: str) -> None:
-    """<scenario>.json predates LOCAL_DB_PATCH (database work as regular activities), -v2 has it:
-    replaying both is what keeps cases started before the change running after it."""
+def test_every_database_activity_path_is_recorded(name: str) -> None:
+    """<scenario>.json predates LOCAL_DB_PATCH (database work as regular activities), -v2 ran it
+    all as local activities, -v3 has DURABLE_WRITES_PATCH (writes regular again, the policy read
+    local): replaying all three keeps cases started under each running after the next."""
     def kinds(path: Path) -> tuple[set[str], set[str]]:
         events = json.loads(path.read_text())["events"]
         activities = {e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
@@ -99,11 +100,14 @@ def test_both_database_activity_paths_are_recorded(name: str) -> None:
                    for e in events if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED"}
         return activities, markers
 
-    old_activities, old_markers = kinds(HISTORIES / f"{name}.json")
-    new_activities, new_markers = kinds(HISTORIES / f"{name}-v2.json")
-    assert "record" in old_activities and "core_local_activity" not in old_markers
-    assert "record" not in new_activities and "resolve_policy" not in new_activities
-    assert {"core_patch", "core_local_activity"} <= new_markers
+    v1_activities, v1_markers = kinds(HISTORIES / f"{name}.json")
+    v2_activities, v2_markers = kinds(HISTORIES / f"{name}-v2.json")
+    v3_activities, v3_markers = kinds(HISTORIES / f"{name}-v3.json")
+    assert {"record", "record_contact"} <= v1_activities and "core_local_activity" not in v1_markers
+    assert "record" not in v2_activities and "resolve_policy" not in v2_activities
+    assert {"core_patch", "core_local_activity"} <= v2_markers
+    assert "record" in v3_activities and "resolve_policy" not in v3_activities
+    assert "record_contact" not in v3_activities and "core_patch" in v3_markers
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

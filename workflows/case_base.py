@@ -38,11 +38,17 @@ DB_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10),
     "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1)),
 }
-# Database activities run as local activities in the worker that runs the workflow task: a case's
-# writes and reservations then cost no activity task on the server (half of the server's work when a
-# case opens, two thirds of the round trips of a simulated lifecycle). Executions begun before this
-# change replay with regular activities: the choice is pinned per execution by the patch marker.
+# How a case runs its database activities, pinned per execution by patch markers:
+# - before LOCAL_DB_PATCH: all regular activities, contact decisions through `record_contact`;
+# - LOCAL_DB_PATCH alone: all local activities (executions started between the two patches);
+# - DURABLE_WRITES_PATCH (current): writes are regular activities again, because a local
+#   activity commits before the workflow task that decided it: a worker killed mid-task leaves
+#   that write behind while the re-run task (later, so maybe deciding otherwise) writes its own,
+#   a step recorded as started that was skipped, or an agent task for a call never made. An
+#   activity is only scheduled from a decision the server has. The read-only `resolve_policy`
+#   stays local; contact decisions stay inside the `record` batch.
 LOCAL_DB_PATCH = "db-activities-local"
+DURABLE_WRITES_PATCH = "db-writes-from-committed-decisions"
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -68,17 +74,22 @@ class CaseBase:
     # ------------------------------------------------------------ database
 
     async def _db(self, name: str, arg: Any, *, result_type: type | None = None,
-                  start_to_close_timeout: timedelta | None = None) -> Any:
-        """Run a database activity: local in executions started with LOCAL_DB_PATCH, else regular."""
+                  start_to_close_timeout: timedelta | None = None, read_only: bool = False) -> Any:
+        """Run a database activity the way this execution runs them (see DURABLE_WRITES_PATCH)."""
         options = dict(DB_OPTIONS)
         if start_to_close_timeout is not None:
             options["start_to_close_timeout"] = start_to_close_timeout
-        if self._local_db():
+        if workflow.patched(DURABLE_WRITES_PATCH):
+            local = read_only
+        else:
+            local = workflow.patched(LOCAL_DB_PATCH)
+        if local:
             return await workflow.execute_local_activity(name, arg, result_type=result_type, **options)
         return await workflow.execute_activity(name, arg, result_type=result_type, **options)
 
-    def _local_db(self) -> bool:
-        return workflow.patched(LOCAL_DB_PATCH)
+    def _contacts_in_batch(self) -> bool:
+        """Contact decisions travel in the `record` batch (else one `record_contact` each)."""
+        return workflow.patched(DURABLE_WRITES_PATCH) or workflow.patched(LOCAL_DB_PATCH)
 
     # ---------------------------------------------------------------- time
 

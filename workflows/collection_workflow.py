@@ -89,7 +89,7 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
     async def run(self, inp: CollectionInput) -> CaseResult:
         if self.s is None:
             policy = await self._db(RESOLVE_POLICY, inp.loan, result_type=ResolvedPolicy,
-                                    start_to_close_timeout=timedelta(seconds=30))
+                                    start_to_close_timeout=timedelta(seconds=30), read_only=True)
             self.s = self._new_case(inp.loan, policy)
         s = self.s
         for payment in self._inbox:
@@ -284,7 +284,7 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
             contacts, self._contact_queue = list(self._contact_queue), []
             batch = RecordBatch(case=self._snapshot(), events=s.pending_events[:],
                                 payments=s.pending_payments[:], stage_changes=s.pending_stage_changes[:])
-            if self._local_db():
+            if self._contacts_in_batch():
                 batch.contacts = contacts
             else:
                 for rec in contacts:
