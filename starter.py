@@ -14,6 +14,7 @@ Examples:
         --installment 600.00@2026-06-10 --installment 600.00@2026-07-10
     python starter.py tasks --kind call
     python starter.py policy explain --file loans.csv --line 2
+    python starter.py policy simulate --file loans.csv --line 2   # its whole case, in a second
 
 The commands talk to TEMPORAL_ADDRESS when it is set, else to the local stack that `make run`
 started (found in .state/endpoints.json). Amounts are exact decimals such as 1250.00, dates
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
+from zoneinfo import ZoneInfo
 
 import typer
 from pydantic import TypeAdapter, ValidationError
@@ -57,6 +59,7 @@ from client.validation import (
 )
 from infra.settings import Settings
 from workflows.messages import (
+    CaseResult,
     CaseStatus,
     CeaseInput,
     CloseInput,
@@ -683,6 +686,19 @@ def loan_from_file(path: Path, line: int | None, loan_id: str | None) -> LoanInp
     return matches[0]
 
 
+def one_loan(file: Path | None, line: int | None, values: dict[str, str | None]) -> LoanInput:
+    """The loan of `policy explain` and `policy simulate`: from the flags, or a loan file's row."""
+    if file is None:
+        if line is not None:
+            raise InputError("--line", "needs --file")
+        return loan_from_flags(values)
+    loan_id = values.pop("loan_id", None)
+    given = [flag(k) for k, v in values.items() if v is not None]
+    if given:
+        raise InputError("--file", f"takes the loan from the file; drop {', '.join(given)}")
+    return loan_from_file(file, line, parse_loan_id(loan_id) if loan_id else None)
+
+
 @command(policy_app, "explain")
 def policy_explain(
     loan_id: LoanId = None, name: Name = None, phone: Phone = None, email: Email = None,
@@ -702,14 +718,9 @@ def policy_explain(
     rule pack's window or quiet days move it, the rule that does.
     """
     now = instant(at, "at") if at else datetime.now(UTC)
-    if file is not None:
-        loan = loan_from_file(file, line, parse_loan_id(loan_id) if loan_id else None)
-    else:
-        if line is not None:
-            raise InputError("--line", "needs --file")
-        loan = loan_from_flags(flag_values(loan_id, name, phone, email, locale, timezone, currency,
-                                           amount, due_date, interest, fees, product, risk_grade,
-                                           lender, borrower_id, policy))
+    loan = one_loan(file, line, flag_values(loan_id, name, phone, email, locale, timezone, currency,
+                                            amount, due_date, interest, fees, product, risk_grade,
+                                            lender, borrower_id, policy))
     x = operations.explain(loan, now=now, count=count)
     start_, end = (t.strftime("%H:%M") for t in x.window)
     out.print(f"loan {x.loan_id}: policy {x.policy_name} {x.policy_version}")
@@ -733,6 +744,48 @@ def policy_explain(
         table.add_row(c.step_id, c.stage, c.kind, ", ".join(c.channels) or "-",
                       f"{c.local:%Y-%m-%d %H:%M %Z}", "; ".join(notes))
     out.print(table)
+
+
+@command(policy_app, "simulate")
+def policy_simulate(
+    loan_id: LoanId = None, name: Name = None, phone: Phone = None, email: Email = None,
+    locale: Locale = None, timezone: Timezone = None, currency: Currency = None,
+    amount: Amount = None, due_date: DueDate = None, interest: Interest = None, fees: Fees = None,
+    product: Product = None, risk_grade: RiskGrade = None, lender: Lender = None,
+    borrower_id: BorrowerId = None, policy: PolicyName = None,
+    file: Annotated[Path | None, typer.Option(help="Take the loan from this loan file.")] = None,
+    line: Annotated[int | None, typer.Option(min=1, help="With --file: the row on line N.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the loan's whole case now, on a private time-skipping server: every step, deferral
+    and escalation its policy and rule pack would make, with nothing sent or written.
+
+    No agent answers and no payment arrives, so the case runs to the end of its ladder. Needs no
+    cluster or database. Caps count this loan's own contacts only (not the borrower's others).
+    """
+    loan = one_loan(file, line, flag_values(loan_id, name, phone, email, locale, timezone, currency,
+                                            amount, due_date, interest, fees, product, risk_grade,
+                                            lender, borrower_id, policy))
+    from client.simulation import simulate
+
+    try:
+        result = asyncio.run(simulate(loan))
+    except OperationError as exc:
+        fail(str(exc), 1)
+    if as_json:
+        show_json(result, CaseResult)
+        return
+    zone = ZoneInfo(loan.timezone)
+    table = Table(Column("local time", no_wrap=True), "event", "summary", "rule",
+                  title=f"loan {loan.loan_id}, simulated (nothing sent or written)", title_justify="left")
+    for e in result.timeline or []:
+        table.add_row(f"{e.at.astimezone(zone):%Y-%m-%d %H:%M}", e.kind, Text(e.summary), e.rule or "")
+    out.print(table)
+    kinds = [e.kind for e in result.timeline or []]
+    out.print(f"loan {loan.loan_id}: {result.state.value} at stage {result.stage.value}, "
+              f"outstanding {result.outstanding} {result.currency}; {kinds.count('contact_sent')} messages, "
+              f"{kinds.count('task_created')} agent tasks, {kinds.count('contact_deferred')} deferrals, "
+              f"{kinds.count('legal_action')} legal actions", soft_wrap=True)
 
 
 if register_operator_commands is not None:

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 import asyncpg
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.contacts import ContactActivities
@@ -96,7 +96,7 @@ def activities_for(pool: asyncpg.Pool, p: Providers) -> list:
 @asynccontextmanager
 async def running_worker(client: Client, pool: asyncpg.Pool, providers: Providers, *,
                          task_queue: str = TASK_QUEUE, max_cached_workflows: int = 1000,
-                         **kwargs) -> AsyncIterator[Worker]:
+                         workflow_runner: WorkflowRunner | None = None, **kwargs) -> AsyncIterator[Worker]:
     activities = activities_for(pool, providers)
     try:
         async with Worker(
@@ -104,7 +104,7 @@ async def running_worker(client: Client, pool: asyncpg.Pool, providers: Provider
             task_queue=task_queue,
             workflows=[CollectionWorkflow],
             activities=activities,
-            workflow_runner=sandbox_runner(),
+            workflow_runner=workflow_runner or sandbox_runner(),
             max_cached_workflows=max_cached_workflows,
             **kwargs,
         ) as worker:

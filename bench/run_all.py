@@ -30,20 +30,21 @@ from bench.common import RESULTS_FILE, ROOT, load_now, log, machine_info, print_
 # on open_cases' open cases (--memory-sizes) so they are opened once; `--only memory` runs it alone.
 PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("start_rate", ["--n", "2000"], ["--n", "300"], 600),
-    ("lifecycle", ["--n", "300"], ["--n", "30"], 900),
-    ("simulation", ["--n", "10", "--concurrent", "30"], ["--n", "3", "--concurrent", "5"], 600),
+    ("lifecycle", ["--n", "200"], ["--n", "30"], 900),
+    ("simulation", ["--n", "20", "--concurrent", "30", "--recorded", "3"],
+     ["--n", "3", "--concurrent", "5", "--recorded", "1"], 600),
     ("operator_queries", ["--book", "100000", "--cases", "1000", "--samples", "40"],
      ["--book", "5000", "--cases", "200", "--samples", "20"], 900),
-    # 10,000 open cases, and caches of 100 to 5,000 of them, fit `make bench` in about 25 minutes:
-    # opening a case is bound by the dev server's SQLite (5,000 settled in ~3 minutes a side).
+    # 10,000 open cases, and caches of 100 to 2,500 of them, fit `make bench` in about 25 minutes:
+    # opening a case is bound by the dev server's SQLite (10,000 settle in ~10 minutes ours, ~6 bare).
     # The one-machine size runs on its own (~1 hour):
     # `python -m bench.open_cases --n 50000 --no-bare --key open_cases_50k`.
-    ("open_cases", ["--n", "10000", "--samples", "200", "--memory-sizes", "100,1000,5000",
+    ("open_cases", ["--n", "10000", "--samples", "200", "--memory-sizes", "100,1000,2500",
                     "--memory-samples", "100"],
      ["--n", "1000", "--samples", "50", "--memory-sizes", "50,200", "--memory-samples", "30"], 3600),
 ]
 STANDALONE: list[tuple[str, list[str], list[str], int]] = [
-    ("memory", ["--sizes", "100,1000,5000", "--samples", "100"], ["--sizes", "50,200", "--samples", "30"], 3600),
+    ("memory", ["--sizes", "100,1000,2500", "--samples", "100"], ["--sizes", "50,200", "--samples", "30"], 3600),
 ]
 # What the combined table shows, in this order.
 TABLE_ORDER = ["start_rate", "lifecycle", "simulation", "operator_queries", "open_cases", "memory",

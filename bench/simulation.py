@@ -1,16 +1,20 @@
 """Simulation: whole default-ladder lifecycles (to write-off at D+180) on the time-skipping server.
 
-Ours: CollectionWorkflow with the default policy (resolved by its activity), activities against
-PostgreSQL and the emulator, our worker in this process. Bare: BareLifecycleWorkflow replaying the
-shape of our first lifecycle's history (same timers and durations, same number of no-op
-activities), its worker in this process too, on the same server. Each side runs `--n` lifecycles
-one after another (start, unlock time skipping, await the result, lock), then `--concurrent` at
-once with the unlock-once pattern of temporal-notes.md (start all; unlock; gather; lock).
+Ours: CollectionWorkflow in simulation mode (`CollectionInput.simulate`, workflows/simulation.py):
+the default policy resolved by its local activity, the same ladder, rules and timers as a real
+case, with nothing sent or written. Bare: BareLifecycleWorkflow replaying the shape of our first
+lifecycle's history (same timers and durations, same activities), its worker in this process too,
+on the same server. Each side runs `--n` lifecycles one after another (start, unlock time
+skipping, await the result, lock), then `--concurrent` at once with the unlock-once pattern of
+temporal-notes.md (start all; unlock; gather; lock).
+
+Then `--recorded` lifecycles of a real case (SMS and e-mail through the emulator, every record in
+PostgreSQL) against the bare replica of that shape, one after another: what a simulation saves.
 
 Figures: ms per lifecycle (sequential, p50 and mean), lifecycles/s (concurrent), CPU seconds of
 this process (client and worker) and of the test server per lifecycle.
 
-    python -m bench.simulation --n 20 --concurrent 100
+    python -m bench.simulation --n 20 --concurrent 100 --recorded 5
 """
 
 from __future__ import annotations
@@ -39,16 +43,17 @@ async def _today(env):
 
 async def main(args) -> Report:
     from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
-    from temporalio.worker import Worker
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
     from worker import Providers, running_worker
     from workflows.collection_workflow import CollectionInput, CollectionWorkflow
     from workflows.messages import CaseState
 
     report = Report("simulation", params={"n_sequential": args.n, "n_concurrent": args.concurrent,
+                                          "n_recorded": args.recorded, "mode": "simulate (nothing sent or written)",
                                           "policy": "default (standard ladder, write-off at D+180)"})
     report.load_before = load_now()
-    res: dict[str, dict] = {"ours": {}, "bare": {}}
+    res: dict[str, dict] = {"ours": {}, "bare": {}, "ours_recorded": {}, "bare_recorded": {}}
     async with Stack(server="test") as st:
         env = st.env
         providers = Providers(twilio_sid=TWILIO_SID, twilio_token="bench-token", twilio_base_url=st.emulator.url,
@@ -57,13 +62,17 @@ async def main(args) -> Report:
                               http_timeout_seconds=5)
         seq = 0
 
-        async def start_ours(tag: str):
+        async def start_ours(tag: str, simulate: bool = True):
             nonlocal seq
             seq += 1
             k = seq
             loan = make_loan(f"SIM{tag}{k:05d}", await _today(env) + timedelta(days=5), k)
-            return await st.client.start_workflow(CollectionWorkflow.run, CollectionInput(loan=loan),
+            return await st.client.start_workflow(CollectionWorkflow.run,
+                                                  CollectionInput(loan=loan, simulate=simulate),
                                                   id=f"sim-{tag}-{k}", task_queue=OUR_Q)
+
+        async def start_recorded(tag: str):
+            return await start_ours(tag, simulate=False)
 
         plan: dict = {}
 
@@ -80,18 +89,18 @@ async def main(args) -> Report:
             finally:
                 await env.client.test_service.lock_time_skipping(LockTimeSkippingRequest())
 
-        async def sequential(side: str, start) -> None:
+        async def sequential(side: str, start, n: int) -> None:
             times, results = [], []
             c0, s0 = s.cpu("process"), s.cpu("server")
-            for _ in range(args.n):
+            for _ in range(n):
                 t = time.perf_counter()
                 with env.auto_time_skipping_disabled():
                     h = await start(side)
                     results.append(await asyncio.wait_for(unlocked(h.result()), args.timeout))
                 times.append(time.perf_counter() - t)
             res[side]["seq"] = times
-            res[side]["seq_cpu"] = (s.cpu("process") - c0) / args.n
-            res[side]["seq_server_cpu"] = (s.cpu("server") - s0) / args.n
+            res[side]["seq_cpu"] = (s.cpu("process") - c0) / n
+            res[side]["seq_server_cpu"] = (s.cpu("server") - s0) / n
             res[side]["seq_results"] = results
 
         async def concurrent(side: str, start) -> None:
@@ -110,8 +119,10 @@ async def main(args) -> Report:
         with Sampler() as s:
             s.add("process", os.getpid())
             s.add("server", st.server_ps.pid)
-            async with running_worker(st.client, st.pool, providers, task_queue=OUR_Q), \
-                    Worker(st.bare_client, task_queue=BARE_Q, workflows=[BareLifecycleWorkflow], activities=[noop]):
+            runner = UnsandboxedWorkflowRunner() if args.unsandboxed else None
+            async with running_worker(st.client, st.pool, providers, task_queue=OUR_Q, workflow_runner=runner), \
+                    Worker(st.bare_client, task_queue=BARE_Q, workflows=[BareLifecycleWorkflow], activities=[noop],
+                           **({"workflow_runner": runner} if runner else {})):
                 # One warm-up lifecycle (imports, sandbox, first connections), and the shape to replay.
                 with env.auto_time_skipping_disabled():
                     h = await start_ours("warm")
@@ -123,13 +134,13 @@ async def main(args) -> Report:
                     report.notes.append(f"WARNING: the warm-up lifecycle ended {first.state}, not written off")
                 log(f"ours: {shape.activities} activities, {shape.local_activities} local, {shape.timers} timers per lifecycle; "
                     f"{args.n} sequential")
-                await sequential("ours", start_ours)
+                await sequential("ours", start_ours, args.n)
                 log(f"ours: {args.concurrent} concurrent")
                 await concurrent("ours", start_ours)
                 with env.auto_time_skipping_disabled():
                     await asyncio.wait_for(unlocked((await start_bare("warm")).result()), args.timeout)
                 log(f"bare: {args.n} sequential")
-                await sequential("bare", start_bare)
+                await sequential("bare", start_bare, args.n)
                 log(f"bare: {args.concurrent} concurrent")
                 await concurrent("bare", start_bare)
                 # The floor: the same timers, no activities at all.
@@ -142,6 +153,19 @@ async def main(args) -> Report:
                         h = await start_bare("floor")
                         await asyncio.wait_for(unlocked(h.result()), args.timeout)
                     floor.append(time.perf_counter() - t)
+                if args.recorded:
+                    # A real case, for what simulation mode saves: its warm-up gives the shape.
+                    with env.auto_time_skipping_disabled():
+                        h = await start_recorded("recwarm")
+                        await asyncio.wait_for(unlocked(h.result()), args.timeout)
+                    rec_shape = await history_shape(h)
+                    plan.update({"before": rec_shape.before_signal, "after": rec_shape.after_signal})
+                    log(f"recorded: {rec_shape.activities} activities, {rec_shape.local_activities} local, "
+                        f"{rec_shape.timers} timers per lifecycle; {args.recorded} sequential, ours then bare")
+                    await sequential("ours_recorded", start_recorded, args.recorded)
+                    with env.auto_time_skipping_disabled():
+                        await asyncio.wait_for(unlocked((await start_bare("warm")).result()), args.timeout)
+                    await sequential("bare_recorded", start_bare, args.recorded)
     o, b = res["ours"], res["bare"]
     written_off = sum(1 for r in o["seq_results"] + o["conc_results"] if r.state == CaseState.WRITTEN_OFF)
     so, sb = ms_summary(o["seq"]), ms_summary(b["seq"])
@@ -163,6 +187,16 @@ async def main(args) -> Report:
     report.add("activities per lifecycle", shape.activities, shape.activities)
     report.add("local activities per lifecycle", shape.local_activities, shape.local_activities)
     report.add("timers per lifecycle", shape.timers, shape.timers)
+    if args.recorded:
+        ro, rb = res["ours_recorded"], res["bare_recorded"]
+        report.add("recorded case (SMS, e-mail, PostgreSQL): ms per lifecycle mean",
+                   round(1000 * statistics.mean(ro["seq"]), 1), round(1000 * statistics.mean(rb["seq"]), 1), "ms")
+        report.add("recorded case: activities per lifecycle", rec_shape.activities, rec_shape.activities)
+        report.add("recorded case: client+worker CPU per lifecycle", round(1000 * ro["seq_cpu"], 1),
+                   round(1000 * rb["seq_cpu"], 1), "ms")
+        written_off_rec = sum(1 for r in ro["seq_results"] if r.state == CaseState.WRITTEN_OFF)
+        report.notes.append(f"recorded: {written_off_rec}/{args.recorded} lifecycles ended written off; "
+                            f"activities {rec_shape.activity_types}")
     report.notes.append(f"ours: {written_off}/{args.n + args.concurrent} lifecycles ended written off; "
                         f"history {shape.events} events / {shape.history_bytes / 1024:.1f} KiB, "
                         f"activities {shape.activity_types}")
@@ -172,6 +206,8 @@ async def main(args) -> Report:
 def parser():
     p = base_parser(__doc__.splitlines()[0], 5)
     p.add_argument("--concurrent", type=int, default=10, help="lifecycles at once (default 10)")
+    p.add_argument("--recorded", type=int, default=3, help="lifecycles of a real, recorded case (default 3; 0: none)")
+    p.add_argument("--unsandboxed", action="store_true", help="both workers without the workflow sandbox")
     p.add_argument("--timeout", type=float, default=600, help="bound on any one wait (s)")
     return p
 

@@ -11,7 +11,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import compliance
+    from workflows import compliance, simulation
     from workflows.activity_io import (
         ContactRecord,
         EventRecord,
@@ -86,6 +86,14 @@ class CaseBase:
         if local:
             return await workflow.execute_local_activity(name, arg, result_type=result_type, **options)
         return await workflow.execute_activity(name, arg, result_type=result_type, **options)
+
+    def _queue_contact(self, rec: ContactRecord) -> None:
+        """A contact decision for the next `record` batch; a simulation applies it to its caps."""
+        assert self.s is not None
+        if self.s.simulate:
+            simulation.record(self.s.simulated_attempts, rec)
+        else:
+            self._contact_queue.append(rec)
 
     def _contacts_in_batch(self) -> bool:
         """Contact decisions travel in the `record` batch (else one `record_contact` each)."""

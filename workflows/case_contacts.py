@@ -8,7 +8,7 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import compliance
+    from workflows import compliance, simulation
     from workflows.activity_io import (
         CLOSE_TASK,
         CREATE_TASK,
@@ -63,7 +63,7 @@ class CaseContacts(CaseBase):
         s = self.s
         self._event(f"contact_{decision}", f"{channel} {decision}: {reason}", rule=rule,
                     detail={"step": step_id, "channel": channel})
-        self._contact_queue.append(ContactRecord(
+        self._queue_contact(ContactRecord(
             key=key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
             contact_key=self._contact_key(channel), channel=channel, step_id=step_id,
             stage=s.stage.value, decision=decision, at=self._now(), template=template,
@@ -104,16 +104,16 @@ class CaseContacts(CaseBase):
             at, rule = compliance.next_allowed(now, s.loan.timezone, pack)
             reason = "outside the contact window"
             if at <= now and caps:
-                decision = await self._db(
-                    RESERVE_CONTACT,
-                    ContactRequest(
-                        key=attempt_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
-                        contact_key=self._contact_key(channel), channel=channel, step_id=step_id,
-                        stage=s.stage.value, template=template, at=now, timezone=s.loan.timezone,
-                        rule_pack=pack,
-                    ),
-                    result_type=ContactDecision,
+                request = ContactRequest(
+                    key=attempt_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
+                    contact_key=self._contact_key(channel), channel=channel, step_id=step_id,
+                    stage=s.stage.value, template=template, at=now, timezone=s.loan.timezone,
+                    rule_pack=pack,
                 )
+                if s.simulate:
+                    decision = simulation.reserve(s.simulated_attempts, request)
+                else:
+                    decision = await self._db(RESERVE_CONTACT, request, result_type=ContactDecision)
                 if decision.allowed:
                     return True
                 at, rule, reason = decision.retry_at or now + timedelta(days=1), decision.rule, decision.reason
@@ -153,7 +153,7 @@ class CaseContacts(CaseBase):
             await self._contact(None, "email", "validation_notice", key_base="validation-notice")
         if not await self._clear_to_contact(step_id, channel, attempt_key, template, caps=caps):
             return False
-        result: SendResult = await workflow.execute_activity(
+        result: SendResult = SendResult(status="sent") if s.simulate else await workflow.execute_activity(
             SEND_SMS if channel == "sms" else SEND_EMAIL,
             SendInput(
                 outbox_key=attempt_key, loan_id=s.loan.loan_id, channel=channel,
@@ -222,11 +222,12 @@ class CaseContacts(CaseBase):
         days = step.deadline_days or (settings.call_deadline_days if kind == "call" else settings.visit_deadline_days)
         now = self._now()
         due_by = now + timedelta(days=days)
-        await self._db(
-            CREATE_TASK,
-            TaskInput(task_key=task_key, loan_id=s.loan.loan_id, workflow_id=workflow.info().workflow_id,
-                      kind=kind, step_id=step.id, priority=step.priority, due_by=due_by, created_at=now),
-        )
+        if not s.simulate:
+            await self._db(
+                CREATE_TASK,
+                TaskInput(task_key=task_key, loan_id=s.loan.loan_id, workflow_id=workflow.info().workflow_id,
+                          kind=kind, step_id=step.id, priority=step.priority, due_by=due_by, created_at=now),
+            )
         s.open_task = OpenTask(task_key=task_key, kind=kind, step_id=step.id,
                                contact_key=task_key, due_by=due_by)
         s.contact_counts[kind] = s.contact_counts.get(kind, 0) + 1
@@ -241,13 +242,14 @@ class CaseContacts(CaseBase):
         else:
             outcome = task.outcome or TaskOutcome.DEADLINE_MISSED.value
             status = "done" if task.outcome else "expired"
-        await self._db(
-            CLOSE_TASK,
-            TaskClose(task_key=task_key, status=status, outcome=outcome, completed_at=self._now(),
-                      agent=task.agent, note=task.note),
-        )
+        if not s.simulate:
+            await self._db(
+                CLOSE_TASK,
+                TaskClose(task_key=task_key, status=status, outcome=outcome, completed_at=self._now(),
+                          agent=task.agent, note=task.note),
+            )
         connected = outcome in {o.value for o in CONNECTED}
-        self._contact_queue.append(ContactRecord(
+        self._queue_contact(ContactRecord(
             key=task_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
             contact_key=self._contact_key(kind), channel=kind, step_id=step.id, stage=s.stage.value,
             decision="sent", at=self._now(), outcome="connected" if connected else "unanswered",
@@ -271,11 +273,12 @@ class CaseContacts(CaseBase):
             "amount": str(s.outstanding), "currency": s.loan.currency,
             "days_past_due": self._dpd(), "generated_at": now.isoformat(),
         }]
-        await self._db(
-            RECORD_LEGAL_ACTION,
-            LegalInput(key=f"{workflow.info().workflow_id}/{step.id}", loan_id=s.loan.loan_id,
-                       action=action, created_at=now, documents=documents),
-        )
+        if not s.simulate:
+            await self._db(
+                RECORD_LEGAL_ACTION,
+                LegalInput(key=f"{workflow.info().workflow_id}/{step.id}", loan_id=s.loan.loan_id,
+                           action=action, created_at=now, documents=documents),
+            )
         self._event("legal_action", f"legal action recorded: {action}", detail={"step": step.id, "action": action})
         for channel in step.channels or ["email"]:
             await self._contact(step, channel, step.template or action)

@@ -10,6 +10,7 @@ from workflows.activity_io import EventRecord, PaymentRecord, StageChange
 from workflows.ledger import Balance
 from workflows.messages import CaseState, Installment, LoanInput, Stage, TimelineEvent
 from workflows.policy import ResolvedPolicy
+from workflows.simulation import SimulatedAttempt
 
 
 @dataclass
@@ -115,6 +116,9 @@ class CaseData:
     pending_stage_changes: list[StageChange] = field(default_factory=list)
     pending_notices: list[Notice] = field(default_factory=list)
     snapshot_dirty: bool = True
+    # A simulation (workflows/simulation.py) keeps its contact attempts here instead of PostgreSQL.
+    simulate: bool = False
+    simulated_attempts: list[SimulatedAttempt] = field(default_factory=list)
 
     @property
     def balance(self) -> Balance:

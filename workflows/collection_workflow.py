@@ -64,6 +64,8 @@ class CollectionInput:
     policy: ResolvedPolicy | None = None
     # Carried through continue-as-new.
     state: CaseData | None = None
+    # Run the policy without side effects (workflows/simulation.py): nothing sent or written.
+    simulate: bool = False
 
 
 
@@ -81,7 +83,7 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
         if self.s is not None:
             self.s.run_count += 1
         elif inp.policy is not None:
-            self.s = self._new_case(inp.loan, inp.policy)
+            self.s = self._new_case(inp.loan, inp.policy, simulate=inp.simulate)
 
     # ------------------------------------------------------------------ run
 
@@ -90,7 +92,7 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
         if self.s is None:
             policy = await self._db(RESOLVE_POLICY, inp.loan, result_type=ResolvedPolicy,
                                     start_to_close_timeout=timedelta(seconds=30), read_only=True)
-            self.s = self._new_case(inp.loan, policy)
+            self.s = self._new_case(inp.loan, policy, simulate=inp.simulate)
         s = self.s
         for payment in self._inbox:
             self._apply_payment(payment)
@@ -115,22 +117,24 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
         return CaseResult(
             loan_id=s.loan.loan_id, state=s.state, stage=s.stage, outstanding=s.outstanding,
             currency=s.loan.currency, paid_total=s.paid_total, excess=s.excess,
-            close_reason=s.close_reason,
+            close_reason=s.close_reason, timeline=s.timeline if s.simulate else None,
         )
 
-    def _new_case(self, loan: LoanInput, policy: ResolvedPolicy) -> CaseData:
+    def _new_case(self, loan: LoanInput, policy: ResolvedPolicy, *, simulate: bool = False) -> CaseData:
         real_now = workflow.now()
         balance = balance_of(loan.amount_overdue, loan.interest, loan.fees)
         s = CaseData(
             loan=loan, policy=policy, clock_origin=real_now, opened_at=real_now,
             due_date=loan.due_date, principal=balance.principal, interest=balance.interest,
             fees=balance.fees, borrower_key=loan.borrower_id or f"p:{_key(loan.phone)}",
+            simulate=simulate,
         )
         self.s = s
         s.stage = self._stage_for_dpd()
         self._event(
             "case_opened",
-            f"case opened under policy {policy.name} {policy.version}, segment {policy.segment}, "
+            f"{'simulated ' if simulate else ''}case opened under policy {policy.name} {policy.version}, "
+            f"segment {policy.segment}, "
             f"ladder {policy.ladder_name}, rule pack {policy.rule_pack.name}",
             detail={"amount": str(loan.amount_overdue), "currency": loan.currency},
         )
@@ -282,6 +286,12 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
             if not self._has_pending():
                 return
             contacts, self._contact_queue = list(self._contact_queue), []
+            if s.simulate:  # nothing to write: the timeline is the record
+                s.pending_events.clear()
+                s.pending_payments.clear()
+                s.pending_stage_changes.clear()
+                s.snapshot_dirty = False
+                continue
             batch = RecordBatch(case=self._snapshot(), events=s.pending_events[:],
                                 payments=s.pending_payments[:], stage_changes=s.pending_stage_changes[:])
             if self._contacts_in_batch():

@@ -213,3 +213,5 @@ class CaseResult:
     paid_total: Decimal
     excess: Decimal
     close_reason: str
+    # Only a simulation returns its timeline: a real case's is queried and written to PostgreSQL.
+    timeline: list[TimelineEvent] | None = None

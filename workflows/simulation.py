@@ -1,0 +1,61 @@
+"""A simulated case: the same ladder, rules and timers, with its side effects kept in memory.
+
+A simulation answers "what would this policy do to this loan" without messaging anyone or
+touching the book: nothing is sent, no agent task is created, nothing is written to PostgreSQL
+and no search attribute is set (so simulated cases never show in `list`). What the real case
+learns from the database, the room left under the contact caps, is decided here from the
+simulated case's own attempts, by the same pure `compliance.evaluate_caps` and with the same
+bookkeeping as `activities/contacts.py` (a reservation counts as pending; a refused send stops
+counting). A simulated case sees only itself: another loan of the same borrower is not in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from workflows import compliance
+from workflows.activity_io import ContactDecision, ContactRecord, ContactRequest
+
+
+@dataclass
+class SimulatedAttempt:
+    key: str
+    at: datetime
+    channel: str
+    contact_key: str
+    outcome: str  # as the caps count it: "pending", "sent", "connected", "unanswered" or "failed"
+
+
+def _for_caps(outcome: str | None) -> str:
+    return outcome if outcome in ("connected", "pending", "unanswered") else "sent"
+
+
+def reserve(attempts: list[SimulatedAttempt], req: ContactRequest) -> ContactDecision:
+    """The decision `reserve_contact` would make on these attempts; a granted one is added."""
+    decision = compliance.evaluate_caps(
+        req.rule_pack, channel=req.channel, at=req.at, tz=req.timezone, loan_id=req.loan_id,
+        contact_key=req.contact_key,
+        attempts=[compliance.Attempt(at=a.at, channel=a.channel, loan_id=req.loan_id,
+                                     contact_key=a.contact_key, outcome=a.outcome)
+                  for a in attempts if a.outcome != "failed"],
+    )
+    if decision.allowed:
+        attempts.append(SimulatedAttempt(key=req.key, at=req.at, channel=req.channel,
+                                         contact_key=req.contact_key, outcome="pending"))
+    return ContactDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason,
+                           retry_at=decision.retry_at)
+
+
+def record(attempts: list[SimulatedAttempt], rec: ContactRecord) -> None:
+    """What writing `rec` to `contacts` does to the caps: set an attempt's outcome, or add one."""
+    for a in attempts:
+        if a.key == rec.key:
+            if rec.decision == "failed":
+                a.outcome = "failed"
+            elif rec.outcome is not None:
+                a.outcome = _for_caps(rec.outcome)
+            return
+    if rec.decision == "sent":
+        attempts.append(SimulatedAttempt(key=rec.key, at=rec.at, channel=rec.channel,
+                                         contact_key=rec.contact_key, outcome=_for_caps(rec.outcome)))
