@@ -1,6 +1,6 @@
 """Every benchmark in sequence, at the sizes `make bench` uses, then one combined table.
 
-    python -m bench.run_all              # about 20-25 minutes on a quiet 2-core machine (see below)
+    python -m bench.run_all              # about 25 minutes on a quiet 2-core machine (see below)
     python -m bench.run_all --quick      # small sizes: checks that everything runs (a few minutes)
     python -m bench.run_all --only lifecycle,simulation
 
