@@ -200,6 +200,8 @@ class ThreadProfiler:
                 stats = pstats.Stats(prof) if stats is None else (stats.add(prof) or stats)
         if stats is None:
             return "no profile\n"
+        if os.environ.get("PROFILE_STATS"):  # the merged pstats, for `python -m pstats` or snakeviz
+            stats.dump_stats(os.environ["PROFILE_STATS"])
         raw = stats.stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
         idle = 0.0
         own_area: Counter = Counter()
