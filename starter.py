@@ -284,6 +284,13 @@ def flag_values(loan_id: str | None, name: str | None, phone: str | None, email:
             "risk_grade": risk_grade, "lender": lender, "borrower_id": borrower_id, "policy": policy}
 
 
+def refuse_flags_with_file(values: dict[str, str | None]) -> None:
+    """Loan fields come from the file or from flags, never both: a flag would be silently lost."""
+    given = [flag(k) for k, v in values.items() if v is not None]
+    if given:
+        raise InputError("--file", f"takes the loans from the file; drop {', '.join(given)}")
+
+
 def checked_file(path: Path, *, skip_invalid: bool) -> list[tuple[int, LoanInput]]:
     """Every row checked before anything starts; a bad row stops all unless `skip_invalid`."""
     try:
@@ -329,9 +336,7 @@ def start(
         outcome = with_client(lambda c: operations.start_loan(c, loan, task_queue=queue))
         out.print(f"loan {loan.loan_id}: {outcome}")
         return
-    given = [flag(k) for k, v in values.items() if v is not None]
-    if given:
-        raise InputError("--file", f"takes the loans from the file; drop {', '.join(given)}")
+    refuse_flags_with_file(values)
     loans = [loan for _, loan in checked_file(file, skip_invalid=skip_invalid)]
     start_file(loans, concurrency)
 
@@ -692,10 +697,8 @@ def one_loan(file: Path | None, line: int | None, values: dict[str, str | None])
         if line is not None:
             raise InputError("--line", "needs --file")
         return loan_from_flags(values)
-    loan_id = values.pop("loan_id", None)
-    given = [flag(k) for k, v in values.items() if v is not None]
-    if given:
-        raise InputError("--file", f"takes the loan from the file; drop {', '.join(given)}")
+    loan_id = values.pop("loan_id", None)  # picks the row
+    refuse_flags_with_file(values)
     return loan_from_file(file, line, parse_loan_id(loan_id) if loan_id else None)
 
 
