@@ -37,7 +37,7 @@ from infra.database import create_pool
 from infra.settings import Settings
 from infra.stack import LocalStack
 from worker import Providers, running_worker
-from workflows.messages import (
+from contracts.messages import (
     CaseState,
     CaseStatus,
     LoanInput,
@@ -49,7 +49,7 @@ from workflows.messages import (
 )
 
 console = Console(width=None if sys.stdout.isatty() else 130)
-DAY_SECONDS = 3  # must match workflows/policies/demo.toml
+DAY_SECONDS = 3  # must match policies/demo.toml
 END_STATES = {CaseState.PAID, CaseState.SETTLED, CaseState.WRITTEN_OFF, CaseState.CLOSED}
 NAMES = ["Li Lei", "Han Meimei", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing", "Emily Carter",
          "James Brown", "Zhao Min", "Sun Li"]

@@ -58,7 +58,7 @@ from client.validation import (
     parse_loan_id,
 )
 from infra.settings import Settings
-from workflows.messages import (
+from contracts.messages import (
     CaseResult,
     CaseStatus,
     CeaseInput,
@@ -78,7 +78,7 @@ from workflows.messages import (
     WaiverInput,
 )
 from workflows.negotiation import CLOSE_REASONS
-from workflows.shared import TASK_QUEUE
+from contracts.names import TASK_QUEUE
 
 try:
     from client.operator_cli import register as register_operator_commands

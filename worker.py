@@ -35,7 +35,7 @@ from infra.database import create_pool
 from infra.settings import Settings
 from infra.stack import Endpoints, LocalStack
 from workflows.collection_workflow import CollectionWorkflow
-from workflows.shared import TASK_QUEUE
+from contracts.names import TASK_QUEUE
 
 log = logging.getLogger("worker")
 
@@ -73,7 +73,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
         restrictions=dataclasses.replace(
             defaults,
             invalid_module_members=defaults.invalid_module_members.with_child_unrestricted("zoneinfo"),
-        ).with_passthrough_modules("pydantic", "pydantic_core", "workflows")
+        ).with_passthrough_modules("pydantic", "pydantic_core", "contracts", "policies", "workflows")
     )
 
 

@@ -12,8 +12,8 @@ from datetime import timedelta
 import asyncpg
 from temporalio import activity
 
-from workflows import compliance
-from workflows.activity_io import (
+from policies import compliance
+from contracts.activity_io import (
     RECORD_CONTACT,
     RESERVE_CONTACT,
     ContactDecision,

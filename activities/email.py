@@ -15,7 +15,7 @@ from temporalio import activity
 
 from activities.outbox import Outbox, PermanentSendError, TransientSendError, body_hash, retry_after
 from activities.templates import LinkBuilder, render
-from workflows.activity_io import SEND_EMAIL, SendInput, SendResult
+from contracts.activity_io import SEND_EMAIL, SendInput, SendResult
 
 # At DEBUG, the SendGrid SDK's HTTP client logs every request body (the borrower's name, amounts,
 # the message text) and its headers (the API key). Log masking catches addresses, not those.

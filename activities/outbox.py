@@ -19,7 +19,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows.activity_io import SendResult
+from contracts.activity_io import SendResult
 
 
 class PermanentSendError(Exception):

@@ -12,10 +12,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.templates import known_templates
-from workflows import policy_loader
-from workflows.activity_io import RESOLVE_POLICY
-from workflows.messages import LoanInput
-from workflows.policy import ResolvedPolicy
+from policies import loader as policy_loader
+from contracts.activity_io import RESOLVE_POLICY
+from contracts.messages import LoanInput
+from contracts.policy import ResolvedPolicy
 
 
 def _files_signature() -> tuple[tuple[str, int, int], ...]:

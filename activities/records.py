@@ -11,7 +11,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.contacts import write_contact
-from workflows.activity_io import RECORD, RECORD_LEGAL_ACTION, LegalInput, RecordBatch, RecordResult
+from contracts.activity_io import RECORD, RECORD_LEGAL_ACTION, LegalInput, RecordBatch, RecordResult
 
 
 class RecordActivities:

@@ -13,7 +13,7 @@ from twilio.rest import Client
 
 from activities.outbox import Outbox, PermanentSendError, TransientSendError, body_hash, retry_after
 from activities.templates import LinkBuilder, render
-from workflows.activity_io import SEND_SMS, SendInput, SendResult
+from contracts.activity_io import SEND_SMS, SendInput, SendResult
 
 # Twilio error codes that no retry will fix: invalid, unreachable or opted-out numbers.
 PERMANENT_CODES = {21211, 21214, 21217, 21408, 21610, 21612, 21614}

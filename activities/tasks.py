@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
-from workflows.activity_io import CLOSE_TASK, CREATE_TASK, TaskClose, TaskInput
+from contracts.activity_io import CLOSE_TASK, CREATE_TASK, TaskClose, TaskInput
 
 
 class TaskActivities:

@@ -78,7 +78,7 @@ def local_today() -> date:
 
 def make_loan(loan_id: str, due: date, i: int, **overrides: Any):
     """A benchmark loan; give each loan of a run its own `i` (phone number: caps count per phone)."""
-    from workflows.messages import LoanInput
+    from contracts.messages import LoanInput
 
     fields: dict[str, Any] = {
         "loan_id": loan_id,

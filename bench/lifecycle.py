@@ -37,8 +37,8 @@ LAST_STEP = "bench-both"
 
 def ladder(now_local: datetime):
     """Three message steps a policy day apart, the first two policy hours from now."""
-    from workflows.messages import Stage
-    from workflows.policy import Step
+    from contracts.messages import Stage
+    from contracts.policy import Step
 
     first = now_local + timedelta(hours=2)
     day0 = (first.date() - now_local.date()).days
@@ -53,9 +53,9 @@ async def run_ours(args, report: Report) -> tuple[dict, object]:
     from bench.common import pinned_policy
     from client.operations import pay
     from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-    from workflows.messages import PaymentInput
-    from workflows.shared import loan_id_from as loan_from_wf
-    from workflows.shared import workflow_id_for
+    from contracts.messages import PaymentInput
+    from contracts.names import loan_id_from as loan_from_wf
+    from contracts.names import workflow_id_for
 
     n = args.n
     now_local = datetime.now(ZoneInfo(LOCAL_TZ))

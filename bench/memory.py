@@ -34,7 +34,7 @@ from bench.common import (
 def probes(st: Stack, which: str):
     """(touch, query) for one side: a payment signal and a `status` query to one case."""
     from client.operations import pay, status
-    from workflows.messages import PaymentInput
+    from contracts.messages import PaymentInput
 
     if which == "ours":
         payment = PaymentInput(payment_id="bench-touch", amount=Decimal("1.00"), currency="CNY")

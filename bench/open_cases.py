@@ -37,7 +37,7 @@ P99_TARGET_MS = 500
 
 async def ours(args, report: Report) -> dict:
     from client.operations import pay, start_many, status
-    from workflows.messages import PaymentInput
+    from contracts.messages import PaymentInput
 
     n = args.n
     due = local_today() + timedelta(days=60)

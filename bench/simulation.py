@@ -47,7 +47,7 @@ async def main(args) -> Report:
 
     from worker import Providers, running_worker
     from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-    from workflows.messages import CaseState
+    from contracts.messages import CaseState
 
     report = Report("simulation", params={"n_sequential": args.n, "n_concurrent": args.concurrent,
                                           "n_recorded": args.recorded, "mode": "simulate (nothing sent or written)",

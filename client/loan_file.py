@@ -33,7 +33,7 @@ from client.validation import (
     parse_phone,
     parse_timezone,
 )
-from workflows.messages import LoanInput
+from contracts.messages import LoanInput
 
 REQUIRED_COLUMNS: Final = (
     "loan_id",

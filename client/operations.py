@@ -38,10 +38,11 @@ from activities.templates import known_templates
 from infra.codec import CodecError
 from infra.settings import Settings
 from infra.stack import connect_temporal, read_endpoints
-from workflows import compliance, policy_loader
+from policies import compliance
+from policies import loader as policy_loader
 from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-from workflows.messages import CaseStatus, LoanInput, PaymentInput, TimelineEvent, UpdateResult
-from workflows.shared import CASE_STATE, TASK_QUEUE, workflow_id_for
+from contracts.messages import CaseStatus, LoanInput, PaymentInput, TimelineEvent, UpdateResult
+from contracts.names import CASE_STATE, TASK_QUEUE, workflow_id_for
 
 T = TypeVar("T")
 

@@ -37,10 +37,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from client.book import BOOK_PREFIX, clear_book, seed_book
 from client.operations import OperationError
-from workflows.activity_io import RECORD, RecordBatch, RecordResult
+from contracts.activity_io import RECORD, RecordBatch, RecordResult
 from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-from workflows.messages import CaseState, Stage, TimelineEvent
-from workflows.shared import (
+from contracts.messages import CaseState, Stage, TimelineEvent
+from contracts.names import (
     ASSIGNED_AGENT,
     CASE_STATE,
     CURRENCY,

@@ -33,7 +33,7 @@ from rich.text import Text
 
 from client import operator as op
 from infra.settings import Settings
-from workflows.messages import CaseState
+from contracts.messages import CaseState
 
 T = TypeVar("T")
 PANEL = "Operator views"

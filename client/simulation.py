@@ -15,9 +15,9 @@ from activities.policies import resolve
 from client.operations import OperationError
 from infra.codec import data_converter
 from infra.temporal_server import start_test_server
-from workflows import policy_loader
+from policies import loader as policy_loader
 from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-from workflows.messages import CaseResult, LoanInput
+from contracts.messages import CaseResult, LoanInput
 
 QUEUE = "simulation"
 

@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from workflows.shared import SEARCH_ATTRIBUTES
+from contracts.names import SEARCH_ATTRIBUTES
 
 
 def binary(name: str) -> str:

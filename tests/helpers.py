@@ -13,9 +13,9 @@ from temporalio.client import Client, WorkflowHandle
 
 from activities.policies import resolve
 from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-from workflows.messages import LoanInput
-from workflows.policy import ResolvedPolicy
-from workflows.shared import workflow_id_for
+from contracts.messages import LoanInput
+from contracts.policy import ResolvedPolicy
+from contracts.names import workflow_id_for
 
 T = TypeVar("T")
 

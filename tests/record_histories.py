@@ -43,7 +43,7 @@ from infra.temporal_server import start_test_server  # noqa: E402
 from tests.helpers import make_loan, pinned, start_case, today_of  # noqa: E402
 from worker import Providers, running_worker  # noqa: E402
 from workflows.collection_workflow import CollectionWorkflow  # noqa: E402
-from workflows.messages import (  # noqa: E402
+from contracts.messages import (  # noqa: E402
     CaseState,
     CloseInput,
     Installment,
@@ -53,7 +53,7 @@ from workflows.messages import (  # noqa: E402
     PromiseInput,
     Stage,
 )
-from workflows.policy import Step  # noqa: E402
+from contracts.policy import Step  # noqa: E402
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 TASK_QUEUE = "record-histories"

@@ -29,8 +29,8 @@ import starter
 from client import operations
 from client.operations import OperationError
 from tests.helpers import eventually, make_loan, pinned
-from workflows.messages import CeaseInput, PaymentInput, PromiseInput
-from workflows.shared import workflow_id_for
+from contracts.messages import CeaseInput, PaymentInput, PromiseInput
+from contracts.names import workflow_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN_POLICIES = ROOT / "tests" / "data" / "policies"
@@ -144,14 +144,14 @@ def test_unreachable_server_is_one_red_line() -> None:
 
 
 def test_policy_validate_shipped_policies() -> None:
-    files = sorted(str(p) for p in (ROOT / "workflows" / "policies").glob("*.toml"))
+    files = sorted(str(p) for p in (ROOT / "policies").glob("*.toml"))
     result = cli("policy", "validate", *files)
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [f"OK {f}" for f in files]
 
 
 def test_policy_validate_broken_files_names_file_and_step() -> None:
-    good = ROOT / "workflows" / "policies" / "demo.toml"
+    good = ROOT / "policies" / "demo.toml"
     result = cli("policy", "validate", str(BROKEN_POLICIES / "unknown_template.toml"),
                  str(BROKEN_POLICIES / "out_of_order.toml"), str(good))
     assert result.exit_code == 1

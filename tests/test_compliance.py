@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workflows.compliance import (
+from policies.compliance import (
     Attempt,
     CapDecision,
     evaluate_caps,
@@ -21,8 +21,8 @@ from workflows.compliance import (
     step_instant,
     window_check,
 )
-from workflows.policy import RulePack, Step
-from workflows.policy_loader import load_policies, load_rule_packs
+from contracts.policy import RulePack, Step
+from policies.loader import load_policies, load_rule_packs
 
 PACKS = load_rule_packs()
 CN, US = PACKS["cn"], PACKS["us"]

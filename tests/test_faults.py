@@ -49,9 +49,9 @@ from tests.worker_process import (
     window_timezone,
     worker_env,
 )
-from workflows.activity_io import RECORD, SEND_EMAIL, SEND_SMS, RecordBatch, RecordResult, SendResult
+from contracts.activity_io import RECORD, SEND_EMAIL, SEND_SMS, RecordBatch, RecordResult, SendResult
 from workflows.collection_workflow import CollectionWorkflow
-from workflows.messages import CaseState, LoanInput, PaymentInput
+from contracts.messages import CaseState, LoanInput, PaymentInput
 from worker import Providers, activities_for, running_worker, sandbox_runner
 
 SID = "AC" + "0" * 32

@@ -23,9 +23,9 @@ from temporalio.worker import Worker
 
 from infra.emulator import ProviderEmulator
 from tests.helpers import eventually, make_loan, pinned, start_case, today_of
-from workflows import compliance
+from policies import compliance
 from workflows.collection_workflow import CollectionWorkflow
-from workflows.messages import (
+from contracts.messages import (
     CaseState,
     CeaseInput,
     LoanInput,
@@ -33,9 +33,9 @@ from workflows.messages import (
     TaskOutcome,
     TaskOutcomeInput,
 )
-from workflows.policy import ResolvedPolicy, Step
+from contracts.policy import ResolvedPolicy, Step
 
-POLICIES_DIR = Path(__file__).resolve().parent.parent / "workflows" / "policies"
+POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
 STAGES = ["pre_due", "early", "middle", "late", "legal", "written_off"]
 CALLS = ["early-call", "middle-call-1", "middle-call-2", "middle-call-3", "middle-call-4"]
 

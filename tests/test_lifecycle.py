@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 from infra.emulator import ProviderEmulator
 from tests.helpers import make_loan, start_case, today_of
 from workflows.collection_workflow import CollectionWorkflow
-from workflows.messages import CaseState, PaymentInput
+from contracts.messages import CaseState, PaymentInput
 
 
 async def test_full_payment_closes_with_receipt(

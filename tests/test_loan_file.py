@@ -44,7 +44,7 @@ from client.validation import (
     parse_phone,
     parse_timezone,
 )
-from workflows.messages import LoanInput
+from contracts.messages import LoanInput
 
 PROPERTY = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -26,7 +26,7 @@ from temporalio.worker import Worker
 from infra.emulator import ProviderEmulator
 from tests.helpers import eventually, make_loan, pinned, start_case, today_of
 from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-from workflows.messages import (
+from contracts.messages import (
     CaseState,
     CaseStatus,
     CeaseInput,
@@ -43,7 +43,7 @@ from workflows.messages import (
     Stage,
     WaiverInput,
 )
-from workflows.shared import workflow_id_for
+from contracts.names import workflow_id_for
 
 SHANGHAI = timedelta(hours=8)  # the default test borrower's UTC offset (no DST)
 D = Decimal

@@ -13,7 +13,7 @@ from tests.helpers import make_loan, pinned
 from workflows import negotiation
 from workflows.case_state import CaseData, HoldState
 from workflows.ledger import balance_of
-from workflows.messages import (
+from contracts.messages import (
     CaseState,
     CloseInput,
     ExtensionInput,

@@ -26,7 +26,7 @@ from client.operations import OperationError
 from client.operator_cli import register
 from tests.helpers import eventually, make_loan, pinned, start_case, today_of
 from workflows.collection_workflow import CollectionWorkflow
-from workflows.messages import Installment, PaymentInput, PlanInput
+from contracts.messages import Installment, PaymentInput, PlanInput
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from workflows.messages import LoanInput, Stage
-from workflows.policy import select_segment
-from workflows.policy_loader import (
+from contracts.messages import LoanInput, Stage
+from contracts.policy import select_segment
+from policies.loader import (
     POLICIES_DIR,
     RULES_DIR,
     PolicyError,

@@ -34,7 +34,7 @@ from infra.emulator import ProviderEmulator
 from tests.helpers import make_loan, start_case, today_of
 from worker import Providers, running_worker
 from workflows.collection_workflow import CollectionWorkflow
-from workflows.messages import CaseState, PaymentInput
+from contracts.messages import CaseState, PaymentInput
 
 
 def payloads(msg: Message, path: str = "") -> Iterator[tuple[str, Payload]]:

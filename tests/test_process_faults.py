@@ -43,8 +43,8 @@ from tests.helpers import eventually, make_loan, pinned, start_case, today_of
 from tests.worker_process import WorkerProcess, codec_client, new_key, worker_env
 from worker import Providers, running_worker
 from workflows.collection_workflow import CollectionWorkflow
-from workflows.messages import CaseState, LoanInput, Stage
-from workflows.policy import ResolvedPolicy, Step
+from contracts.messages import CaseState, LoanInput, Stage
+from contracts.policy import ResolvedPolicy, Step
 
 pytestmark = pytest.mark.slow
 

@@ -42,8 +42,8 @@ from temporalio.worker import Replayer
 from infra.codec import data_converter
 from worker import sandbox_runner
 from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-from workflows.messages import CaseResult
-from workflows.shared import workflow_id_for
+from contracts.messages import CaseResult
+from contracts.names import workflow_id_for
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))

@@ -19,7 +19,7 @@ from activities.contacts import ContactActivities
 from activities.records import RecordActivities
 from client import operator as op
 from client.book import BOOK_POLICY, BOOK_PREFIX, clear_book, seed_book
-from workflows.activity_io import (
+from contracts.activity_io import (
     CaseSnapshot,
     ContactRecord,
     EventRecord,

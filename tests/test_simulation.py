@@ -20,11 +20,11 @@ from temporalio.worker import Worker
 
 from infra.emulator import ProviderEmulator
 from tests.helpers import make_loan, pinned, today_of
-from workflows import compliance
+from policies import compliance
 from workflows.collection_workflow import CollectionInput, CollectionWorkflow
-from workflows.messages import CaseState, LoanInput, Stage, TimelineEvent
-from workflows.policy import ResolvedPolicy, Step
-from workflows.shared import STAGE, workflow_id_for
+from contracts.messages import CaseState, LoanInput, Stage, TimelineEvent
+from contracts.policy import ResolvedPolicy, Step
+from contracts.names import STAGE, workflow_id_for
 
 TABLES = ["cases", "events", "contacts", "tasks", "legal_actions", "payments", "stage_history"]
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -123,7 +123,7 @@ async def test_agent_outcomes_drive_a_simulated_case(
     loan_id: str,
 ) -> None:
     """A what-if: the borrower pays in full on day 10. Handlers work on a simulation as on a case."""
-    from workflows.messages import PaymentInput
+    from contracts.messages import PaymentInput
 
     loan = make_loan(loan_id, due=await _today(ts_env) + timedelta(days=1))
     handle = await ts_env.client.start_workflow(

@@ -8,14 +8,14 @@ from decimal import Decimal
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.activity_io import (
+    from contracts.activity_io import (
         PaymentRecord,
     )
     from workflows.case_state import (
         Notice,
     )
     from workflows.ledger import Balance, format_amount
-    from workflows.messages import (
+    from contracts.messages import (
         CaseState,
         PaymentInput,
     )

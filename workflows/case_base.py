@@ -11,8 +11,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import compliance, simulation
-    from workflows.activity_io import (
+    from policies import compliance
+    from workflows import simulation
+    from contracts.activity_io import (
         ContactRecord,
         EventRecord,
         StageChange,
@@ -22,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
         Notice,
     )
     from workflows.clock import PolicyClock
-    from workflows.messages import (
+    from contracts.messages import (
         CaseState,
         Stage,
         TaskOutcome,

@@ -8,8 +8,9 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import compliance, simulation
-    from workflows.activity_io import (
+    from policies import compliance
+    from workflows import simulation
+    from contracts.activity_io import (
         CLOSE_TASK,
         CREATE_TASK,
         RECORD_LEGAL_ACTION,
@@ -29,10 +30,10 @@ with workflow.unsafe.imports_passed_through():
         OpenTask,
     )
     from workflows.ledger import format_amount
-    from workflows.messages import (
+    from contracts.messages import (
         TaskOutcome,
     )
-    from workflows.policy import Step
+    from contracts.policy import Step
 from workflows.case_base import (
     CONNECTED,
     ESCALATING,

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
         SettlementState,
     )
     from workflows.ledger import format_amount
-    from workflows.messages import (
+    from contracts.messages import (
         CaseState,
         CaseStatus,
         CeaseInput,

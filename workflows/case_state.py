@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
-from workflows.activity_io import EventRecord, PaymentRecord, StageChange
+from contracts.activity_io import EventRecord, PaymentRecord, StageChange
 from workflows.ledger import Balance
-from workflows.messages import CaseState, Installment, LoanInput, Stage, TimelineEvent
-from workflows.policy import ResolvedPolicy
+from contracts.messages import CaseState, Installment, LoanInput, Stage, TimelineEvent
+from contracts.policy import ResolvedPolicy
 from workflows.simulation import SimulatedAttempt
 
 

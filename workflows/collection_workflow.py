@@ -15,8 +15,8 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import compliance
-    from workflows.activity_io import (
+    from policies import compliance
+    from contracts.activity_io import (
         RECORD,
         RECORD_CONTACT,
         RESOLVE_POLICY,
@@ -29,15 +29,15 @@ with workflow.unsafe.imports_passed_through():
         CaseData,
     )
     from workflows.ledger import balance_of
-    from workflows.messages import (
+    from contracts.messages import (
         CaseResult,
         CaseState,
         LoanInput,
         PaymentInput,
         Stage,
     )
-    from workflows.policy import ResolvedPolicy, Step
-    from workflows.shared import (
+    from contracts.policy import ResolvedPolicy, Step
+    from contracts.names import (
         ASSIGNED_AGENT,
         CASE_STATE,
         CURRENCY,

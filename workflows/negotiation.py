@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 
 from workflows.case_state import CaseData
-from workflows.messages import (
+from contracts.messages import (
     CloseInput,
     ExtensionInput,
     HoldInput,

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from workflows import compliance
-from workflows.activity_io import ContactDecision, ContactRecord, ContactRequest
+from policies import compliance
+from contracts.activity_io import ContactDecision, ContactRecord, ContactRequest
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The collection policy a loan follows: segments, ladders of steps, rule packs.
 
-Policies are data (TOML files in `workflows/policies/`, rule packs in `workflows/rules/`), checked by
+Policies are data (TOML files in `policies/`, rule packs in `policies/rules/`), checked by
 these models. A loan's workflow pins a `ResolvedPolicy` (its content, not a reference) when it
 starts, so editing a file changes new loans only.
 """
@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from workflows.messages import Stage
+from contracts.messages import Stage
 
 Channel = Literal["sms", "email", "call", "visit"]
 StepKind = Literal["message", "call", "visit", "legal", "write_off"]

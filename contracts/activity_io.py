@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from workflows.policy import RulePack
+from contracts.policy import RulePack
 
 RESOLVE_POLICY = "resolve_policy"
 RECORD = "record"

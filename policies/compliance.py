@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from workflows.policy import CapRule, RulePack
+from contracts.policy import CapRule, RulePack
 
 # Outcomes each kind of cap counts. A pending call task counts as unanswered (it has not been
 # answered yet) and, for caps on conversations, as a possible conversation: it may still connect,

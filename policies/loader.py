@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from workflows.messages import LoanInput
-from workflows.policy import (
+from contracts.messages import LoanInput
+from contracts.policy import (
     PolicyFile,
     PolicySettings,
     ResolvedPolicy,
@@ -29,7 +29,7 @@ from workflows.policy import (
     select_segment,
 )
 
-POLICIES_DIR = Path(__file__).parent / "policies"
+POLICIES_DIR = Path(__file__).parent
 RULES_DIR = Path(__file__).parent / "rules"
 
 Templates = Mapping[str, frozenset[str]]
