@@ -36,7 +36,7 @@ from client import operations
 from infra.database import create_pool
 from infra.settings import Settings
 from infra.stack import LocalStack
-from worker import Providers, running_worker
+from worker import providers_from, running_worker
 from contracts.messages import (
     CaseState,
     CaseStatus,
@@ -193,7 +193,7 @@ async def run_demo() -> int:
     async with LocalStack(settings) as ep:
         pool = await create_pool(ep.dsn)
         try:
-            async with running_worker(ep.client, pool, Providers.from_endpoints(ep, settings),
+            async with running_worker(ep.client, pool, providers_from(ep, settings),
                                       task_queue=settings.task_queue):
                 console.print(f"Temporal Web UI: [link]{ep.ui_url}[/]  (workflows are encrypted; "
                               f"the data is readable through the codec server, see README)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import logging
 import signal
@@ -21,76 +20,25 @@ from datetime import timedelta
 import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.contacts import ContactActivities
-from activities.email import EmailActivities, sendgrid_client
-from activities.outbox import Outbox
-from activities.policies import resolve_policy
-from activities.records import RecordActivities
-from activities.sms import SmsActivities, twilio_client
-from activities.tasks import TaskActivities
+from activities.sms import SmsActivities
+from activities.wiring import Providers, activities_for
 from infra import log_masking
 from infra.database import create_pool
 from infra.settings import Settings
 from infra.stack import Endpoints, LocalStack
 from workflows.collection_workflow import CollectionWorkflow
+from workflows.sandbox import sandbox_runner
 from contracts.names import TASK_QUEUE
 
 log = logging.getLogger("worker")
 
 
-@dataclasses.dataclass
-class Providers:
-    twilio_sid: str
-    twilio_token: str
-    twilio_base_url: str | None
-    twilio_from: str
-    sendgrid_key: str
-    sendgrid_base_url: str | None
-    sendgrid_from: str
-    payment_link_base: str = "https://pay.lender.example/loan"
-    http_timeout_seconds: float = 20
-    in_flight_for: timedelta = timedelta(seconds=30)
-
-    @classmethod
-    def from_endpoints(cls, ep: Endpoints, settings: Settings) -> Providers:
-        return cls(ep.twilio_sid, ep.twilio_token, ep.twilio_base_url, settings.twilio_from_number,
-                   ep.sendgrid_key, ep.sendgrid_base_url, settings.sendgrid_from_email,
-                   settings.payment_link_base, settings.provider_timeout_seconds,
-                   timedelta(seconds=settings.send_in_flight_seconds))
-
-
-def sandbox_runner() -> SandboxedWorkflowRunner:
-    # Our `workflows` package keeps no module-level state, so it is imported once and shared by
-    # every case rather than re-imported into each case's sandbox (that cost ~0.5 MiB and ~40 ms
-    # per case). The price: the sandbox no longer polices calls made from our modules, so the
-    # replay tests and the review hook's grep are what keep them deterministic. The pydantic
-    # models cross the boundary unchanged, and the contact-window rules
-    # need real ZoneInfo objects (the sandbox's restricted proxy cannot be a tzinfo).
-    defaults = SandboxRestrictions.default
-    return SandboxedWorkflowRunner(
-        restrictions=dataclasses.replace(
-            defaults,
-            invalid_module_members=defaults.invalid_module_members.with_child_unrestricted("zoneinfo"),
-        ).with_passthrough_modules("pydantic", "pydantic_core", "contracts", "policies", "workflows")
-    )
-
-
-def activities_for(pool: asyncpg.Pool, p: Providers) -> list:
-    outbox = Outbox(pool, in_flight_for=p.in_flight_for)
-    sms = SmsActivities(twilio_client(p.twilio_sid, p.twilio_token, p.twilio_base_url, p.http_timeout_seconds),
-                        p.twilio_from, outbox, p.payment_link_base)
-    email = EmailActivities(sendgrid_client(p.sendgrid_key, p.sendgrid_base_url), p.sendgrid_from,
-                            outbox, p.payment_link_base, p.http_timeout_seconds)
-    records, contacts, tasks = RecordActivities(pool), ContactActivities(pool), TaskActivities(pool)
-    return [
-        resolve_policy,
-        records.record, records.record_legal_action,
-        contacts.reserve_contact, contacts.record_contact,
-        sms.send_sms, email.send_email,
-        tasks.create_task, tasks.close_task,
-    ]
+def providers_from(ep: Endpoints, settings: Settings) -> Providers:
+    return Providers(ep.twilio_sid, ep.twilio_token, ep.twilio_base_url, settings.twilio_from_number,
+                     ep.sendgrid_key, ep.sendgrid_base_url, settings.sendgrid_from_email,
+                     settings.payment_link_base, settings.provider_timeout_seconds,
+                     timedelta(seconds=settings.send_in_flight_seconds))
 
 
 @asynccontextmanager
@@ -138,7 +86,7 @@ async def main(embedded: bool) -> None:
     async with LocalStack(settings) as ep:
         pool = await create_pool(ep.dsn)
         try:
-            async with running_worker(ep.client, pool, Providers.from_endpoints(ep, settings),
+            async with running_worker(ep.client, pool, providers_from(ep, settings),
                                       task_queue=settings.task_queue,
                                       max_cached_workflows=settings.max_cached_workflows):
                 freeze_startup_objects()

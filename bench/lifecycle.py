@@ -52,7 +52,8 @@ def ladder(now_local: datetime):
 async def run_ours(args, report: Report) -> tuple[dict, object]:
     from bench.common import pinned_policy
     from client.operations import pay
-    from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+    from contracts.case_io import CollectionInput
+    from workflows.collection_workflow import CollectionWorkflow
     from contracts.messages import PaymentInput
     from contracts.names import loan_id_from as loan_from_wf
     from contracts.names import workflow_id_for

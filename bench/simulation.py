@@ -45,8 +45,10 @@ async def main(args) -> Report:
     from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-    from worker import Providers, running_worker
-    from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+    from activities.wiring import Providers
+    from worker import running_worker
+    from contracts.case_io import CollectionInput
+    from workflows.collection_workflow import CollectionWorkflow
     from contracts.messages import CaseState
 
     report = Report("simulation", params={"n_sequential": args.n, "n_concurrent": args.concurrent,

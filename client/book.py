@@ -27,12 +27,14 @@ from typing import Any, Final
 
 import asyncpg
 
+from contracts.messages import STAGE_ORDER
+
 BOOK_PREFIX: Final = "BOOK-"
 BOOK_POLICY: Final = "book"
 BOOK_END: Final = datetime(2026, 1, 1, tzinfo=UTC)
 CHUNK: Final = 10_000
 
-_STAGES: Final = ("pre_due", "early", "middle", "late", "legal", "written_off")
+_STAGES: Final = tuple(s.value for s in STAGE_ORDER)
 # Days past due at which a case enters each stage after pre_due.
 _ENTRY_DPD: Final = {"early": 1, "middle": 7, "late": 30, "legal": 60, "written_off": 180}
 # Chance to cure while in each stage, before the next one comes due.

@@ -40,7 +40,8 @@ from infra.settings import Settings
 from infra.stack import connect_temporal, read_endpoints
 from policies import compliance
 from policies import loader as policy_loader
-from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+from contracts.case_io import CollectionInput
+from workflows.collection_workflow import CollectionWorkflow
 from contracts.messages import CaseStatus, LoanInput, PaymentInput, TimelineEvent, UpdateResult
 from contracts.names import CASE_STATE, TASK_QUEUE, workflow_id_for
 

@@ -38,7 +38,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from client.book import BOOK_PREFIX, clear_book, seed_book
 from client.operations import OperationError
 from contracts.activity_io import RECORD, RecordBatch, RecordResult
-from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+from contracts.case_io import CollectionInput
+from workflows.collection_workflow import CaseInput, CollectionWorkflow
 from contracts.messages import CaseState, Stage, TimelineEvent
 from contracts.names import (
     ASSIGNED_AGENT,
@@ -526,7 +527,7 @@ async def _events_of_run(client: Client, events: Sequence[Any]) -> list[HistoryE
     activity), decoded from the run's event history."""
     found: list[HistoryEntry] = []
 
-    def from_state(inp: CollectionInput | None) -> None:
+    def from_state(inp: CaseInput | None) -> None:
         if inp is not None and inp.state is not None:
             found.extend(_timeline_entry(t.kind, t.summary, t.at, t.rule, t.actor, t.detail)
                          for t in inp.state.timeline)
@@ -537,7 +538,7 @@ async def _events_of_run(client: Client, events: Sequence[Any]) -> list[HistoryE
     for ev in events:
         if ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             attrs = ev.workflow_execution_started_event_attributes
-            from_state(await _decode(client, attrs.input.payloads, CollectionInput))
+            from_state(await _decode(client, attrs.input.payloads, CaseInput))
         elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = ev.activity_task_scheduled_event_attributes
             if attrs.activity_type.name == RECORD:
@@ -555,7 +556,7 @@ async def _events_of_run(client: Client, events: Sequence[Any]) -> list[HistoryE
                                                  e.detail) for e in result.events)
         elif ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
             attrs = ev.workflow_execution_continued_as_new_event_attributes
-            from_state(await _decode(client, attrs.input.payloads, CollectionInput))
+            from_state(await _decode(client, attrs.input.payloads, CaseInput))
     return found
 
 

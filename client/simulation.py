@@ -16,7 +16,8 @@ from client.operations import OperationError
 from infra.codec import data_converter
 from infra.temporal_server import start_test_server
 from policies import loader as policy_loader
-from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+from contracts.case_io import CollectionInput
+from workflows.collection_workflow import CollectionWorkflow
 from contracts.messages import CaseResult, LoanInput
 
 QUEUE = "simulation"
@@ -24,7 +25,7 @@ QUEUE = "simulation"
 
 async def simulate(loan: LoanInput) -> CaseResult:
     """The loan's case from now until it closes (written off, unless its policy ends otherwise)."""
-    from worker import sandbox_runner  # the runner the real workers use
+    from workflows.sandbox import sandbox_runner  # the runner the real workers use
 
     try:
         policy = resolve(loan)

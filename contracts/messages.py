@@ -32,6 +32,10 @@ class Stage(StrEnum):
     CLOSED = "closed"
 
 
+# The order a case moves through; `closed` is an end outside it. Escalation only moves forward.
+STAGE_ORDER = (Stage.PRE_DUE, Stage.EARLY, Stage.MIDDLE, Stage.LATE, Stage.LEGAL, Stage.WRITTEN_OFF)
+
+
 class TaskOutcome(StrEnum):
     REACHED = "reached"
     NO_ANSWER = "no_answer"

@@ -19,7 +19,8 @@ from infra.codec import data_converter
 from infra.database import EmbeddedPostgres, create_pool, migrate
 from infra.emulator import ProviderEmulator
 from infra.temporal_server import start_dev_server, start_test_server
-from worker import Providers, running_worker
+from activities.wiring import Providers
+from worker import running_worker
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 from temporalio.client import Client, WorkflowHandle
 
 from activities.policies import resolve
-from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+from contracts.case_io import CollectionInput
+from workflows.collection_workflow import CollectionWorkflow
 from contracts.messages import LoanInput
 from contracts.policy import ResolvedPolicy
 from contracts.names import workflow_id_for

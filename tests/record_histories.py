@@ -41,7 +41,8 @@ from infra.database import EmbeddedPostgres, create_pool, migrate  # noqa: E402
 from infra.emulator import ProviderEmulator  # noqa: E402
 from infra.temporal_server import start_test_server  # noqa: E402
 from tests.helpers import make_loan, pinned, start_case, today_of  # noqa: E402
-from worker import Providers, running_worker  # noqa: E402
+from activities.wiring import Providers  # noqa: E402
+from worker import running_worker  # noqa: E402
 from workflows.collection_workflow import CollectionWorkflow  # noqa: E402
 from contracts.messages import (  # noqa: E402
     CaseState,

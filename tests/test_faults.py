@@ -52,7 +52,9 @@ from tests.worker_process import (
 from contracts.activity_io import RECORD, SEND_EMAIL, SEND_SMS, RecordBatch, RecordResult, SendResult
 from workflows.collection_workflow import CollectionWorkflow
 from contracts.messages import CaseState, LoanInput, PaymentInput
-from worker import Providers, activities_for, running_worker, sandbox_runner
+from activities.wiring import Providers, activities_for
+from worker import running_worker
+from workflows.sandbox import sandbox_runner
 
 SID = "AC" + "0" * 32
 

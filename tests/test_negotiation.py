@@ -25,7 +25,8 @@ from temporalio.worker import Worker
 
 from infra.emulator import ProviderEmulator
 from tests.helpers import eventually, make_loan, pinned, start_case, today_of
-from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+from contracts.case_io import CollectionInput
+from workflows.collection_workflow import CollectionWorkflow
 from contracts.messages import (
     CaseState,
     CaseStatus,

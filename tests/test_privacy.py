@@ -32,7 +32,8 @@ from infra import log_masking
 from infra.codec import ENCODING_ENCRYPTED, EncryptionCodec, data_converter, generate_key, parse_keys
 from infra.emulator import ProviderEmulator
 from tests.helpers import make_loan, start_case, today_of
-from worker import Providers, running_worker
+from activities.wiring import Providers
+from worker import running_worker
 from workflows.collection_workflow import CollectionWorkflow
 from contracts.messages import CaseState, PaymentInput
 

@@ -41,7 +41,8 @@ from infra.emulator import ProviderEmulator
 from infra.temporal_server import start_dev_server
 from tests.helpers import eventually, make_loan, pinned, start_case, today_of
 from tests.worker_process import WorkerProcess, codec_client, new_key, worker_env
-from worker import Providers, running_worker
+from activities.wiring import Providers
+from worker import running_worker
 from workflows.collection_workflow import CollectionWorkflow
 from contracts.messages import CaseState, LoanInput, Stage
 from contracts.policy import ResolvedPolicy, Step

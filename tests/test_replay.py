@@ -40,8 +40,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from infra.codec import data_converter
-from worker import sandbox_runner
-from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+from workflows.sandbox import sandbox_runner
+from contracts.case_io import CollectionInput
+from workflows.collection_workflow import CaseInput, CollectionWorkflow
 from contracts.messages import CaseResult
 from contracts.names import workflow_id_for
 
@@ -66,7 +67,7 @@ class UnpatchedChange(CollectionWorkflow):
     """A deploy that adds a pause before the first step, with no regard for running cases."""
 
     @workflow.run
-    async def run(self, inp: CollectionInput) -> CaseResult:
+    async def run(self, inp: CaseInput) -> CaseResult:
         await workflow.sleep(timedelta(minutes=1))
         return await super().run(inp)
 
@@ -76,7 +77,7 @@ class PatchedChange(CollectionWorkflow):
     """The same change behind `workflow.patched`: old histories take the old path."""
 
     @workflow.run
-    async def run(self, inp: CollectionInput) -> CaseResult:
+    async def run(self, inp: CaseInput) -> CaseResult:
         if workflow.patched("pause-before-first-step"):
             await workflow.sleep(timedelta(minutes=1))
         return await super().run(inp)

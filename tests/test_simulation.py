@@ -21,7 +21,8 @@ from temporalio.worker import Worker
 from infra.emulator import ProviderEmulator
 from tests.helpers import make_loan, pinned, today_of
 from policies import compliance
-from workflows.collection_workflow import CollectionInput, CollectionWorkflow
+from contracts.case_io import CollectionInput
+from workflows.collection_workflow import CollectionWorkflow
 from contracts.messages import CaseState, LoanInput, Stage, TimelineEvent
 from contracts.policy import ResolvedPolicy, Step
 from contracts.names import STAGE, workflow_id_for

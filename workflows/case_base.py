@@ -24,13 +24,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.clock import PolicyClock
     from contracts.messages import (
+        STAGE_ORDER,
         CaseState,
         Stage,
         TaskOutcome,
         TimelineEvent,
     )
 
-STAGE_ORDER = [Stage.PRE_DUE, Stage.EARLY, Stage.MIDDLE, Stage.LATE, Stage.LEGAL, Stage.WRITTEN_OFF]
 CONNECTED = {TaskOutcome.REACHED, TaskOutcome.PROMISED, TaskOutcome.VISITED}
 ESCALATING = {TaskOutcome.REFUSED, TaskOutcome.NOT_FOUND}
 

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         RecordBatch,
         StageChange,
     )
+    from contracts.case_io import CollectionInput
     from workflows.case_state import (
         CaseData,
     )
@@ -46,10 +47,10 @@ with workflow.unsafe.imports_passed_through():
         POLICY_VERSION,
         STAGE,
     )
+    from contracts.messages import STAGE_ORDER
 from workflows.case_arrangements import CaseArrangements
 from workflows.case_base import (
     DB_OPTIONS,
-    STAGE_ORDER,
     _key,
 )
 from workflows.case_contacts import CaseContacts
@@ -57,22 +58,17 @@ from workflows.case_handlers import CaseHandlers
 
 
 @dataclass
-class CollectionInput:
-    loan: LoanInput
-    # Normally resolved from the policy files by an activity when the case opens; a caller
-    # may pin one explicitly (tests, simulations).
-    policy: ResolvedPolicy | None = None
-    # Carried through continue-as-new.
+class CaseInput(CollectionInput):
+    """The start input plus the state a case carries through continue-as-new (same JSON shape)."""
+
     state: CaseData | None = None
-    # Run the policy without side effects (workflows/simulation.py): nothing sent or written.
-    simulate: bool = False
 
 
 
 @workflow.defn
 class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
     @workflow.init
-    def __init__(self, inp: CollectionInput) -> None:
+    def __init__(self, inp: CaseInput) -> None:
         self._inbox: list[PaymentInput] = []
         self._wake = False
         self._stopping = False
@@ -88,7 +84,7 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
     # ------------------------------------------------------------------ run
 
     @workflow.run
-    async def run(self, inp: CollectionInput) -> CaseResult:
+    async def run(self, inp: CaseInput) -> CaseResult:
         if self.s is None:
             policy = await self._db(RESOLVE_POLICY, inp.loan, result_type=ResolvedPolicy,
                                     start_to_close_timeout=timedelta(seconds=30), read_only=True)
@@ -113,7 +109,7 @@ class CollectionWorkflow(CaseHandlers, CaseArrangements, CaseContacts):
         await recorder
         await workflow.wait_condition(workflow.all_handlers_finished)
         if continue_as_new:
-            workflow.continue_as_new(CollectionInput(loan=s.loan, policy=s.policy, state=s))
+            workflow.continue_as_new(CaseInput(loan=s.loan, policy=s.policy, state=s))
         return CaseResult(
             loan_id=s.loan.loan_id, state=s.state, stage=s.stage, outstanding=s.outstanding,
             currency=s.loan.currency, paid_total=s.paid_total, excess=s.excess,
