@@ -1,8 +1,35 @@
-"""Names every process agrees on: task queue, workflow ids, search attribute keys."""
+"""Names every process agrees on: task queue, workflow type and ids, message names, search attributes."""
+
+from enum import StrEnum
 
 from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "collections"
+WORKFLOW_TYPE = "CollectionWorkflow"
+
+
+class Update(StrEnum):
+    """The case's updates: a caller gets the workflow's answer (or its refusal)."""
+
+    PROMISE = "promise"
+    PLAN = "plan"
+    EXTEND = "extend"
+    WAIVE = "waive"
+    SETTLE = "settle"
+    HOLD = "hold"
+    RESOLVE = "resolve"
+    CEASE = "cease"
+    CLOSE = "close"
+    TASK_OUTCOME = "task_outcome"
+
+
+class Query(StrEnum):
+    STATUS = "status"
+    TIMELINE = "timeline"
+
+
+class Signal(StrEnum):
+    PAY = "pay"
 
 
 def workflow_id_for(loan_id: str) -> str:
