@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test run worker bench clean
+.PHONY: install demo test run stack worker bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,27 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python demo.py
 
-test: $(STAMP)
+# Static checks first (ruff over the tree, then mypy as configured in pyproject.toml), then the
+# suite. Make stops at the first command that fails and exits non-zero, so CI fails with it.
+test: lint
 	$(BIN)/python -m pytest -q
 
+.PHONY: lint
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# The local stack (Temporal dev server, PostgreSQL, provider emulator) in the background and one
+# worker in the foreground, until Ctrl-C. More workers: `make worker` (or `python worker.py`) in
+# another terminal; they find the stack through .state/endpoints.json.
 run: $(STAMP)
-	$(BIN)/python worker.py --embedded
+	$(BIN)/python -m infra.run
+
+stack: $(STAMP)
+	$(BIN)/python -m infra.stack
+
+worker: $(STAMP)
+	$(BIN)/python worker.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

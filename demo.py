@@ -17,8 +17,7 @@ import asyncio
 import logging
 import random
 import shutil
-import signal
-import socket
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,9 +31,14 @@ from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client
 
-from client import operations
+from demo_progress import Progress, finished, give_up_message
+
+from service import cases, updates
+from service.errors import ServiceError
 from infra.database import create_pool
 from infra.settings import Settings
+from infra.endpoints import free_port
+from infra.shutdown import run_until_signalled
 from infra.stack import LocalStack
 from worker import providers_from, running_worker
 from contracts.messages import (
@@ -50,15 +54,12 @@ from contracts.messages import (
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 DAY_SECONDS = 3  # must match policies/demo.toml
-END_STATES = {CaseState.PAID, CaseState.SETTLED, CaseState.WRITTEN_OFF, CaseState.CLOSED}
+# Give up once no case has changed for this long: the demo ladder's longest quiet stretch is 10
+# policy days (D+20 to D+30), so twice that. A busy machine slows cases down; it does not stop them.
+STALL_SECONDS = float(os.environ.get("DEMO_STALL_SECONDS", 20 * DAY_SECONDS))
+MAX_SECONDS = float(os.environ.get("DEMO_MAX_SECONDS", 1800))
 NAMES = ["Li Lei", "Han Meimei", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing", "Emily Carter",
          "James Brown", "Zhao Min", "Sun Li"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -111,38 +112,38 @@ async def play_outside_world(client: Client, pool: asyncpg.Pool, scripts: list[S
             try:
                 if s.plan == "pay in full" and day > 3 + int(loan.loan_id[-1]) and "paid" not in s.done:
                     s.done.add("paid")
-                    await operations.pay(client, loan.loan_id, PaymentInput(
+                    await cases.pay(client, loan.loan_id, PaymentInput(
                         payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue, currency="CNY"))
                 elif s.plan == "pay in part" and day > 4 and "part" not in s.done:
                     s.done.add("part")
-                    await operations.pay(client, loan.loan_id, PaymentInput(
+                    await cases.pay(client, loan.loan_id, PaymentInput(
                         payment_id=f"{loan.loan_id}-P1",
                         amount=(loan.amount_overdue / 3).quantize(Decimal("0.01")), currency="CNY"))
                 elif s.plan == "promise" and day > 2 and "promise" not in s.done:
                     s.done.add("promise")
                     # The case lives on the policy's clock: its "today" is due date + DPD.
-                    st = await operations.status(client, loan.loan_id)
+                    st = await cases.status(client, loan.loan_id)
                     policy_today = loan.due_date + timedelta(days=st.days_past_due)
-                    await operations.update(client, loan.loan_id, "promise", PromiseInput(
+                    await updates.promise(client, loan.loan_id, PromiseInput(
                         agent="agent-007", amount=st.outstanding, currency="CNY",
                         promised_date=policy_today + timedelta(days=2)))
                 elif s.plan == "settle" and day > 3 and "offer" not in s.done:
                     s.done.add("offer")
-                    st = await operations.status(client, loan.loan_id)
+                    st = await cases.status(client, loan.loan_id)
                     policy_today = loan.due_date + timedelta(days=st.days_past_due)
                     s.settlement = (st.outstanding * Decimal("0.6")).quantize(Decimal("0.01"))
-                    await operations.update(client, loan.loan_id, "settle", SettlementInput(
+                    await updates.settle(client, loan.loan_id, SettlementInput(
                         agent="agent-007", amount=s.settlement, currency="CNY",
                         pay_by=policy_today + timedelta(days=3)))
                 elif s.plan == "settle" and day > 5 and "settled" not in s.done and s.settlement:
                     s.done.add("settled")
-                    await operations.pay(client, loan.loan_id, PaymentInput(
+                    await cases.pay(client, loan.loan_id, PaymentInput(
                         payment_id=f"{loan.loan_id}-S1", amount=s.settlement, currency="CNY"))
                 elif s.plan == "promise" and day > 5 and "kept" not in s.done:
                     s.done.add("kept")
-                    await operations.pay(client, loan.loan_id, PaymentInput(
+                    await cases.pay(client, loan.loan_id, PaymentInput(
                         payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue, currency="CNY"))
-            except operations.OperationError:
+            except ServiceError:
                 pass  # the case may have closed in the meantime
         # The agent console: answer open call tasks (a visit is left to miss its deadline).
         for task in await pool.fetch(
@@ -151,9 +152,9 @@ async def play_outside_world(client: Client, pool: asyncpg.Pool, scripts: list[S
         ):
             outcome = rng.choice([TaskOutcome.NO_ANSWER, TaskOutcome.REACHED, TaskOutcome.NO_ANSWER])
             try:
-                await operations.update(client, task["loan_id"], "task_outcome", TaskOutcomeInput(
+                await updates.task_outcome(client, task["loan_id"], TaskOutcomeInput(
                     task_key=task["task_key"], outcome=outcome, agent="agent-007"))
-            except operations.OperationError:
+            except ServiceError:
                 pass
         try:
             await asyncio.wait_for(stop.wait(), timeout=0.5)
@@ -185,7 +186,7 @@ def render(statuses: dict[str, CaseStatus | None], scripts: list[Script], elapse
 
 async def run_demo() -> int:
     logging.basicConfig(level=logging.WARNING)
-    state_dir = Path(".state/demo").resolve()
+    state_dir = Path(os.environ.get("DEMO_STATE_DIR", ".state/demo")).resolve()
     shutil.rmtree(state_dir, ignore_errors=True)  # every demo starts from an empty book
     settings = Settings(state_dir=state_dir, temporal_port=free_port(), ui_port=free_port(),
                         emulator_port=free_port(), task_queue="demo-collections")
@@ -197,32 +198,32 @@ async def run_demo() -> int:
                                       task_queue=settings.task_queue):
                 console.print(f"Temporal Web UI: [link]{ep.ui_url}[/]  (workflows are encrypted; "
                               f"the data is readable through the codec server, see README)")
-                return await drive(ep.client, pool, ep.emulator_url, settings.task_queue)
+                return await drive(ep.client, pool, settings.task_queue)
         finally:
             await pool.close()
 
 
-async def drive(client: Client, pool: asyncpg.Pool, emulator_url: str | None, task_queue: str) -> int:
+async def drive(client: Client, pool: asyncpg.Pool, task_queue: str) -> int:
     rng = random.Random(20261123)
     today = datetime.now(timezone.utc).date()
     scripts = demo_loans(today, rng)
-    counts = await operations.start_many(client, [s.loan for s in scripts], task_queue=task_queue)
+    counts = await cases.start_many(client, [s.loan for s in scripts], task_queue=task_queue)
     console.print(f"Opened {counts.get('started', 0)} cases under the demo policy.")
     loop = asyncio.get_running_loop()
     started = loop.time()
     stop = asyncio.Event()
     world = asyncio.create_task(play_outside_world(client, pool, scripts, started, stop))
     statuses: dict[str, CaseStatus | None] = {}
-    deadline = started + 170
+    progress = Progress(stall_seconds=STALL_SECONDS, max_seconds=MAX_SECONDS, started=started)
     interactive = console.is_terminal
     last_print = 0.0
     with Live(render(statuses, scripts, 0), console=console, refresh_per_second=2,
               transient=False) if interactive else _NoLive() as live:
-        while loop.time() < deadline:
+        while not progress.give_up(loop.time()):
             for s in scripts:
                 try:
-                    statuses[s.loan.loan_id] = await operations.status(client, s.loan.loan_id)
-                except operations.OperationError:
+                    statuses[s.loan.loan_id] = await cases.status(client, s.loan.loan_id)
+                except ServiceError:
                     statuses[s.loan.loan_id] = None
             elapsed = loop.time() - started
             live.update(render(statuses, scripts, elapsed))
@@ -230,14 +231,20 @@ async def drive(client: Client, pool: asyncpg.Pool, emulator_url: str | None, ta
                 last_print = elapsed
                 states = Counter(st.state.value for st in statuses.values() if st)
                 console.print(f"[{elapsed:5.0f} s] " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
-            if all(st is not None and st.state in END_STATES for st in statuses.values()) and statuses:
+            progress.observe(statuses, loop.time())
+            if progress.all_finished(statuses):
                 break
             await asyncio.sleep(1)
     stop.set()
     await world
     if not interactive:
         console.print(render(statuses, scripts, loop.time() - started))
-    return await summary(pool, statuses, emulator_url)
+    code = await summary(pool, statuses)
+    if code:
+        console.print("[red]" + give_up_message(
+            statuses, stalled_for=progress.stalled_for(loop.time()),
+            elapsed=loop.time() - started, day_seconds=DAY_SECONDS) + "[/]", highlight=False)
+    return code
 
 
 class _NoLive:
@@ -251,7 +258,7 @@ class _NoLive:
         return None
 
 
-async def summary(pool: asyncpg.Pool, statuses: dict[str, CaseStatus | None], emulator_url: str | None) -> int:
+async def summary(pool: asyncpg.Pool, statuses: dict[str, CaseStatus | None]) -> int:
     states = Counter(st.state.value for st in statuses.values() if st)
     reached_legal = await pool.fetchval(
         "SELECT count(DISTINCT loan_id) FROM stage_history WHERE to_stage = 'legal' AND loan_id LIKE 'DEMO-%'")
@@ -274,27 +281,18 @@ async def summary(pool: asyncpg.Pool, statuses: dict[str, CaseStatus | None], em
     table.add_row("contacts deferred by contact rules", str(deferred))
     table.add_row("collected (CNY)", f"{collected:,.2f}")
     console.print(table)
-    unfinished = states.get("active", 0) + sum(1 for st in statuses.values() if st is None)
-    if unfinished:
-        console.print(f"[red]{unfinished} cases did not reach an end state in time[/]")
+    if not all(finished(st) for st in statuses.values()):
         return 1
     console.print("[green]Every case reached an end state.[/] Shutting down.")
     return 0
 
 
 def main() -> None:
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(run_demo())
     # Ctrl-C and SIGTERM unwind the stack through its context managers: nothing is left running.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        code = loop.run_until_complete(task)
-    except asyncio.CancelledError:
+    code = run_until_signalled(run_demo())
+    if code is None:
         console.print("[yellow]Demo interrupted; the stack was shut down.[/]")
         code = 130
-    finally:
-        loop.close()
     sys.exit(code)
 
 

@@ -1,9 +1,11 @@
 """The collection worker: runs case workflows and their activities on the `collections` queue.
 
-    python worker.py              # against the configured stack (TEMPORAL_ADDRESS, DATABASE_URL, ...)
-    python worker.py --embedded   # starts what is not configured: dev server, PostgreSQL, emulator
+    python worker.py              # against the configured services, else the running local stack
+    python worker.py --embedded   # the same, but with no stack running, start one in-process
 
-Workers hold no state of their own: run as many as the load needs, on as many machines.
+`python -m infra.stack` (or `make run`) runs the local stack on its own; every `python worker.py`
+started beside it finds it through `.state/endpoints.json`. Workers hold no state of their own:
+run as many as the load needs, on as many machines, and kill or restart any of them.
 """
 
 from __future__ import annotations
@@ -12,39 +14,58 @@ import argparse
 import asyncio
 import gc
 import logging
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker, WorkflowRunner
 
-from activities.sms import SmsActivities
-from activities.wiring import Providers, activities_for
+from activities.wiring import Providers, activities_for, close_activities
+from contracts.names import TASK_QUEUE
 from infra import log_masking
 from infra.database import create_pool
-from infra.settings import Settings
-from infra.stack import Endpoints, LocalStack
+from infra.settings import SendGridSettings, Settings, TwilioSettings
+from infra.shutdown import run_until_signalled
+from infra.stack import Endpoints, NoStack, open_stack
 from workflows.collection_workflow import CollectionWorkflow
 from workflows.sandbox import sandbox_runner
-from contracts.names import TASK_QUEUE
 
 log = logging.getLogger("worker")
 
 
+def providers_for(twilio: TwilioSettings, sendgrid: SendGridSettings,
+                  settings: Settings) -> Providers:
+    """What the provider activities get: the accounts given, the settings' links and timeouts."""
+    if twilio.account_sid is None or twilio.auth_token is None or sendgrid.api_key is None:
+        raise ValueError("provider accounts not resolved (no credentials and no emulator)")
+    return Providers(
+        twilio_sid=twilio.account_sid, twilio_token=twilio.auth_token,
+        twilio_base_url=twilio.base_url, twilio_from=twilio.from_number,
+        sendgrid_key=sendgrid.api_key, sendgrid_base_url=sendgrid.base_url,
+        sendgrid_from=sendgrid.from_email, payment_link_base=settings.payment_link_base,
+        http_timeout_seconds=settings.provider_timeout_seconds,
+        in_flight_for=timedelta(seconds=settings.send_in_flight_seconds))
+
+
 def providers_from(ep: Endpoints, settings: Settings) -> Providers:
-    return Providers(ep.twilio_sid, ep.twilio_token, ep.twilio_base_url, settings.twilio_from_number,
-                     ep.sendgrid_key, ep.sendgrid_base_url, settings.sendgrid_from_email,
-                     settings.payment_link_base, settings.provider_timeout_seconds,
-                     timedelta(seconds=settings.send_in_flight_seconds))
+    return providers_for(ep.twilio, ep.sendgrid, settings)
+
+
+def emulator_providers(url: str, settings: Settings | None = None) -> Providers:
+    """Both providers on the emulator at `url`, whatever the environment says (tests, benches)."""
+    settings = settings or Settings()
+    return providers_for(settings.twilio.on_emulator(url), settings.sendgrid.on_emulator(url),
+                         settings)
 
 
 @asynccontextmanager
 async def running_worker(client: Client, pool: asyncpg.Pool, providers: Providers, *,
                          task_queue: str = TASK_QUEUE, max_cached_workflows: int = 1000,
-                         workflow_runner: WorkflowRunner | None = None, **kwargs) -> AsyncIterator[Worker]:
+                         workflow_runner: WorkflowRunner | None = None,
+                         **kwargs: Any) -> AsyncIterator[Worker]:
     activities = activities_for(pool, providers)
     try:
         async with Worker(
@@ -58,10 +79,7 @@ async def running_worker(client: Client, pool: asyncpg.Pool, providers: Provider
         ) as worker:
             yield worker
     finally:
-        # The Twilio client holds an aiohttp session: close it ("Unclosed client session").
-        for fn in activities:
-            if isinstance(getattr(fn, "__self__", None), SmsActivities):
-                await fn.__self__.client.http_client.close()
+        await close_activities(activities)
 
 
 def freeze_startup_objects() -> None:
@@ -74,43 +92,44 @@ def freeze_startup_objects() -> None:
 
 
 async def main(embedded: bool) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log_masking.install()
     settings = Settings()
-    if not embedded and (settings.embedded_temporal or settings.embedded_database):
-        raise SystemExit("TEMPORAL_ADDRESS and DATABASE_URL are not set: pass --embedded to start "
-                         "the local stack, or set them to use existing services")
     problems = settings.check_production()
     if problems:
         raise SystemExit("refusing to start: " + "; ".join(problems))
-    async with LocalStack(settings) as ep:
-        pool = await create_pool(ep.dsn)
-        try:
-            async with running_worker(ep.client, pool, providers_from(ep, settings),
-                                      task_queue=settings.task_queue,
-                                      max_cached_workflows=settings.max_cached_workflows):
-                freeze_startup_objects()
-                if ep.ui_url:
-                    log.info("Temporal Web UI: %s", ep.ui_url)
-                log.info("worker running on task queue %r (Ctrl-C to stop); started: %s",
-                         settings.task_queue, ", ".join(ep.started) or "nothing")
-                await asyncio.Event().wait()
-        finally:
-            await pool.close()
+    try:
+        async with open_stack(settings, embedded=embedded) as ep:
+            await serve(ep, settings)
+    except NoStack as err:
+        raise SystemExit(f"{err}; or pass --embedded to start one in this process") from None
+
+
+async def serve(ep: Endpoints, settings: Settings) -> None:
+    pool = await create_pool(ep.dsn)
+    try:
+        async with running_worker(ep.client, pool, providers_from(ep, settings),
+                                  task_queue=settings.task_queue,
+                                  max_cached_workflows=settings.max_cached_workflows):
+            freeze_startup_objects()
+            if ep.ui_url:
+                log.info("Temporal Web UI: %s", ep.ui_url)
+            log.info("worker running on task queue %r (Ctrl-C to stop); Temporal %s; "
+                     "started here: %s", settings.task_queue,
+                     ep.client.service_client.config.target_host,
+                     ", ".join(ep.started) or "nothing")
+            await asyncio.Event().wait()
+    finally:
+        await pool.close()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--embedded", action="store_true", help="start the local stack for what is not configured")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--embedded", action="store_true",
+                        help="with no stack configured or running, start one in this process")
     args = parser.parse_args()
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(main(args.embedded))
     # Ctrl-C and SIGTERM unwind through the stack's context managers, stopping what it started.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        log.info("worker stopped")
-    finally:
-        loop.close()
+    run_until_signalled(main(args.embedded))
+    log.info("worker stopped")

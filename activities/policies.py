@@ -12,15 +12,16 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.templates import known_templates
-from policies import loader as policy_loader
 from contracts.activity_io import RESOLVE_POLICY
 from contracts.messages import LoanInput
 from contracts.policy import ResolvedPolicy
+from policies import loader as policy_loader
 
 
 def _files_signature() -> tuple[tuple[str, int, int], ...]:
     """Names, sizes and modification times of every policy and rule file: what the cache keys on."""
-    files = sorted([*policy_loader.POLICIES_DIR.glob("*.toml"), *policy_loader.RULES_DIR.glob("*.toml")])
+    files = sorted([*policy_loader.POLICIES_DIR.glob("*.toml"),
+                    *policy_loader.RULES_DIR.glob("*.toml")])
     signature = []
     for path in files:
         try:

@@ -1,9 +1,11 @@
 """Borrower messages: one jinja2 template per message, channel and locale.
 
-Files live beside this module as `templates/<locale>/<template>.<channel>.j2` (channels `sms` and
-`email`). Names starting with `_` are partials (opt-out line, validation notice, footers), not
-templates. An email template's first line is `Subject: ...`, then a blank line, then the plain-text
-body. An SMS is rendered to one line: whitespace runs collapse to a single space.
+Files live beside this module as `templates/<locale>/<template>.<channel>.j2`, for the message
+channels of the channel table (`contracts/channels.py`). Names starting with `_` are partials
+(opt-out line, validation notice, footers), not templates. On a channel whose messages carry a
+subject (e-mail) a template's first line is `Subject: ...`, then a blank line, then the plain-text
+body; on any other (SMS) the message is rendered to one line: whitespace runs collapse to a single
+space.
 
 Context flags every template honours: `opt_out` (an SMS ends with the locale's opt-out line, an
 email with an unsubscribe line carrying `unsubscribe_link`) and `validation_notice` (adds the
@@ -20,6 +22,7 @@ only the template-specific variables in `_DEFAULTS` get a default when absent.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,13 +32,14 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
+from contracts.channels import CHANNELS, message_channels
+
 LOCALES = ("en", "zh-CN")
-CHANNELS = ("sms", "email")
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 
 _LOCALE_BY_KEY = {locale.lower(): locale for locale in LOCALES}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_FILE = re.compile(r"^(?P<template>[a-z][a-z0-9_]*)\.(?P<channel>sms|email)\.j2$")
+_FILE = re.compile(r"^(?P<template>[a-z][a-z0-9_]*)\.(?P<channel>[a-z][a-z0-9_]*)\.j2$")
 
 
 class UnknownTemplateError(TemplateNotFound, ValueError):
@@ -128,8 +132,11 @@ def _scan() -> dict[str, frozenset[str]]:
 
 
 def known_templates() -> dict[str, frozenset[str]]:
-    """Template name -> the channels it has in every locale."""
-    return dict(_scan())
+    """Template name -> the message channels it has in every locale."""
+    # Filtered here, not in the cached scan: the table may gain a row after the first call.
+    channels = set(message_channels())
+    found = {name: have & channels for name, have in _scan().items()}
+    return {name: have for name, have in found.items() if have}
 
 
 def _with_defaults(template: str, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,10 +144,9 @@ def _with_defaults(template: str, context: Mapping[str, Any]) -> dict[str, Any]:
     skip = _NO_DEFAULT.get(template, frozenset())
     for name, default in _DEFAULTS.items():
         if name not in values and name not in skip:
-            try:
+            # A missing base variable is left missing: the template fails on it, loudly.
+            with contextlib.suppress(KeyError):
                 values[name] = default(values)
-            except KeyError:
-                pass  # the base variable is missing too: the template fails on it, loudly
     return values
 
 
@@ -155,9 +161,10 @@ def render(
     """Render one message. Raises `UnknownTemplateError` for an unknown template, channel or
     locale, and `jinja2.UndefinedError` when the context lacks a variable the template uses."""
     canonical = normalize_locale(locale, template, channel)
-    if channel not in CHANNELS:
+    known = message_channels()
+    if channel not in known:
         raise UnknownTemplateError(
-            template, channel, canonical, f"unknown channel (known: {', '.join(CHANNELS)})"
+            template, channel, canonical, f"unknown channel (known: {', '.join(known)})"
         )
     if not isinstance(template, str) or not _NAME.match(template):
         raise UnknownTemplateError(str(template), channel, canonical, "not a template name")
@@ -173,17 +180,16 @@ def render(
         raise UnknownTemplateError(template, channel, canonical, str(exc)) from exc
     text = tmpl.render(_with_defaults(template, context))
 
-    if channel == "sms":
+    if not CHANNELS[channel].subject:
         return RenderedMessage(subject=None, body=re.sub(r"\s+", " ", text).strip())
 
+    where = f"{canonical}/{template}.{channel}.j2"
     first, _, rest = text.lstrip("\n").partition("\n")
     if not first.startswith("Subject:"):
-        raise ValueError(
-            f"template {canonical}/{template}.email.j2 must start with a 'Subject:' line"
-        )
+        raise ValueError(f"template {where} must start with a 'Subject:' line")
     subject = first.removeprefix("Subject:").strip()
     if not subject:
-        raise ValueError(f"template {canonical}/{template}.email.j2 renders an empty subject")
+        raise ValueError(f"template {where} renders an empty subject")
     return RenderedMessage(subject=subject, body=_clean_email_body(rest))
 
 

@@ -1,19 +1,29 @@
-"""The activities a worker registers, built from their clients and the provider settings."""
+"""The activities a worker registers, built from their clients and the provider settings.
+
+The send activities come from the channel adapters, one per message channel of the table
+(`contracts/channels.py`), each registered under its row's activity name: a new channel is its row
+and its adapter, passed here in `channels`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 
-from activities.contacts import ContactActivities
-from activities.email import EmailActivities, sendgrid_client
-from activities.outbox import Outbox
+from activities.channels.base import ChannelAdapter, adapter_of, send_activity
+from activities.channels.email import SendGridEmail, sendgrid_client
+from activities.channels.outbox import Outbox
+from activities.channels.sms import TwilioSms, twilio_client
+from activities.database.contacts import ContactActivities
+from activities.database.records import RecordActivities
+from activities.database.tasks import TaskActivities
 from activities.policies import resolve_policy
-from activities.records import RecordActivities
-from activities.sms import SmsActivities, twilio_client
-from activities.tasks import TaskActivities
+from activities.templates import LinkBuilder
+from contracts.channels import message_channels
 
 
 @dataclasses.dataclass
@@ -30,17 +40,47 @@ class Providers:
     in_flight_for: timedelta = timedelta(seconds=30)
 
 
-def activities_for(pool: asyncpg.Pool, p: Providers) -> list:
+def shipped_adapters(p: Providers) -> list[ChannelAdapter]:
+    """The adapters of the channels this project ships, with their provider clients."""
+    twilio = twilio_client(p.twilio_sid, p.twilio_token, p.twilio_base_url, p.http_timeout_seconds)
+    sendgrid = sendgrid_client(p.sendgrid_key, p.sendgrid_base_url)
+    return [TwilioSms(twilio, p.twilio_from),
+            SendGridEmail(sendgrid, p.sendgrid_from, p.http_timeout_seconds)]
+
+
+def _check_covers_table(names: Sequence[str]) -> None:
+    """One adapter per message channel of the table: a row without one would leave its sends
+    waiting for a worker that never comes; an adapter without a row could never be sent to."""
+    rows = message_channels()
+    problems = [f"two adapters for channel {n!r}" for n in sorted({n for n in names
+                                                                  if names.count(n) > 1})]
+    problems += [f"no row in the channel table for adapter {n!r}" for n in names if n not in rows]
+    problems += [f"no adapter for channel {n!r}" for n in rows if n not in names]
+    if problems:
+        raise LookupError("; ".join(problems))
+
+
+def activities_for(pool: asyncpg.Pool, p: Providers, *,
+                   channels: Sequence[ChannelAdapter] = ()) -> list[Callable[..., Any]]:
+    """Every activity a case worker runs; `channels` adds adapters beyond the shipped ones."""
+    # Checked before any client exists: a refused wiring leaves no connection open.
+    _check_covers_table([TwilioSms.channel, SendGridEmail.channel, *(a.channel for a in channels)])
+    adapters = [*shipped_adapters(p), *channels]
     outbox = Outbox(pool, in_flight_for=p.in_flight_for)
-    sms = SmsActivities(twilio_client(p.twilio_sid, p.twilio_token, p.twilio_base_url, p.http_timeout_seconds),
-                        p.twilio_from, outbox, p.payment_link_base)
-    email = EmailActivities(sendgrid_client(p.sendgrid_key, p.sendgrid_base_url), p.sendgrid_from,
-                            outbox, p.payment_link_base, p.http_timeout_seconds)
+    links = LinkBuilder(p.payment_link_base)
     records, contacts, tasks = RecordActivities(pool), ContactActivities(pool), TaskActivities(pool)
     return [
         resolve_policy,
         records.record, records.record_legal_action,
         contacts.reserve_contact, contacts.record_contact,
-        sms.send_sms, email.send_email,
+        *(send_activity(adapter, outbox, links) for adapter in adapters),
         tasks.create_task, tasks.close_task,
     ]
+
+
+async def close_activities(activities: Iterable[object]) -> None:
+    """Close the provider clients behind `activities` (once the worker has stopped)."""
+    for fn in activities:
+        adapter = adapter_of(fn)
+        if adapter is not None:
+            await adapter.close()

@@ -47,8 +47,9 @@ class BareWorkflow:
 
 @workflow.defn
 class BareLifecycleWorkflow:
-    """plan = {"before": ops, "wait_signal": bool, "after": ops}; op = ["timer", s] | ["activity", k]
-    (k no-op activities at once) | ["local", 1] (one no-op local activity)."""
+    """plan = {"before": ops, "wait_signal": bool, "after": ops};
+    op = ["timer", s] | ["activity", k] (k no-op activities at once) | ["local", 1] (one no-op
+    local activity)."""
 
     def __init__(self) -> None:
         self.paid = False

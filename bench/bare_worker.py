@@ -7,6 +7,7 @@ MAX_CACHED_WORKFLOWS. Default data converter, default sandbox, no codec.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 from temporalio.client import Client
@@ -30,7 +31,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
-    except KeyboardInterrupt:
-        pass

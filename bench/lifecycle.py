@@ -19,23 +19,31 @@ where its time goes.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from temporalio.client import Client
+
 from bench.bare import BareLifecycleWorkflow
-from bench.common import (
-    BARE_QUEUE, LOCAL_TZ, OUR_QUEUE, Report, Sampler, Stack, base_parser, file_size, history_shape,
-    load_now, log, make_loan, mib, run,
-)
+from bench.common import BARE_QUEUE, LOCAL_TZ, OUR_QUEUE, base_parser, log, make_loan
+from bench.measure import HistoryShape, Sampler, file_size, history_shape, mib
+from bench.report import Report, load_now, run
+from bench.stack import Stack
+
+if TYPE_CHECKING:
+    from contracts.messages import LoanInput
+    from contracts.policy import Step
 
 TARGET = 0.7
 LAST_STEP = "bench-both"
 
 
-def ladder(now_local: datetime):
+def ladder(now_local: datetime) -> list[Step]:
     """Three message steps a policy day apart, the first two policy hours from now."""
     from contracts.messages import Stage
     from contracts.policy import Step
@@ -49,14 +57,14 @@ def ladder(now_local: datetime):
                  template=tpl) for k, (sid, ch, tpl) in enumerate(spec)]
 
 
-async def run_ours(args, report: Report) -> tuple[dict, object]:
+async def run_ours(args: argparse.Namespace,
+                   report: Report) -> tuple[dict[str, Any], HistoryShape]:
     from bench.common import pinned_policy
-    from client.operations import pay
     from contracts.case_io import CollectionInput
-    from workflows.collection_workflow import CollectionWorkflow
-    from contracts.messages import PaymentInput
+    from contracts.messages import CaseResult, PaymentInput
+    from contracts.names import WORKFLOW_TYPE, workflow_id_for
     from contracts.names import loan_id_from as loan_from_wf
-    from contracts.names import workflow_id_for
+    from service.cases import pay
 
     n = args.n
     now_local = datetime.now(ZoneInfo(LOCAL_TZ))
@@ -74,10 +82,10 @@ async def run_ours(args, report: Report) -> tuple[dict, object]:
             s.add("server", st.server_ps.pid)
             await asyncio.sleep(1)
             s.reset_peaks()
-            w0, s0 = s.cpu("worker"), s.cpu("server")
+            w0, s0 = s.cpu_seconds("worker"), s.cpu_seconds("server")
             t0 = time.perf_counter()
             paid: set[str] = set()
-            pay_tasks: set[asyncio.Task] = set()
+            pay_tasks: set[asyncio.Task[None]] = set()
             seen = 0
             errors: list[str] = []
 
@@ -85,7 +93,7 @@ async def run_ours(args, report: Report) -> tuple[dict, object]:
                 try:
                     await pay(st.client, loan_id, PaymentInput(
                         payment_id=f"{loan_id}-full", amount=Decimal("1200.00"), currency="CNY"))
-                except Exception as err:  # noqa: BLE001 - reported below
+                except Exception as err:  # reported below
                     errors.append(f"{loan_id}: {err}")
 
             def poll_emulator() -> None:
@@ -109,11 +117,14 @@ async def run_ours(args, report: Report) -> tuple[dict, object]:
             async def start_all() -> None:
                 sem = asyncio.Semaphore(50)
 
-                async def one(loan) -> None:
+                async def one(loan: LoanInput) -> None:
                     async with sem:
+                        # By type name: the run method takes the workflow's CaseInput (which adds
+                        # the state carried through continue-as-new); a caller sends this.
                         await st.client.start_workflow(
-                            CollectionWorkflow.run, CollectionInput(loan=loan, policy=policy),
-                            id=workflow_id_for(loan.loan_id), task_queue=OUR_QUEUE)
+                            WORKFLOW_TYPE, CollectionInput(loan=loan, policy=policy),
+                            id=workflow_id_for(loan.loan_id), task_queue=OUR_QUEUE,
+                            result_type=CaseResult)
                 await asyncio.gather(*(one(loan) for loan in loans))
 
             starter = asyncio.create_task(start_all())
@@ -123,8 +134,8 @@ async def run_ours(args, report: Report) -> tuple[dict, object]:
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
                 poll_emulator()
-                if starter.done() and starter.exception():
-                    raise starter.exception()
+                if starter.done() and (err := starter.exception()) is not None:
+                    raise err
                 if len(paid) == n and not pay_tasks:
                     done = await _count_closed(st.client, "CollectionWorkflow")
                     if done >= n:
@@ -135,32 +146,40 @@ async def run_ours(args, report: Report) -> tuple[dict, object]:
                     last_log = time.monotonic()
             elapsed = time.perf_counter() - t0
             await starter
-            cpu_w, cpu_s = s.cpu("worker") - w0, s.cpu("server") - s0
+            cpu_w, cpu_s = s.cpu_seconds("worker") - w0, s.cpu_seconds("server") - s0
             peak_w, peak_s = s.peak("worker"), s.peak("server")
             done = await _count_closed(st.client, "CollectionWorkflow")
-            completed = await _count(st.client, "WorkflowType='CollectionWorkflow' AND ExecutionStatus='Completed'")
+            completed = await _count(
+                st.client, "WorkflowType='CollectionWorkflow' AND ExecutionStatus='Completed'")
             if done < n:
-                report.notes.append(f"WARNING ours: only {done}/{n} cases closed within {args.timeout}s")
+                report.notes.append(
+                    f"WARNING ours: only {done}/{n} cases closed within {args.timeout}s")
             # The bare replica follows the fullest of a few cases (a case whose step was overtaken
             # by the next one under load does less work): the comparison errs against us.
-            shapes = [await history_shape(st.client.get_workflow_handle(workflow_id_for(loans[i].loan_id)))
-                      for i in sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})]
+            shapes = [
+                await history_shape(
+                    st.client.get_workflow_handle(workflow_id_for(loans[i].loan_id)))
+                for i in sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})]
             shape = max(shapes, key=lambda x: (x.activities, x.timers))
             async with st.pool.acquire() as conn:
-                deferred = await conn.fetchval("SELECT count(*) FROM contacts WHERE decision = 'deferred'")
-                skipped = await conn.fetchval("SELECT count(*) FROM events WHERE kind = 'step_skipped'")
-                paid_rows = await conn.fetchval("SELECT count(*) FROM cases WHERE state = 'paid'")
+                deferred = await conn.fetchval(
+                    "SELECT count(*) FROM contacts WHERE decision = 'deferred'")
+                skipped = await conn.fetchval(
+                    "SELECT count(*) FROM events WHERE kind = 'step_skipped'")
+                paid_rows = await conn.fetchval(
+                    "SELECT count(*) FROM cases WHERE state = 'paid'")
             db = file_size(st.sqlite_file)
             await st.stop_proc(worker)
             profile = prof_out.read_text() if args.profile and prof_out.exists() else None
-    msgs_total = len(st.emulator.messages()) if st.emulator else None
+    msgs_total = len(st.emulator.messages())  # stopped by now; what it received stays readable
     acts = sorted({x.activities for x in shapes})
     report.extra["ours_history"] = shape.as_json()
     report.notes.append(
         f"ours: {completed}/{n} completed, {paid_rows} paid in PostgreSQL, {msgs_total} messages, "
         f"{deferred} contacts deferred, {skipped} steps skipped (overtaken under load); activities "
         f"per case in a sample {acts} (bare replays the fullest), "
-        f"timers {shape.timers}, history {shape.events} events / {shape.history_bytes / 1024:.1f} KiB")
+        f"timers {shape.timers}, history {shape.events} events / "
+        f"{shape.history_bytes / 1024:.1f} KiB")
     if errors:
         report.notes.append(f"ours: {len(errors)} payment errors, first: {errors[0]}")
     res = {"secs": elapsed, "n": done, "cpu_w": cpu_w, "cpu_s": cpu_s, "peak_w": peak_w,
@@ -168,9 +187,11 @@ async def run_ours(args, report: Report) -> tuple[dict, object]:
     return res, shape
 
 
-async def run_bare(args, shape, report: Report) -> dict:
+async def run_bare(args: argparse.Namespace, shape: HistoryShape,
+                   report: Report) -> dict[str, Any]:
     n = args.n
-    plan = {"before": shape.before_signal, "wait_signal": shape.signals > 0, "after": shape.after_signal}
+    plan = {"before": shape.before_signal, "wait_signal": shape.signals > 0,
+            "after": shape.after_signal}
     async with Stack(postgres=False, emulator=False) as st:
         with Sampler() as s:
             worker = await st.start_bare_worker(max_cached=max(1000, n))
@@ -178,14 +199,15 @@ async def run_bare(args, shape, report: Report) -> dict:
             s.add("server", st.server_ps.pid)
             await asyncio.sleep(1)
             s.reset_peaks()
-            w0, s0 = s.cpu("worker"), s.cpu("server")
+            w0, s0 = s.cpu_seconds("worker"), s.cpu_seconds("server")
             t0 = time.perf_counter()
             sem = asyncio.Semaphore(50)
 
             async def one(i: int) -> None:
                 async with sem:
                     h = await st.bare_client.start_workflow(
-                        BareLifecycleWorkflow.run, plan, id=f"bare-lc-{i:06d}", task_queue=BARE_QUEUE)
+                        BareLifecycleWorkflow.run, plan, id=f"bare-lc-{i:06d}",
+                        task_queue=BARE_QUEUE)
                 # Same RPC count as ours; the workflow acts on it only where ours received it.
                 if plan["wait_signal"]:
                     await h.signal(BareLifecycleWorkflow.pay, 1200.0)
@@ -196,8 +218,8 @@ async def run_bare(args, shape, report: Report) -> dict:
             last_log = time.monotonic()
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-                if starter.done() and starter.exception():
-                    raise starter.exception()
+                if starter.done() and (err := starter.exception()) is not None:
+                    raise err
                 if starter.done():
                     done = await _count_closed(st.bare_client, "BareLifecycleWorkflow")
                     if done >= n:
@@ -208,7 +230,7 @@ async def run_bare(args, shape, report: Report) -> dict:
                     last_log = time.monotonic()
             elapsed = time.perf_counter() - t0
             await starter
-            cpu_w, cpu_s = s.cpu("worker") - w0, s.cpu("server") - s0
+            cpu_w, cpu_s = s.cpu_seconds("worker") - w0, s.cpu_seconds("server") - s0
             peak_w, peak_s = s.peak("worker"), s.peak("server")
             done = await _count_closed(st.bare_client, "BareLifecycleWorkflow")
             bare_shape = await history_shape(st.bare_client.get_workflow_handle("bare-lc-000000"))
@@ -216,23 +238,25 @@ async def run_bare(args, shape, report: Report) -> dict:
     if done < n:
         report.notes.append(f"WARNING bare: only {done}/{n} closed within {args.timeout}s")
     report.extra["bare_history"] = bare_shape.as_json()
-    report.notes.append(f"bare: activities per case {bare_shape.activities}, timers {bare_shape.timers}, "
-                        f"history {bare_shape.events} events / {bare_shape.history_bytes / 1024:.1f} KiB")
+    report.notes.append(
+        f"bare: activities per case {bare_shape.activities}, timers {bare_shape.timers}, "
+        f"history {bare_shape.events} events / {bare_shape.history_bytes / 1024:.1f} KiB")
     return {"secs": elapsed, "n": done, "cpu_w": cpu_w, "cpu_s": cpu_s, "peak_w": peak_w,
             "peak_s": peak_s, "db": db}
 
 
-async def _count(client, query: str) -> int:
+async def _count(client: Client, query: str) -> int:
     return (await client.count_workflows(query)).count
 
 
-async def _count_closed(client, wf_type: str) -> int:
+async def _count_closed(client: Client, wf_type: str) -> int:
     return await _count(client, f"WorkflowType='{wf_type}' AND ExecutionStatus!='Running'")
 
 
-async def main(args) -> Report:
+async def main(args: argparse.Namespace) -> Report:
+    ladder_desc = "3 message steps (sms; email; sms+email) + full payment"
     report = Report("lifecycle", params={"n": args.n, "day_seconds": args.day_seconds,
-                                         "ladder": "3 message steps (sms; email; sms+email) + full payment"})
+                                         "ladder": ladder_desc})
     report.load_before = load_now()
     log(f"ours: {args.n} cases")
     ours, shape = await run_ours(args, report)
@@ -244,8 +268,10 @@ async def main(args) -> Report:
     report.add("cases/s", round(rate_o, 2), round(rate_b, 2), "/s", target=f"ratio >= {TARGET}",
                met=rate_o / rate_b >= TARGET)
     report.add("wall time", round(ours["secs"], 1), round(bare["secs"], 1), "s")
-    report.add("worker CPU per case", round(1000 * ours["cpu_w"] / n, 1), round(1000 * bare["cpu_w"] / n, 1), "ms")
-    report.add("server CPU per case", round(1000 * ours["cpu_s"] / n, 1), round(1000 * bare["cpu_s"] / n, 1), "ms")
+    report.add("worker CPU per case", round(1000 * ours["cpu_w"] / n, 1),
+               round(1000 * bare["cpu_w"] / n, 1), "ms")
+    report.add("server CPU per case", round(1000 * ours["cpu_s"] / n, 1),
+               round(1000 * bare["cpu_s"] / n, 1), "ms")
     report.add("worker peak RSS", mib(ours["peak_w"]), mib(bare["peak_w"]), "MiB")
     report.add("server peak RSS", mib(ours["peak_s"]), mib(bare["peak_s"]), "MiB")
     report.add("SQLite file", mib(ours["db"]), mib(bare["db"]), "MiB")
@@ -258,12 +284,15 @@ async def main(args) -> Report:
     return report
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = base_parser(__doc__.splitlines()[0], 30)
-    p.add_argument("--day-seconds", type=int, default=5, help="real seconds per policy day (default 5)")
-    p.add_argument("--timeout", type=float, default=900, help="give up on a side after this long (s)")
+    p.add_argument("--day-seconds", type=int, default=5,
+                   help="real seconds per policy day (default 5)")
+    p.add_argument("--timeout", type=float, default=900,
+                   help="give up on a side after this long (s)")
     p.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "sample", "gc"),
-                   help="profile our worker (bench/profiler.py; default cprofile, or gc pauses) and print it")
+                   help="profile our worker (bench/profiler.py; default cprofile, or gc pauses) "
+                   "and print it")
     return p
 
 

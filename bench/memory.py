@@ -18,23 +18,37 @@ first one it is a no-op). The same for BareWorkflow and the bare worker.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from bench.bare import BareWorkflow
 from bench.common import (
-    BARE_QUEUE, OUR_QUEUE, Report, Sampler, Stack, base_parser, chunks, gather_bounded, load_now,
-    local_today, log, make_loan, mib, ms_summary, run, timed_samples,
+    BARE_QUEUE,
+    OUR_QUEUE,
+    base_parser,
+    chunks,
+    gather_bounded,
+    local_today,
+    log,
+    make_loan,
 )
+from bench.measure import Sampler, mib, ms_summary, timed_samples
+from bench.report import Report, load_now, run
+from bench.stack import Stack
+
+Probe = Callable[[str], Awaitable[None]]  # one call to the case of this loan id
 
 
-def probes(st: Stack, which: str):
+def probes(st: Stack, which: str) -> tuple[Probe, Probe]:
     """(touch, query) for one side: a payment signal and a `status` query to one case."""
-    from client.operations import pay, status
     from contracts.messages import PaymentInput
+    from service.cases import pay, status
 
     if which == "ours":
         payment = PaymentInput(payment_id="bench-touch", amount=Decimal("1.00"), currency="CNY")
@@ -58,7 +72,7 @@ def probes(st: Stack, which: str):
 FILL_CONCURRENCY = 6
 
 
-async def fill_one(query, lid: str, attempts: int = 3) -> bool:
+async def fill_one(query: Probe, lid: str, attempts: int = 3) -> bool:
     """Query one case until it answers (it is then in the worker's cache); False if it never did."""
     for _ in range(attempts):
         try:
@@ -70,12 +84,31 @@ async def fill_one(query, lid: str, attempts: int = 3) -> bool:
     return False
 
 
+async def sample_latencies(touch: Probe, query: Probe, ids: list[str], seed: int, *, samples: int,
+                           budget: float) -> tuple[list[float], list[float]]:
+    """Latencies of a `status` query, then of a payment signal and query, to random cases."""
+    rng = random.Random(seed)
+
+    async def q(_: int) -> None:
+        await query(rng.choice(ids))
+
+    async def sq(_: int) -> None:
+        lid = rng.choice(ids)
+        await touch(lid)
+        await query(lid)
+
+    lat_q = await timed_samples(q, samples, budget=budget)
+    lat_sq = await timed_samples(sq, samples, budget=budget)
+    return lat_q, lat_sq
+
+
 async def measure_sizes(st: Stack, s: Sampler, which: str, ids: list[str], sizes: list[int], *,
-                        samples: int, budget: float, settle_timeout: float) -> dict[int, dict]:
+                        samples: int, budget: float,
+                        settle_timeout: float) -> dict[int, dict[str, Any]]:
     """For each size: a fresh worker, fill its cache with queries, RSS, then latencies."""
     touch, query = probes(st, which)
     start = st.start_our_worker if which == "ours" else st.start_bare_worker
-    out: dict[int, dict] = {}
+    out: dict[int, dict[str, Any]] = {}
     for m in sizes:
         worker = await start(max_cached=m, name=f"worker-{which}-{m}")
         s.add("worker", worker.pid)
@@ -88,21 +121,13 @@ async def measure_sizes(st: Stack, s: Sampler, which: str, ids: list[str], sizes
             fill_s = time.perf_counter() - t
             failed = filled.count(False)
             if failed:
-                log(f"{which} M={m}: {failed} of {len(fill)} cases did not answer while filling the cache")
+                log(f"{which} M={m}: {failed} of {len(fill)} cases did not answer while filling "
+                    "the cache")
             await s.wait_idle("worker", timeout=settle_timeout)
             full = s.rss("worker")
-            rng = random.Random(1000 + m)
-
-            async def q(_: int) -> None:
-                await query(rng.choice(ids))
-
-            async def sq(_: int) -> None:
-                lid = rng.choice(ids)
-                await touch(lid)
-                await query(lid)
-
-            lat_q = await timed_samples(q, samples, budget=budget)
-            lat_sq = await timed_samples(sq, samples, budget=budget)
+            assert empty is not None and full is not None  # sampled since `s.add` above
+            lat_q, lat_sq = await sample_latencies(touch, query, ids, 1000 + m, samples=samples,
+                                                   budget=budget)
             out[m] = {"empty": empty, "full": full, "peak": s.peak("worker"), "fill_s": fill_s,
                       "fill_failed": failed,
                       "filled": len(fill), "cases": len(ids), "query": ms_summary(lat_q),
@@ -116,7 +141,8 @@ async def measure_sizes(st: Stack, s: Sampler, which: str, ids: list[str], sizes
     return out
 
 
-def memory_report(o: dict[int, dict], b: dict[int, dict], sizes: list[int], cases: int, samples: int) -> Report:
+def memory_report(o: dict[int, dict[str, Any]], b: dict[int, dict[str, Any]], sizes: list[int],
+                  cases: int, samples: int) -> Report:
     report = Report("memory", params={"sizes": sizes, "cases": cases, "samples": samples})
     for m in sizes:
         om, bm = o[m], b[m]
@@ -139,8 +165,8 @@ def memory_report(o: dict[int, dict], b: dict[int, dict], sizes: list[int], case
     return report
 
 
-async def open_side(args, which: str) -> dict[int, dict]:
-    from client.operations import start_many
+async def open_side(args: argparse.Namespace, which: str) -> dict[int, dict[str, Any]]:
+    from service.cases import start_many
 
     k = args.cases
     async with Stack(postgres=which == "ours", emulator=which == "ours", pool_size=4) as st:
@@ -149,6 +175,7 @@ async def open_side(args, which: str) -> dict[int, dict]:
             worker = await start(max_cached=max(args.sizes))
             s.add("worker", worker.pid)
             t0 = time.perf_counter()
+            check: Callable[[], Awaitable[bool]] | None = None  # bare: the worker idle is enough
             if which == "ours":
                 ids = [f"MEM{i:06d}" for i in range(k)]
                 due = local_today() + timedelta(days=60)
@@ -157,14 +184,15 @@ async def open_side(args, which: str) -> dict[int, dict]:
 
                 async def recorded() -> bool:
                     return await st.pool.fetchval("SELECT count(*) FROM cases") >= k
+
+                check = recorded
             else:
                 ids = [f"bare-mem-{i:06d}" for i in range(k)]
                 wait = int(timedelta(days=60).total_seconds())
                 for batch in chunks(ids, 200):
                     await asyncio.gather(*(st.bare_client.start_workflow(
                         BareWorkflow.run, wait, id=w, task_queue=BARE_QUEUE) for w in batch))
-                recorded = None
-            await s.wait_idle("worker", timeout=args.settle_timeout, check=recorded)
+            await s.wait_idle("worker", timeout=args.settle_timeout, check=check)
             log(f"{which}: {k} cases open and settled after {time.perf_counter() - t0:.1f}s")
             await st.stop_proc(worker)
             s.remove("worker")
@@ -172,7 +200,7 @@ async def open_side(args, which: str) -> dict[int, dict]:
                                        budget=args.budget, settle_timeout=args.settle_timeout)
 
 
-async def main(args) -> Report:
+async def main(args: argparse.Namespace) -> Report:
     args.sizes = sorted(int(x) for x in args.sizes.split(","))
     args.cases = args.cases or max(args.sizes) + max(args.sizes) // 10
     load = load_now()
@@ -183,7 +211,7 @@ async def main(args) -> Report:
     return report
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = base_parser(__doc__.splitlines()[0], 0)
     p.add_argument("--sizes", default="50,200", help="max_cached_workflows values (default 50,200)")
     p.add_argument("--cases", type=int, default=0, help="open cases (default: largest size + 10%%)")

@@ -18,26 +18,28 @@ and records it), through `operations.pay` / `operations.status`; bare adds to a 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import time
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from bench.bare import BareWorkflow
+from bench.common import BARE_QUEUE, OUR_QUEUE, base_parser, chunks, local_today, log, make_loan
+from bench.measure import Sampler, file_size, mib, ms_summary, timed_samples
 from bench.memory import measure_sizes, memory_report
-from bench.common import (
-    BARE_QUEUE, OUR_QUEUE, Report, Sampler, Stack, base_parser, chunks, count, file_size, load_now,
-    local_today, log, make_loan, mib, ms_summary, run, timed_samples,
-)
+from bench.report import Report, load_now, run
+from bench.stack import Stack, count
 
 P99_TARGET_MS = 500
 
 
-async def ours(args, report: Report) -> dict:
-    from client.operations import pay, start_many, status
+async def ours(args: argparse.Namespace, report: Report) -> dict[str, Any]:
     from contracts.messages import PaymentInput
+    from service.cases import pay, start_many, status
 
     n = args.n
     due = local_today() + timedelta(days=60)
@@ -51,7 +53,8 @@ async def ours(args, report: Report) -> dict:
             s.add("server", st.server_ps.pid)
             ids = [f"OC{i:06d}" for i in range(n)]
             t0 = time.perf_counter()
-            counts = await start_many(st.client, (make_loan(lid, due, i) for i, lid in enumerate(ids)),
+            counts = await start_many(st.client,
+                                      (make_loan(lid, due, i) for i, lid in enumerate(ids)),
                                       task_queue=OUR_QUEUE)
             t_start = time.perf_counter() - t0
             log(f"ours: {counts['started']} started in {t_start:.1f}s; waiting for them to settle")
@@ -62,10 +65,11 @@ async def ours(args, report: Report) -> dict:
             await s.wait_idle("worker", timeout=args.settle_timeout, check=all_recorded)
             t_settled = time.perf_counter() - t0
             recorded = await st.pool.fetchval("SELECT count(*) FROM cases")
-            figures = {"start_s": t_start, "settled_s": t_settled, "rss_w": s.rss("worker"),
-                       "peak_w": s.peak("worker"), "rss_s": s.rss("server"), "peak_s": s.peak("server"),
-                       "db": file_size(st.sqlite_file), "started": counts["started"], "recorded": recorded,
-                       "cpu_w": s.cpu("worker"), "cpu_s": s.cpu("server")}
+            figures: dict[str, Any] = {
+                "start_s": t_start, "settled_s": t_settled, "rss_w": s.rss("worker"),
+                "peak_w": s.peak("worker"), "rss_s": s.rss("server"), "peak_s": s.peak("server"),
+                "db": file_size(st.sqlite_file), "started": counts["started"],
+                "recorded": recorded, "cpu_w": s.cpu("worker"), "cpu_s": s.cpu("server")}
             log(f"ours: settled after {t_settled:.1f}s ({recorded} recorded); sampling latencies")
             rng = random.Random(11)
             paid: Counter[str] = Counter()  # payments of 1.00 this benchmark sent, per case
@@ -87,8 +91,8 @@ async def ours(args, report: Report) -> dict:
                 nonlocal visible_fail
                 lid = rng.choice(ids)
                 paid[lid] += 1
-                await pay(st.client, lid, PaymentInput(payment_id=f"bench-vis-{i}", amount=Decimal("1.00"),
-                                                       currency="CNY"))
+                await pay(st.client, lid, PaymentInput(payment_id=f"bench-vis-{i}",
+                                                       amount=Decimal("1.00"), currency="CNY"))
                 end = time.monotonic() + 10
                 while time.monotonic() < end:
                     if (await status(st.client, lid)).paid_total >= paid[lid]:
@@ -111,7 +115,7 @@ async def ours(args, report: Report) -> dict:
     return figures
 
 
-async def bare(args, report: Report) -> dict:
+async def bare(args: argparse.Namespace, report: Report) -> dict[str, Any]:
     n = args.n
     wait = int(timedelta(days=60).total_seconds())
     async with Stack(postgres=False, emulator=False) as st:
@@ -122,16 +126,20 @@ async def bare(args, report: Report) -> dict:
             ids = [f"bare-oc-{i:06d}" for i in range(n)]
             t0 = time.perf_counter()
             for batch in chunks(ids, 200):
-                await asyncio.gather(*(st.bare_client.start_workflow(BareWorkflow.run, wait, id=wid,
-                                                                     task_queue=BARE_QUEUE) for wid in batch))
+                await asyncio.gather(*(
+                    st.bare_client.start_workflow(BareWorkflow.run, wait, id=wid,
+                                                  task_queue=BARE_QUEUE)
+                    for wid in batch))
             t_start = time.perf_counter() - t0
             log(f"bare: {n} started in {t_start:.1f}s; waiting for them to settle")
             await s.wait_idle("worker", timeout=args.settle_timeout)
             t_settled = time.perf_counter() - t0
-            figures = {"start_s": t_start, "settled_s": t_settled, "rss_w": s.rss("worker"),
-                       "peak_w": s.peak("worker"), "rss_s": s.rss("server"), "peak_s": s.peak("server"),
-                       "db": file_size(st.sqlite_file), "started": await count(st.bare_client, "WorkflowType='BareWorkflow'"),
-                       "cpu_w": s.cpu("worker"), "cpu_s": s.cpu("server")}
+            figures: dict[str, Any] = {
+                "start_s": t_start, "settled_s": t_settled, "rss_w": s.rss("worker"),
+                "peak_w": s.peak("worker"), "rss_s": s.rss("server"), "peak_s": s.peak("server"),
+                "db": file_size(st.sqlite_file),
+                "started": await count(st.bare_client, "WorkflowType='BareWorkflow'"),
+                "cpu_w": s.cpu("worker"), "cpu_s": s.cpu("server")}
             rng = random.Random(11)
             paid: Counter[str] = Counter()
 
@@ -171,20 +179,25 @@ async def bare(args, report: Report) -> dict:
 
 
 # --no-bare: every bare figure empty (the ratios come from a run with the bare side).
-NO_BARE: dict = {"start_s": None, "settled_s": None, "rss_w": None, "peak_w": None, "rss_s": None,
-                 "peak_s": None, "db": None, "started": None, "cpu_w": None, "query": [], "signal": [],
-                 "visible": [], "visible_fail": None, "memory": None}
+NO_BARE: dict[str, Any] = {
+    "start_s": None, "settled_s": None, "rss_w": None, "peak_w": None, "rss_s": None,
+    "peak_s": None, "db": None, "started": None, "cpu_w": None, "query": [], "signal": [],
+    "visible": [], "visible_fail": None, "memory": None}
 
 
-async def main(args) -> Report:
+async def main(args: argparse.Namespace) -> Report:
     args.settle_timeout = args.settle_timeout or max(1800.0, 0.3 * args.n)
-    args.memory_sizes = sorted(int(x) for x in args.memory_sizes.split(",")) if args.memory_sizes else []
+    args.memory_sizes = (sorted(int(x) for x in args.memory_sizes.split(","))
+                         if args.memory_sizes else [])
     if args.memory_sizes and args.no_bare:
-        raise SystemExit("--memory-sizes compares with the bare side: drop --no-bare or --memory-sizes")
+        raise SystemExit(
+            "--memory-sizes compares with the bare side: drop --no-bare or --memory-sizes")
     if args.memory_sizes and max(args.memory_sizes) > args.n:
-        raise SystemExit(f"--memory-sizes up to {max(args.memory_sizes)} need at least that many cases (--n)")
+        raise SystemExit(f"--memory-sizes up to {max(args.memory_sizes)} need at least that many "
+                         "cases (--n)")
     report = Report(args.key, params={"n": args.n, "samples": args.samples,
-                                      "max_cached_workflows": args.max_cached, "bare": not args.no_bare})
+                                      "max_cached_workflows": args.max_cached,
+                                      "bare": not args.no_bare})
     report.load_before = load_now()
     log(f"ours: opening {args.n} cases")
     o = await ours(args, report)
@@ -217,7 +230,8 @@ async def main(args) -> Report:
                        ("visible", "payment visible in status")):
         so, sb = ms_summary(o[key]), ms_summary(b[key])
         report.add(f"{label} p50", so["p50"], sb["p50"], "ms")
-        kw = {"target": f"< {P99_TARGET_MS} ms", "met": (so["p99"] or 1e9) < P99_TARGET_MS} if key == "visible" else {}
+        kw = ({"target": f"< {P99_TARGET_MS} ms", "met": (so["p99"] or 1e9) < P99_TARGET_MS}
+              if key == "visible" else {})
         report.add(f"{label} p99", so["p99"], sb["p99"], "ms", **kw)
         report.extra[key] = {"ours": so, "bare": sb}
     report.notes.append(
@@ -235,26 +249,32 @@ async def main(args) -> Report:
     if n < 50_000:
         report.notes.append("the one-machine target is 50,000 open cases: run with --n 50000")
     report.notes.append(
-        f"a random case of {n} is in the worker's sticky cache with odds about {min(1, args.max_cached / n):.0%}: "
-        "the rest are replayed from history to answer")
+        f"a random case of {n} is in the worker's sticky cache with odds about "
+        f"{min(1, args.max_cached / n):.0%}: the rest are replayed from history to answer")
     return report
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = base_parser(__doc__.splitlines()[0], 1000)
-    p.add_argument("--samples", type=int, default=200, help="latency samples per figure (default 200)")
+    p.add_argument("--samples", type=int, default=200,
+                   help="latency samples per figure (default 200)")
     p.add_argument("--budget", type=float, default=120, help="seconds at most per latency figure")
     p.add_argument("--max-cached", type=int, default=1000, help="workers' max_cached_workflows")
     p.add_argument("--settle-timeout", type=float, default=0,
-                   help="bound on waiting for the cases to settle (default: 30 min, or 0.3 s per case if more)")
+                   help="bound on waiting for the cases to settle (default: 30 min, or 0.3 s per "
+                   "case if more)")
     p.add_argument("--profile", nargs="?", const="cprofile", choices=("cprofile", "sample", "gc"),
-                   help="profile our worker (bench/profiler.py; default cprofile, or gc pauses) and print it")
-    p.add_argument("--memory-sizes", default="", help="also run the memory benchmark on these open cases, "
+                   help="profile our worker (bench/profiler.py; default cprofile, or gc pauses) "
+                   "and print it")
+    p.add_argument("--memory-sizes", default="",
+                   help="also run the memory benchmark on these open cases, "
                    "e.g. 100,1000,5000 (written under 'memory')")
-    p.add_argument("--memory-samples", type=int, default=100, help="latency samples per memory size")
+    p.add_argument("--memory-samples", type=int, default=100,
+                   help="latency samples per memory size")
     p.add_argument("--key", default="open_cases", help="name of the figures in latest.json (e.g. "
                    "open_cases_50k, so that a long run sits beside make bench's)")
-    p.add_argument("--no-bare", action="store_true", help="ours only (the one-machine size, where the "
+    p.add_argument("--no-bare", action="store_true",
+                   help="ours only (the one-machine size, where the "
                    "bare side would double a long run)")
     return p
 

@@ -31,9 +31,12 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
 
 IDLE = {("selectors.py", "select"), ("threading.py", "wait"), ("thread.py", "_worker"),
-        ("queue.py", "get"), ("base_events.py", "_run_once"), ("threading.py", "_wait_for_tstate_lock")}
+        ("queue.py", "get"), ("base_events.py", "_run_once"),
+        ("threading.py", "_wait_for_tstate_lock")}
 
 # (area, substring of the file path), first match wins, checked from the innermost frame outwards
 # for "self" and over every frame for "inclusive".
@@ -75,8 +78,8 @@ AREAS = [
 
 
 # C functions that wait rather than work: idle thread pools, the event loop's poll, sleeps.
-IDLE_BUILTINS = ("'get' of '_queue.SimpleQueue'", "'poll' of 'select.epoll'", "'acquire' of '_thread.lock'",
-                 "'select' of 'select", "time.sleep", "'wait' of ")
+IDLE_BUILTINS = ("'get' of '_queue.SimpleQueue'", "'poll' of 'select.epoll'",
+                 "'acquire' of '_thread.lock'", "'select' of 'select", "time.sleep", "'wait' of ")
 
 
 def _area(filename: str) -> str:
@@ -90,12 +93,12 @@ class StackSampler:
     def __init__(self, interval: float = 0.005) -> None:
         self.interval = interval
         self.samples = 0
-        self.busy = Counter()  # thread name -> busy samples
-        self.self_fn = Counter()
-        self.incl_fn = Counter()
-        self.self_area = Counter()
-        self.incl_area = Counter()
-        self.folded = Counter()
+        self.busy: Counter[str] = Counter()  # thread name -> busy samples
+        self.self_fn: Counter[str] = Counter()
+        self.incl_fn: Counter[str] = Counter()
+        self.self_area: Counter[str] = Counter()
+        self.incl_area: Counter[str] = Counter()
+        self.folded: Counter[str] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stack-sampler", daemon=True)
         self.started = time.monotonic()
@@ -122,7 +125,7 @@ class StackSampler:
                 tname = tname.rstrip("0123456789_") or tname
                 self.busy[tname] += 1
                 stack = []
-                f = frame
+                f: FrameType | None = frame
                 while f is not None:
                     c = f.f_code
                     stack.append((c.co_filename, c.co_name, c.co_firstlineno))
@@ -139,8 +142,9 @@ class StackSampler:
     def report(self, top: int = 40) -> str:
         busy = sum(self.busy.values()) or 1
         wall = time.monotonic() - self.started
-        out = [f"stack samples every {self.interval * 1000:g} ms over {wall:.1f}s: {self.samples} rounds, "
-               f"{busy} busy thread-samples ({busy * self.interval:.1f}s of Python running)", "",
+        out = [f"stack samples every {self.interval * 1000:g} ms over {wall:.1f}s: "
+               f"{self.samples} rounds, {busy} busy thread-samples "
+               f"({busy * self.interval:.1f}s of Python running)", "",
                "busy samples per thread:"]
         out += [f"  {n:7d} {100 * n / busy:5.1f}%  {t}" for t, n in self.busy.most_common(10)]
         out += ["", "areas by self samples (where the interpreter was):"]
@@ -156,7 +160,8 @@ class StackSampler:
 
 def _fn(s: tuple[str, str, int]) -> str:
     path = s[0]
-    for marker in ("/site-packages/", "/lib/python3", str(Path(__file__).resolve().parent.parent) + "/"):
+    root = str(Path(__file__).resolve().parent.parent) + "/"
+    for marker in ("/site-packages/", "/lib/python3", root):
         if marker in path:
             path = path.split(marker, 1)[1]
             if marker.startswith("/lib/python3"):
@@ -166,14 +171,16 @@ def _fn(s: tuple[str, str, int]) -> str:
 
 
 class ThreadProfiler:
-    """cProfile in every thread: the current one now, every thread started later on its first event."""
+    """cProfile in every thread: the current one now, every thread started later on its first
+    event."""
 
     def __init__(self) -> None:
         self.profiles: list[cProfile.Profile] = []
         self._lock = threading.Lock()
         self.started = time.monotonic()
 
-    def _bootstrap(self, frame, event, arg):  # threading.setprofile hook, once per new thread
+    # threading.setprofile hook, once per new thread
+    def _bootstrap(self, frame: FrameType, event: str, arg: Any) -> None:
         sys.setprofile(None)
         prof = cProfile.Profile()
         with self._lock:
@@ -190,21 +197,25 @@ class ThreadProfiler:
         threading.setprofile(None)
         for prof in list(self.profiles):
             with _suppress():
-                prof.disable()  # only disables the calling thread's; the others stop with the process
+                # Only disables the calling thread's; the others stop with the process.
+                prof.disable()
 
     def report(self, top: int = 45) -> str:
-        stats = None
+        listing = io.StringIO()  # where `print_stats` writes
+        stats: pstats.Stats | None = None
         for prof in self.profiles:
             with _suppress():
                 prof.create_stats()
-                stats = pstats.Stats(prof) if stats is None else (stats.add(prof) or stats)
+                stats = (pstats.Stats(prof, stream=listing) if stats is None
+                         else stats.add(prof))
         if stats is None:
             return "no profile\n"
         if os.environ.get("PROFILE_STATS"):  # the merged pstats, for `python -m pstats` or snakeviz
             stats.dump_stats(os.environ["PROFILE_STATS"])
-        raw = stats.stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+        # (file, line, name) -> (cc, nc, tt, ct, callers): Stats' table, which typeshed leaves out.
+        raw: dict[tuple[str, int, str], tuple[Any, ...]] = stats.stats  # type: ignore[attr-defined]
         idle = 0.0
-        own_area: Counter = Counter()
+        own_area: Counter[str] = Counter()
         for key, (_cc, _nc, tt, _ct, callers) in raw.items():
             file, _line, name = key
             if file == "~" and any(w in name for w in IDLE_BUILTINS):
@@ -222,19 +233,20 @@ class ThreadProfiler:
                 share = (v[2] if isinstance(v, tuple) else 0) / total_ct
                 own_area[_area(caller[0]) if caller[0] != "~" else "C code"] += tt * share
         total = sum(own_area.values()) or 1e-9
-        out = [f"cProfile over {time.monotonic() - self.started:.1f}s, {len(self.profiles)} threads: "
-               f"{total:.1f}s busy (profiler overhead included), {idle:.1f}s waiting (not counted)", "",
-               "busy time by area (C functions charged to the area of the Python code that called them):"]
-        out += [f"  {t:8.2f}s {100 * t / total:5.1f}%  {a}" for a, t in own_area.most_common() if t >= 0.005]
+        out = [f"cProfile over {time.monotonic() - self.started:.1f}s, "
+               f"{len(self.profiles)} threads: {total:.1f}s busy (profiler overhead included), "
+               f"{idle:.1f}s waiting (not counted)", "",
+               "busy time by area (C functions charged to the area of the Python code that called "
+               "them):"]
+        out += [f"  {t:8.2f}s {100 * t / total:5.1f}%  {a}" for a, t in own_area.most_common()
+                if t >= 0.005]
         # Cumulative time of the entry points that matter, for orientation.
-        buf = io.StringIO()
-        stats.stream = buf
         stats.sort_stats("tottime").print_stats(top)
-        out += ["", f"top {top} functions by own time:", _trim(buf.getvalue())]
-        buf = io.StringIO()
-        stats.stream = buf
+        out += ["", f"top {top} functions by own time:", _trim(listing.getvalue())]
+        listing.seek(0)
+        listing.truncate()
         stats.sort_stats("cumulative").print_stats(top)
-        out += ["", f"top {top} functions by cumulative time:", _trim(buf.getvalue())]
+        out += ["", f"top {top} functions by cumulative time:", _trim(listing.getvalue())]
         return "\n".join(out) + "\n"
 
 
@@ -250,12 +262,14 @@ def _trim(text: str) -> str:
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip().startswith("ncalls")), 0)
     root = str(Path(__file__).resolve().parent.parent) + "/"
-    return "\n".join(line.replace(sys.prefix + "/lib/python3.11/site-packages/", "").replace(root, "")
+    site = sys.prefix + "/lib/python3.11/site-packages/"
+    return "\n".join(line.replace(site, "").replace(root, "")
                      for line in lines[start:] if line.strip())
 
 
 class GcTimer:
-    """Pauses of the cyclic garbage collector (gc.callbacks): count, total and longest per generation."""
+    """Pauses of the cyclic garbage collector (gc.callbacks): count, total and longest per
+    generation."""
 
     def __init__(self) -> None:
         import gc
@@ -265,7 +279,7 @@ class GcTimer:
         self._t0 = 0.0
         self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
 
-    def _cb(self, phase: str, info: dict) -> None:
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._t0 = time.perf_counter()
         else:
@@ -291,7 +305,8 @@ class GcTimer:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--mode", choices=("cprofile", "sample", "gc"), default="cprofile")
     p.add_argument("--interval", type=float, default=0.005, help="sampling interval (mode sample)")
@@ -301,7 +316,9 @@ def main() -> None:
     sys.argv = [a.script, *a.args]
     sys.path.insert(0, str(Path(a.script).resolve().parent))
     prof: StackSampler | ThreadProfiler | GcTimer = (
-        StackSampler(a.interval) if a.mode == "sample" else GcTimer() if a.mode == "gc" else ThreadProfiler())
+        StackSampler(a.interval) if a.mode == "sample"
+        else GcTimer() if a.mode == "gc"
+        else ThreadProfiler())
     written = False
 
     def write() -> None:
@@ -315,13 +332,13 @@ def main() -> None:
             Path(a.out + ".folded").write_text(
                 "".join(f"{k} {v}\n" for k, v in prof.folded.most_common()))
 
-    # The benchmarks leave through os._exit (bench/common.py `run`, the Temporal runtime's exit
+    # The benchmarks leave through os._exit (bench/report.py `run`, the Temporal runtime's exit
     # race): write the report on the way out there too.
     hard_exit = os._exit
 
-    def exit_after_writing(code: int) -> None:
+    def exit_after_writing(status: int) -> NoReturn:
         write()
-        hard_exit(code)
+        hard_exit(status)
 
     os._exit = exit_after_writing
     prof.start()

@@ -23,8 +23,10 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
-from bench.common import RESULTS_FILE, ROOT, load_now, log, machine_info, print_table
+from bench.common import ROOT, log
+from bench.report import RESULTS_FILE, load_now, machine_info, print_table
 
 # name, full-size arguments, quick arguments, time limit (s) at full size. The memory benchmark runs
 # on open_cases' open cases (--memory-sizes) so they are opened once; `--only memory` runs it alone.
@@ -36,15 +38,18 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
     ("operator_queries", ["--book", "100000", "--cases", "1000", "--samples", "40"],
      ["--book", "5000", "--cases", "200", "--samples", "20"], 900),
     # 10,000 open cases, and caches of 100 to 2,500 of them, fit `make bench` in about 25 minutes:
-    # opening a case is bound by the dev server's SQLite (10,000 settle in ~10 minutes ours, ~6 bare).
+    # opening a case is bound by the dev server's SQLite (10,000 settle in ~10 minutes ours, ~6
+    # bare).
     # The one-machine size runs on its own (~1 hour):
     # `python -m bench.open_cases --n 50000 --no-bare --key open_cases_50k`.
     ("open_cases", ["--n", "10000", "--samples", "200", "--memory-sizes", "100,1000,2500",
                     "--memory-samples", "100"],
-     ["--n", "1000", "--samples", "50", "--memory-sizes", "50,200", "--memory-samples", "30"], 3600),
+     ["--n", "1000", "--samples", "50", "--memory-sizes", "50,200", "--memory-samples", "30"],
+     3600),
 ]
 STANDALONE: list[tuple[str, list[str], list[str], int]] = [
-    ("memory", ["--sizes", "100,1000,2500", "--samples", "100"], ["--sizes", "50,200", "--samples", "30"], 3600),
+    ("memory", ["--sizes", "100,1000,2500", "--samples", "100"],
+     ["--sizes", "50,200", "--samples", "30"], 3600),
 ]
 # What the combined table shows, in this order.
 TABLE_ORDER = ["start_rate", "lifecycle", "simulation", "operator_queries", "open_cases", "memory",
@@ -55,7 +60,8 @@ def run_one(name: str, args: list[str], limit: int) -> tuple[int | None, float]:
     cmd = [sys.executable, "-m", f"bench.{name}", *args]
     log(f"=== {name}: {' '.join(cmd[1:])} (time limit {limit}s)")
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    extra = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + extra if extra else "")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, start_new_session=True)
     try:
@@ -85,8 +91,10 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small sizes, to check that everything runs")
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="small sizes, to check that everything runs")
     p.add_argument("--only", default="", help="comma-separated benchmark names")
     a = p.parse_args()
     only = {x.strip() for x in a.only.split(",") if x.strip()}
@@ -103,15 +111,17 @@ def main() -> None:
             continue
         args = quick if a.quick else full
         code, secs = run_one(name, args, limit if not a.quick else max(300, limit // 2))
-        # 134/139 after the figures are written: the Temporal runtime's exit race (temporal-notes.md).
-        outcome[name] = f"{'ok' if code == 0 else 'FAILED (exit ' + str(code) + ')'} in {secs:.0f}s"
+        # 134/139 after the figures are written: the Temporal runtime's exit race
+        # (temporal-notes.md).
+        status = "ok" if code == 0 else f"FAILED (exit {code})"
+        outcome[name] = f"{status} in {secs:.0f}s"
         log(f"{name}: {outcome[name]}")
     log(f"all done in {(time.monotonic() - t0) / 60:.1f} min")
     try:
         data = json.loads(RESULTS_FILE.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         data = {}
-    combined: dict[str, dict] = {}
+    combined: dict[str, dict[str, Any]] = {}
     for name in TABLE_ORDER:
         if name not in data:
             continue

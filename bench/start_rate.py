@@ -1,4 +1,4 @@
-"""Start rate: N collection cases through `client.operations.start_many` against N bare workflows.
+"""Start rate: N collection cases through `service.cases.start_many` against N bare workflows.
 
 Ours: `start_many(client, loans)` (the starter's bulk path: one `start_workflow` per loan with
 REJECT_DUPLICATE, our pydantic converter and AES-GCM codec, `concurrency` requests in flight).
@@ -13,22 +13,23 @@ which then compete for the CPU with the starts).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import time
 from datetime import timedelta
 
 from bench.bare import BareWorkflow
-from bench.common import (
-    BARE_QUEUE, OUR_QUEUE, Report, Sampler, Stack, base_parser, chunks, count, file_size,
-    load_now, local_today, log, make_loan, mib, run,
-)
+from bench.common import BARE_QUEUE, OUR_QUEUE, base_parser, chunks, local_today, log, make_loan
+from bench.measure import Sampler, file_size, mib
+from bench.report import Report, load_now, run
+from bench.stack import Stack, count
 
 TARGET = 0.8
 
 
-async def main(args) -> Report:
-    from client.operations import start_many
+async def main(args: argparse.Namespace) -> Report:
+    from service.cases import start_many
 
     n = args.n
     report = Report("start_rate", params={
@@ -45,7 +46,8 @@ async def main(args) -> Report:
             due = local_today() + timedelta(days=365)
             wait = int(timedelta(days=365).total_seconds())
             halves = [n // 2, n - n // 2]
-            plan = [("bare", halves[0]), ("ours", halves[0]), ("ours", halves[1]), ("bare", halves[1])]
+            plan = [("bare", halves[0]), ("ours", halves[0]), ("ours", halves[1]),
+                    ("bare", halves[1])]
             tot = {side: {"n": 0, "secs": 0.0, "server_cpu": 0.0, "client_cpu": 0.0}
                    for side in ("ours", "bare")}
             outcomes: dict[str, int] = {}
@@ -54,7 +56,7 @@ async def main(args) -> Report:
                     continue
                 if side == "ours":
                     loans = [make_loan(f"SR{rnd}-{i:06d}", due, i) for i in range(k)]
-                c0, k0 = s.cpu("server"), s.cpu("client")
+                c0, k0 = s.cpu_seconds("server"), s.cpu_seconds("client")
                 t0 = time.perf_counter()
                 if side == "ours":
                     kw = {"concurrency": args.concurrency} if args.concurrency else {}
@@ -65,14 +67,15 @@ async def main(args) -> Report:
                     ids = [f"bare-sr{rnd}-{i:06d}" for i in range(k)]
                     for batch in chunks(ids, 200):
                         await asyncio.gather(*(
-                            st.bare_client.start_workflow(BareWorkflow.run, wait, id=wid, task_queue=BARE_QUEUE)
+                            st.bare_client.start_workflow(BareWorkflow.run, wait, id=wid,
+                                                          task_queue=BARE_QUEUE)
                             for wid in batch))
                 dt = time.perf_counter() - t0
                 t = tot[side]
                 t["n"] += k
                 t["secs"] += dt
-                t["server_cpu"] += s.cpu("server") - c0
-                t["client_cpu"] += s.cpu("client") - k0
+                t["server_cpu"] += s.cpu_seconds("server") - c0
+                t["client_cpu"] += s.cpu_seconds("client") - k0
                 log(f"round {rnd + 1}/4 {side}: {k} starts in {dt:.2f}s = {k / dt:.0f}/s")
             server_peak = s.peak("server")
             await asyncio.sleep(1)  # visibility is eventually consistent
@@ -83,25 +86,28 @@ async def main(args) -> Report:
     ratio = rate["ours"] / rate["bare"]
     report.add("starts/s", round(rate["ours"], 1), round(rate["bare"], 1), "/s",
                target=f"ratio >= {TARGET}", met=ratio >= TARGET)
-    report.add("server CPU per start", round(1000 * tot["ours"]["server_cpu"] / tot["ours"]["n"], 2),
-               round(1000 * tot["bare"]["server_cpu"] / tot["bare"]["n"], 2), "ms")
-    report.add("client CPU per start", round(1000 * tot["ours"]["client_cpu"] / tot["ours"]["n"], 2),
-               round(1000 * tot["bare"]["client_cpu"] / tot["bare"]["n"], 2), "ms")
+    ours, bare = tot["ours"], tot["bare"]
+    report.add("server CPU per start", round(1000 * ours["server_cpu"] / ours["n"], 2),
+               round(1000 * bare["server_cpu"] / bare["n"], 2), "ms")
+    report.add("client CPU per start", round(1000 * ours["client_cpu"] / ours["n"], 2),
+               round(1000 * bare["client_cpu"] / bare["n"], 2), "ms")
     report.add("workflows visible after", n_ours, n_bare)
     report.add("server peak RSS (both sides)", mib(server_peak), None, "MiB")
     report.add("SQLite file (both sides)", mib(db), None, "MiB")
     report.extra = {"outcomes": outcomes, "totals": tot}
     report.notes.append(
-        f"ours: start_many outcomes {outcomes}; workers {'running' if args.with_workers else 'not running'} "
+        f"ours: start_many outcomes {outcomes}; "
+        f"workers {'running' if args.with_workers else 'not running'} "
         "(starting is measured by the client)")
     if outcomes.get("started", 0) != n:
         report.notes.append(f"WARNING: only {outcomes.get('started', 0)} of {n} cases started")
     return report
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = base_parser(__doc__.splitlines()[0], 300)
-    p.add_argument("--concurrency", type=int, default=None, help="start_many concurrency (default: its own)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="start_many concurrency (default: its own)")
     p.add_argument("--with-workers", action="store_true", help="run both workers while starting")
     return p
 

@@ -1,6 +1,6 @@
 """The contract between the workflow and its activities: names and one dataclass in, one out.
 
-Kept in `workflows/` so the workflow can call activities by name without importing drivers or SDKs
+Kept in `contracts/` so the workflow can call activities by name without importing drivers or SDKs
 into the sandbox; `activities/` implements these.
 """
 
@@ -11,14 +11,15 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+# The send activities' names belong to the channel table; re-exported for the callers of old.
+from contracts.channels import SEND_EMAIL as SEND_EMAIL
+from contracts.channels import SEND_SMS as SEND_SMS
 from contracts.policy import RulePack
 
 RESOLVE_POLICY = "resolve_policy"
 RECORD = "record"
 RESERVE_CONTACT = "reserve_contact"
 RECORD_CONTACT = "record_contact"
-SEND_SMS = "send_sms"
-SEND_EMAIL = "send_email"
 CREATE_TASK = "create_task"
 CLOSE_TASK = "close_task"
 RECORD_LEGAL_ACTION = "record_legal_action"
@@ -164,6 +165,9 @@ class SendResult:
     provider_id: str | None = None
     error_code: str | None = None
     reused: bool = False  # an earlier attempt had already sent it
+    # A failure that says the address itself is no good (not the one message): the channel's
+    # adapter decides from the provider's error code. Histories from before it read False.
+    address_unusable: bool = False
 
 
 @dataclass

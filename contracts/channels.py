@@ -30,9 +30,16 @@ class ChannelSpec:
     fallback: str | None = None
     # What an error message calls a missing or refused address ("phone number", "address").
     address_label: str = "address"
+    # Messages on this channel carry a subject: its templates start with a `Subject:` line, and
+    # the rest keeps its lines. Without one a message is rendered to a single line.
+    subject: bool = False
 
 
 CHANNELS: dict[str, ChannelSpec] = {}
+
+# Recorded histories name these activities: they never change.
+SEND_SMS = "send_sms"
+SEND_EMAIL = "send_email"
 
 
 def register(spec: ChannelSpec) -> ChannelSpec:
@@ -41,9 +48,10 @@ def register(spec: ChannelSpec) -> ChannelSpec:
     return spec
 
 
-SMS = register(ChannelSpec("sms", "message", "phone", "p", "phone", activity="send_sms",
+SMS = register(ChannelSpec("sms", "message", "phone", "p", "phone", activity=SEND_SMS,
                            fallback="email", address_label="phone number"))
-EMAIL = register(ChannelSpec("email", "message", "email", "e", "email", activity="send_email"))
+EMAIL = register(ChannelSpec("email", "message", "email", "e", "email", activity=SEND_EMAIL,
+                             subject=True))
 CALL = register(ChannelSpec("call", "agent", "phone", "p", "phone", address_label="phone number"))
 # A visit goes to the borrower's address, and is counted under the phone key, as since the first
 # recorded histories.
@@ -55,8 +63,14 @@ def channel(name: str) -> ChannelSpec:
     try:
         return CHANNELS[name]
     except KeyError:
-        raise LookupError(f"unknown channel {name!r}; known: {', '.join(sorted(CHANNELS))}") from None
+        known = ", ".join(sorted(CHANNELS))
+        raise LookupError(f"unknown channel {name!r}; known: {known}") from None
 
 
 def message_channels() -> list[str]:
     return [c.name for c in CHANNELS.values() if c.kind == "message"]
+
+
+def unregister(name: str) -> None:
+    """Drop a row a test added (the shipped rows stay for the life of the process)."""
+    CHANNELS.pop(name, None)

@@ -70,6 +70,9 @@ class LoanInput:
     fees: Decimal = Decimal("0")
     # Ask for a named policy instead of the one the segments select.
     policy: str | None = None
+    # ISO 3166 country or subdivision ("US", "US-NY") whose contact rules apply; empty: the phone
+    # number's country. Defaulted so inputs recorded before it existed still decode.
+    jurisdiction: str = ""
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Names every process agrees on: task queue, workflow type and ids, message names, search attributes."""
 
 from enum import StrEnum
+from typing import Any
 
 from temporalio.common import SearchAttributeKey
 
@@ -51,4 +52,5 @@ CURRENCY = SearchAttributeKey.for_keyword("Currency")
 ASSIGNED_AGENT = SearchAttributeKey.for_keyword("AssignedAgent")
 POLICY_VERSION = SearchAttributeKey.for_keyword("PolicyVersion")
 
-SEARCH_ATTRIBUTES = [STAGE, CASE_STATE, DAYS_PAST_DUE, OUTSTANDING, CURRENCY, ASSIGNED_AGENT, POLICY_VERSION]
+SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [
+    STAGE, CASE_STATE, DAYS_PAST_DUE, OUTSTANDING, CURRENCY, ASSIGNED_AGENT, POLICY_VERSION]

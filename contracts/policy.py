@@ -7,15 +7,47 @@ starts, so editing a file changes new loans only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, time
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from contracts.channels import CHANNELS, message_channels
 from contracts.messages import Stage
 
-Channel = Literal["sms", "email", "call", "visit"]
+# The error type a channel not in the table gives; its context has the channel and the known
+# ones, and its message reads like pydantic's own for a literal.
+UNKNOWN_CHANNEL = "unknown_channel"
+
+
+def _in_table(known: Callable[[], list[str]]) -> Callable[[str], str]:
+    # Looked up when a policy is checked, not when this module loads: a row a test registers
+    # later is a channel like the shipped ones.
+    def check(name: str) -> str:
+        allowed = known()
+        if name not in allowed:
+            expected = " or ".join(repr(a) for a in allowed)
+            raise PydanticCustomError(UNKNOWN_CHANNEL, "Input should be {expected}",
+                                      {"expected": expected, "channel": name})
+        return name
+
+    return check
+
+
+# Any channel of the table (caps count calls and visits too), and the ones a message goes out on.
+Channel = Annotated[str, AfterValidator(_in_table(lambda: list(CHANNELS)))]
+MessageChannel = Annotated[str, AfterValidator(_in_table(message_channels))]
 StepKind = Literal["message", "call", "visit", "legal", "write_off"]
 LegalAction = Literal["lawyer_letter", "filing", "agency_placement"]
 Component = Literal["fees", "interest", "principal"]
@@ -34,7 +66,7 @@ class Step(_Strict):
     hour: int = Field(10, ge=0, le=23, description="Local hour in the borrower's time zone.")
     stage: Stage
     kind: StepKind
-    channels: list[Literal["sms", "email"]] = []
+    channels: list[MessageChannel] = []
     template: str | None = None
     tone: Literal["gentle", "firm", "formal", "legal"] = "gentle"
     action: LegalAction | None = None
@@ -74,6 +106,9 @@ class RulePack(_Strict):
     window_start: time
     window_end: time
     window_rule: str
+    # ISO 3166 codes the pack's rules are written for: countries ("US") or subdivisions ("US-NY").
+    # Empty only in policies pinned before packs declared them; the loader requires it in files.
+    jurisdictions: list[str] = []
     quiet_weekdays: list[int] = []  # 0 = Monday
     quiet_dates: list[str] = []  # ISO dates, local
     caps: list[CapRule] = []
@@ -123,7 +158,11 @@ class PolicySettings(_Strict):
     name: str
     version: str
     description: str = ""
+    # The pack preferred where several cover a loan's jurisdiction equally; a loan it does not cover
+    # gets its own jurisdiction's pack (policies/jurisdiction.py), never this one.
     rule_pack: str
+    # Loans this policy may take, by ISO 3166 code; a loan elsewhere is refused. Empty: any.
+    jurisdictions: list[str] = []
     # Length of one policy day in real seconds: 86400 in production, a few seconds in the demo.
     day_seconds: PositiveInt = 86400
     payment_order: list[Component] = ["fees", "interest", "principal"]

@@ -38,8 +38,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import functools
 import datetime as _dt
+import functools
 import logging
 import os
 import re
@@ -49,8 +49,8 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from temporalio.api.common.v1 import Payload
 from pydantic import TypeAdapter
+from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
     CompositePayloadConverter,
@@ -62,21 +62,21 @@ from temporalio.converter import (
 )
 
 __all__ = [
-    "ENV_KEYS",
     "ENCODING_ENCRYPTED",
+    "ENV_KEYS",
+    "KEY_SIZE",
     "METADATA_ENCODING",
     "METADATA_KEY_ID",
-    "KEY_SIZE",
     "NONCE_SIZE",
     "CodecError",
-    "UnknownEncryptionKeyError",
-    "PayloadDecryptionError",
     "EncryptionCodec",
+    "PayloadDecryptionError",
+    "UnknownEncryptionKeyError",
+    "codec_from_env",
+    "data_converter",
+    "generate_key",
     "load_keys_from_env",
     "parse_keys",
-    "generate_key",
-    "data_converter",
-    "codec_from_env",
 ]
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def load_keys_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, byt
 
 def generate_key() -> str:
     """A fresh ``kid:base64key`` entry, e.g. ``k20250101a1b2c3:<44 chars>``."""
-    kid = "k" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d") + secrets.token_hex(3)
+    kid = "k" + _dt.datetime.now(_dt.UTC).strftime("%Y%m%d") + secrets.token_hex(3)
     key = base64.urlsafe_b64encode(secrets.token_bytes(KEY_SIZE)).decode("ascii")
     return f"{kid}:{key}"
 

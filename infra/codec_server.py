@@ -57,9 +57,9 @@ from temporalio.converter import PayloadCodec
 from infra.codec import CodecError, codec_from_env
 
 __all__ = [
-    "ENV_TOKEN",
-    "ENV_CORS_ORIGINS",
     "DEFAULT_CORS_ORIGIN",
+    "ENV_CORS_ORIGINS",
+    "ENV_TOKEN",
     "build_app",
     "main",
 ]
@@ -193,7 +193,8 @@ class _NoPathAccessLogger(AbstractAccessLogger):
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m infra.codec_server",
-        description="Temporal remote codec server (AES-256-GCM, keys from COLLECTIONS_ENCRYPTION_KEYS).",
+        description="Temporal remote codec server "
+                    "(AES-256-GCM, keys from COLLECTIONS_ENCRYPTION_KEYS).",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
@@ -232,12 +233,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     token = os.environ.get(ENV_TOKEN, "").strip() or None
     if token is None:
         if not args.insecure_dev:
-            sys.exit(f"codec server: {ENV_TOKEN} is not set; refusing to start (or pass --insecure-dev)")
-        log.warning("running WITHOUT authorisation (--insecure-dev); anyone reaching %s:%s can decrypt",
-                    args.host, args.port)
+            sys.exit(f"codec server: {ENV_TOKEN} is not set; refusing to start "
+                     "(or pass --insecure-dev)")
+        log.warning("running WITHOUT authorisation (--insecure-dev); "
+                    "anyone reaching %s:%s can decrypt", args.host, args.port)
     origins = args.cors_origin
     if not origins:
-        env_origins = [o.strip() for o in os.environ.get(ENV_CORS_ORIGINS, "").split(",") if o.strip()]
+        env_origins = [o.strip() for o in os.environ.get(ENV_CORS_ORIGINS, "").split(",")
+                       if o.strip()]
         origins = env_origins or [DEFAULT_CORS_ORIGIN]
     log.info("codec server on http://%s:%s keys=%s active=%s cors=%s",
              args.host, args.port, codec.key_ids, codec.active_key_id, json.dumps(origins))

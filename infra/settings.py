@@ -11,7 +11,46 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infra.emulator import sendgrid, twilio
+
 PLACEHOLDER_SECRETS = {"", "changeme", "test", "secret"}
+
+
+class TwilioSettings(BaseSettings):
+    """What the SMS provider needs (TWILIO_*); without an account SID, the emulator's."""
+
+    model_config = SettingsConfigDict(env_prefix="TWILIO_", extra="ignore", case_sensitive=False)
+
+    account_sid: str | None = None
+    auth_token: str | None = None
+    from_number: str = "+15005550006"
+    base_url: str | None = Field(None, description="override for api.twilio.com")
+
+    @property
+    def configured(self) -> bool:
+        return self.account_sid is not None
+
+    def on_emulator(self, url: str) -> TwilioSettings:
+        return self.model_copy(update={"account_sid": twilio.ACCOUNT_SID,
+                                       "auth_token": twilio.AUTH_TOKEN, "base_url": url})
+
+
+class SendGridSettings(BaseSettings):
+    """What the e-mail provider needs (SENDGRID_*); without an API key, the emulator's."""
+
+    model_config = SettingsConfigDict(env_prefix="SENDGRID_", extra="ignore",
+                                      case_sensitive=False)
+
+    api_key: str | None = None
+    from_email: str = "collections@lender.example"
+    base_url: str | None = Field(None, description="override for api.sendgrid.com")
+
+    @property
+    def configured(self) -> bool:
+        return self.api_key is not None
+
+    def on_emulator(self, url: str) -> SendGridSettings:
+        return self.model_copy(update={"api_key": sendgrid.API_KEY, "base_url": url})
 
 
 class Settings(BaseSettings):
@@ -31,13 +70,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="postgresql://... (sslmode in the URL)")
 
     # Unset credentials mean the embedded provider emulator; set them for the real services.
-    twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = None
-    twilio_from_number: str = "+15005550006"
-    twilio_base_url: str | None = Field(None, description="override for api.twilio.com")
-    sendgrid_api_key: str | None = None
-    sendgrid_from_email: str = "collections@lender.example"
-    sendgrid_base_url: str | None = Field(None, description="override for api.sendgrid.com")
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
 
     payment_link_base: str = "https://pay.lender.example/loan"
     state_dir: Path = Path(".state")
@@ -61,7 +95,19 @@ class Settings(BaseSettings):
 
     @property
     def embedded_providers(self) -> bool:
-        return self.twilio_account_sid is None or self.sendgrid_api_key is None
+        return not (self.twilio.configured and self.sendgrid.configured)
+
+    def with_emulator(self, url: str | None) -> Settings:
+        """These settings with each provider that is not configured pointed at the emulator."""
+        if self.embedded_providers and url is None:
+            raise ValueError("TWILIO_ACCOUNT_SID or SENDGRID_API_KEY is not set and no provider "
+                             "emulator is running")
+        update: dict[str, object] = {}
+        if not self.twilio.configured and url is not None:
+            update["twilio"] = self.twilio.on_emulator(url)
+        if not self.sendgrid.configured and url is not None:
+            update["sendgrid"] = self.sendgrid.on_emulator(url)
+        return self.model_copy(update=update)
 
     def check_production(self) -> list[str]:
         """Placeholder secrets are refused wherever a real service would receive them."""
@@ -71,8 +117,8 @@ class Settings(BaseSettings):
         if not self.embedded_temporal and not self.collections_encryption_keys:
             problems.append("COLLECTIONS_ENCRYPTION_KEYS is not set: borrower data in Temporal's "
                             "history must be encrypted with keys every worker and client shares")
-        if self.twilio_account_sid is not None and (self.twilio_auth_token or "") in PLACEHOLDER_SECRETS:
+        if self.twilio.configured and (self.twilio.auth_token or "") in PLACEHOLDER_SECRETS:
             problems.append("TWILIO_AUTH_TOKEN is missing or a placeholder")
-        if self.sendgrid_api_key is not None and self.sendgrid_api_key in PLACEHOLDER_SECRETS:
+        if self.sendgrid.api_key is not None and self.sendgrid.api_key in PLACEHOLDER_SECRETS:
             problems.append("SENDGRID_API_KEY is a placeholder")
         return problems

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.names import SEARCH_ATTRIBUTES

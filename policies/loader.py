@@ -19,8 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from contracts.channels import EMAIL
 from contracts.messages import LoanInput
 from contracts.policy import (
+    UNKNOWN_CHANNEL,
     PolicyFile,
     PolicySettings,
     ResolvedPolicy,
@@ -28,6 +30,7 @@ from contracts.policy import (
     Step,
     select_segment,
 )
+from policies import jurisdiction
 
 POLICIES_DIR = Path(__file__).parent
 RULES_DIR = Path(__file__).parent / "rules"
@@ -97,7 +100,7 @@ def _describe_error(err: Mapping[str, Any], data: Mapping[str, Any]) -> str:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
     fields = [p for p in rest if isinstance(p, str)]
     field = fields[-1] if fields else ""
-    if kind in ("literal_error", "enum"):
+    if kind in ("literal_error", "enum", UNKNOWN_CHANNEL):
         allowed = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
         noun = _SINGULAR.get(field, field.replace("_", " ") or "value")
         # The field is named by the problem itself; keep only the part of the path before it.
@@ -156,9 +159,30 @@ def parse_rule_pack(text: str, source: str) -> RulePack:
         raise _fail(source, _validation_problems(exc, data)) from None
     ids = [cap.id for cap in pack.caps]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise _fail(source, [f"duplicate cap id '{i}'" for i in duplicates])
+    problems = [f"duplicate cap id '{i}'" for i in duplicates]
+    problems += _jurisdiction_problems(pack.jurisdictions)
+    if not pack.jurisdictions:
+        # A pack covering nothing would never apply; say so rather than ship it unused.
+        problems.append('jurisdictions: list the ISO 3166 codes the pack covers (e.g. ["US"])')
+    if problems:
+        raise _fail(source, problems)
     return pack
+
+
+def _canonical(code: str) -> bool:
+    try:
+        return jurisdiction.normalise(code) == code
+    except jurisdiction.JurisdictionError:
+        return False
+
+
+def _jurisdiction_problems(codes: Iterable[str]) -> list[str]:
+    return [
+        f"jurisdictions: {_short(code)} is not an upper-case ISO 3166 country or subdivision code "
+        "(e.g. US or US-NY)"
+        for code in codes
+        if not _canonical(code)
+    ]
 
 
 def load_rule_pack(path: Path) -> RulePack:
@@ -203,6 +227,19 @@ def _check_policy(
     if policy.rule_pack not in rule_packs:
         known = ", ".join(sorted(rule_packs)) or "none"
         problems.append(f"rule_pack '{policy.rule_pack}' is not a known rule pack (known: {known})")
+    problems += _jurisdiction_problems(policy.jurisdictions)
+    codes = [code for code in policy.jurisdictions if _canonical(code)]
+    for code in codes:
+        if not any(jurisdiction.covers(p.jurisdictions, code) for p in rule_packs.values()):
+            problems.append(f"jurisdictions: no rule pack covers {code}, so no loan could start")
+    own = rule_packs.get(policy.rule_pack)
+    if own is not None and codes and not any(
+        jurisdiction.covers(own.jurisdictions, code) for code in codes
+    ):
+        problems.append(
+            f"rule_pack '{policy.rule_pack}' covers none of the policy's jurisdictions "
+            f"({', '.join(policy.jurisdictions)})"
+        )
     if not policy.segments:
         problems.append("at least one [[segments]] entry is required")
     if not policy.ladders:
@@ -262,7 +299,7 @@ def _check_step(step: Step, templates: Templates | None) -> list[str]:
             problems.append("legal steps need an action (lawyer_letter, filing, agency_placement)")
         if not step.template:
             problems.append(f"{step.kind} steps need an email template")
-        if step.channels not in ([], ["email"]):
+        if step.channels not in ([], [EMAIL.name]):
             problems.append(f"{step.kind} steps are sent by email only")
     elif step.channels:
         problems.append(f"{step.kind} steps take no channels")
@@ -275,7 +312,7 @@ def _check_step(step: Step, templates: Templates | None) -> list[str]:
     ):
         problems.append("min_outstanding must be below max_outstanding")
     if templates is not None and step.template and step.kind in ("message", "legal", "write_off"):
-        channels = step.channels if step.kind == "message" else ["email"]
+        channels = step.channels if step.kind == "message" else [EMAIL.name]
         problems += _template_problems(step.template, channels, templates)
     return problems
 
@@ -369,8 +406,11 @@ def resolve_policy(
 ) -> ResolvedPolicy:
     """The content a loan's workflow pins: its policy's settings, its segment's ladder, its pack.
 
-    Raises PolicyError for an unknown policy or rule pack, and `select_segment`'s LookupError when
-    no segment matches the loan.
+    The pack is the one for the loan's jurisdiction (`jurisdiction.choose_pack`), which is the
+    policy's own `rule_pack` only where that covers the loan. Raises PolicyError for an unknown
+    policy or rule pack, `JurisdictionError` (a LookupError) for a loan whose jurisdiction is bad,
+    outside the policy or without a pack, and `select_segment`'s LookupError when no segment
+    matches the loan.
     """
     name = loan.policy or default_policy
     if name not in policies:
@@ -383,6 +423,7 @@ def resolve_policy(
             f"policy '{name}': rule_pack '{policy.rule_pack}' is not a known rule pack "
             f"(known: {known})"
         )
+    choice = jurisdiction.explain_jurisdiction(loan, policy, rule_packs)
     segment = select_segment(policy, loan.product, loan.risk_grade, loan.amount_overdue)
     settings = PolicySettings.model_validate(
         policy.model_dump(exclude={"segments", "ladders"})
@@ -392,6 +433,6 @@ def resolve_policy(
         segment=segment.name,
         ladder_name=segment.ladder,
         steps=list(policy.ladders[segment.ladder]),
-        rule_pack=rule_packs[policy.rule_pack],
+        rule_pack=rule_packs[choice.pack],
         source_sha256=digest,
     )

@@ -15,12 +15,13 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.wiring import Providers
 from infra.codec import data_converter
 from infra.database import EmbeddedPostgres, create_pool, migrate
 from infra.emulator import ProviderEmulator
+from infra.settings import Settings
 from infra.temporal_server import start_dev_server, start_test_server
-from activities.wiring import Providers
-from worker import running_worker
+from worker import emulator_providers, running_worker
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +73,7 @@ async def emulator() -> AsyncIterator[ProviderEmulator]:
 
 @pytest.fixture(scope="session")
 def providers(emulator: ProviderEmulator) -> Providers:
-    return Providers(
-        twilio_sid="AC" + "0" * 32, twilio_token="test-token", twilio_base_url=emulator.url,
-        twilio_from="+15005550006", sendgrid_key="SG.test", sendgrid_base_url=emulator.url,
-        sendgrid_from="collections@lender.example", http_timeout_seconds=5,
-    )
+    return emulator_providers(emulator.url, Settings(provider_timeout_seconds=5))
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """Record the event histories that tests/test_replay.py replays against the current workflow code.
 
-    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # all scenarios
+    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # all scenarios, as -v4
     PYTHONPATH=. .venv/bin/python tests/record_histories.py write_off  # some of them
     PYTHONPATH=. .venv/bin/python tests/record_histories.py --out /tmp/h  # elsewhere (to compare)
 
@@ -13,7 +13,8 @@ When to re-record: only for a change that no running workflow can have passed th
 instance a brand-new feature before its first release). A change to a path that running workflows
 have already taken must replay the OLD histories unchanged: guard it with `workflow.patched(...)`
 (see tests/test_replay.py), keep the old history files, and add a new recording next to them
-(`<name>-v2`) rather than overwriting them.
+(`<name>-v2`) rather than overwriting them: `--version` names the recording (`-v4` by default,
+the layered workflow with the channel table; `<name>.json`, -v2 and -v3 are the earlier shapes).
 """
 
 from __future__ import annotations
@@ -36,14 +37,7 @@ if str(ROOT) not in sys.path:
 from temporalio.client import WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from infra.codec import data_converter  # noqa: E402
-from infra.database import EmbeddedPostgres, create_pool, migrate  # noqa: E402
-from infra.emulator import ProviderEmulator  # noqa: E402
-from infra.temporal_server import start_test_server  # noqa: E402
-from tests.helpers import make_loan, pinned, start_case, today_of  # noqa: E402
 from activities.wiring import Providers  # noqa: E402
-from worker import running_worker  # noqa: E402
-from workflows.collection_workflow import CollectionWorkflow  # noqa: E402
 from contracts.messages import (  # noqa: E402
     CaseState,
     CloseInput,
@@ -55,12 +49,20 @@ from contracts.messages import (  # noqa: E402
     Stage,
 )
 from contracts.policy import Step  # noqa: E402
+from infra.codec import data_converter  # noqa: E402
+from infra.database import EmbeddedPostgres, create_pool, migrate  # noqa: E402
+from infra.emulator import ProviderEmulator  # noqa: E402
+from infra.temporal_server import start_test_server  # noqa: E402
+from tests.helpers import make_loan, pinned, start_case, today_of  # noqa: E402
+from worker import running_worker  # noqa: E402
+from workflows.collection_workflow import CollectionWorkflow  # noqa: E402
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 TASK_QUEUE = "record-histories"
 
 # Deterministic borrower data: the recordings are committed, they hold no real person.
 PHONE = "+8613800138000"
+REFUSED_PHONE = "+8613800138001"  # the emulator refuses SMS to it in `sms_refused`
 
 
 def loan_for(name: str, due: date) -> LoanInput:
@@ -72,7 +74,8 @@ def cny(amount: str) -> Decimal:
     return Decimal(amount)
 
 
-async def paid_in_full(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
+async def paid_in_full(env: WorkflowEnvironment, today: date,
+               emulator: ProviderEmulator) -> WorkflowHandle:
     """Reminders before and after the due date, then one payment of the whole balance."""
     loan = loan_for("paid_in_full", today + timedelta(days=5))
     handle = await start_case(env.client, loan, TASK_QUEUE)  # policy resolved by the activity
@@ -89,14 +92,16 @@ SMALL_LADDER = [
     Step(id="early-call", day=3, hour=11, stage=Stage.EARLY, kind="call"),
     Step(id="firm-reminder", day=5, hour=10, stage=Stage.MIDDLE, kind="message",
          channels=["sms", "email"], template="firm_reminder", tone="firm"),
-    Step(id="lawyer-letter", day=8, hour=10, stage=Stage.LEGAL, kind="legal", action="lawyer_letter",
+    Step(id="lawyer-letter", day=8, hour=10, stage=Stage.LEGAL, kind="legal",
+         action="lawyer_letter",
          template="lawyer_letter", tone="legal", notice="remedy_notice"),
     Step(id="write-off", day=10, hour=10, stage=Stage.WRITTEN_OFF, kind="write_off",
          template="write_off_notice", tone="formal", notice="collection_ending"),
 ]
 
 
-async def write_off(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
+async def write_off(env: WorkflowEnvironment, today: date,
+               emulator: ProviderEmulator) -> WorkflowHandle:
     """Nobody pays or answers: messages, an unanswered call, a lawyer's letter, write-off."""
     loan = loan_for("write_off", today)
     policy = pinned(loan).model_copy(update={"steps": SMALL_LADDER, "ladder_name": "replay-small"})
@@ -106,13 +111,15 @@ async def write_off(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
     return handle
 
 
-async def promise_kept(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
+async def promise_kept(env: WorkflowEnvironment, today: date,
+               emulator: ProviderEmulator) -> WorkflowHandle:
     """A promise to pay part of the balance, kept; then the rest is paid."""
     loan = loan_for("promise_kept", today - timedelta(days=2))
     handle = await start_case(env.client, loan, TASK_QUEUE, pinned(loan))
     await env.sleep(timedelta(hours=1))
     await handle.execute_update(CollectionWorkflow.promise, PromiseInput(
-        agent="agent-7", amount=cny("500.00"), currency="CNY", promised_date=today + timedelta(days=3)))
+        agent="agent-7", amount=cny("500.00"), currency="CNY",
+        promised_date=today + timedelta(days=3)))
     await env.sleep(timedelta(days=2))
     await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", cny("500.00"), "CNY"))
     await env.sleep(timedelta(days=1))
@@ -124,7 +131,8 @@ async def promise_kept(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
     return handle
 
 
-async def plan_broken(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
+async def plan_broken(env: WorkflowEnvironment, today: date,
+               emulator: ProviderEmulator) -> WorkflowHandle:
     """A two-installment plan: the first is paid, the second is missed; escalation resumes and an
     agent closes the case."""
     loan = loan_for("plan_broken", today - timedelta(days=2))
@@ -140,23 +148,47 @@ async def plan_broken(env: WorkflowEnvironment, today: date) -> WorkflowHandle:
     await env.sleep(timedelta(days=14))  # past the second installment and its grace
     kinds = [e.kind for e in await handle.query(CollectionWorkflow.timeline)]
     assert "plan_broken" in kinds, kinds
-    await handle.execute_update(CollectionWorkflow.close, CloseInput(actor="agent-7", reason="other"))
+    await handle.execute_update(CollectionWorkflow.close,
+                                CloseInput(actor="agent-7", reason="other"))
     result = await handle.result()
     assert result.state == CaseState.CLOSED, result
     return handle
 
 
-SCENARIOS: dict[str, Callable[[WorkflowEnvironment, date], Awaitable[WorkflowHandle]]] = {
+async def sms_refused(env: WorkflowEnvironment, today: date,
+               emulator: ProviderEmulator) -> WorkflowHandle:
+    """The provider refuses the number: the SMS-only step falls back to e-mail (the channel
+    table's fallback, under ONE_FALLBACK_PATCH), later SMS steps are skipped, then a payment."""
+    loan = make_loan("REPLAY-sms_refused", due=today - timedelta(days=1), phone=REFUSED_PHONE,
+                     email="replay-sms_refused@example.com")
+    emulator.add_fault(loan.phone, "invalid_number", channel="sms")
+    policy = pinned(loan).model_copy(update={"steps": SMALL_LADDER, "ladder_name": "replay-small"})
+    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    await env.sleep(timedelta(days=5, hours=12))  # early SMS refused, call skipped, firm reminder
+    await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", cny("1200.00"), "CNY"))
+    result = await handle.result()
+    assert result.state == CaseState.PAID, result
+    kinds = [e.kind for e in await handle.query(CollectionWorkflow.timeline)]
+    assert "contact_failed" in kinds and "contact_skipped" in kinds, kinds
+    return handle
+
+
+Scenario = Callable[[WorkflowEnvironment, date, ProviderEmulator], Awaitable[WorkflowHandle]]
+SCENARIOS: dict[str, Scenario] = {
     "paid_in_full": paid_in_full,
     "write_off": write_off,
     "promise_kept": promise_kept,
     "plan_broken": plan_broken,
+    "sms_refused": sms_refused,  # recorded from v4 on
 }
 
 
-async def record(names: list[str], out: Path = HISTORIES) -> None:
+CURRENT = "v4"
+
+
+async def record(names: list[str], out: Path = HISTORIES, version: str = CURRENT) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="record-histories-"))
-    scratch.chmod(0o755)  # PostgreSQL runs as its own system user when we are root
+    scratch.chmod(0o755)  # noqa: ASYNC240 - PostgreSQL runs as its own system user when we are root
     os.environ.setdefault("XDG_RUNTIME_DIR", str(scratch / "runtime"))
     pg = EmbeddedPostgres(scratch / "postgres")
     emulator = ProviderEmulator()
@@ -172,13 +204,15 @@ async def record(names: list[str], out: Path = HISTORIES) -> None:
         env = await start_test_server(data_converter=data_converter(None))
         try:
             async with running_worker(env.client, pool, providers, task_queue=TASK_QUEUE):
-                out.mkdir(parents=True, exist_ok=True)
+                out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any case
                 for name in names:
                     # The test server's clock carries over from one scenario to the next.
-                    handle = await SCENARIOS[name](env, today_of(await env.get_current_time()))
+                    today = today_of(await env.get_current_time())
+                    handle = await SCENARIOS[name](env, today, emulator)
                     history = await handle.fetch_history()
-                    (out / f"{name}.json").write_text(history.to_json() + "\n")
-                    print(f"{name}: {len(history.events)} events -> {out / (name + '.json')}")
+                    path = out / f"{name}-{version}.json"
+                    path.write_text(history.to_json() + "\n")
+                    print(f"{name}: {len(history.events)} events -> {path}")
         finally:
             await env.shutdown()
             await pool.close()
@@ -192,12 +226,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scenarios", nargs="*", help=f"default: all of {', '.join(SCENARIOS)}")
     parser.add_argument("--out", type=Path, default=HISTORIES, help="folder for the JSON files")
+    parser.add_argument("--version", default=CURRENT,
+                        help="suffix of the files: <name>-<version>.json")
     args = parser.parse_args()
     names = args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
-    asyncio.run(record(names, args.out))
+    asyncio.run(record(names, args.out, args.version))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""The command line and the client operations behind it.
+"""The command line and the service operations behind it.
 
 Input checks run through typer's CliRunner with no server at all (TEMPORAL_ADDRESS points at a
 closed port, so a command that wrongly connects fails loudly). Everything that talks to Temporal
-runs against the session's dev server and worker, through `client/operations.py` and, for a few
+runs against the session's dev server and worker, through `service/` and, for a few
 commands, through the CLI itself in a thread (the worker needs the event loop meanwhile).
 """
 
@@ -12,7 +12,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,11 +26,22 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner, Result
 
 import starter
-from client import operations
-from client.operations import OperationError
-from tests.helpers import eventually, make_loan, pinned
+from cli.exit_codes import EXIT_CODES
 from contracts.messages import CeaseInput, PaymentInput, PromiseInput
 from contracts.names import workflow_id_for
+from service import cases as case_service
+from service import policy_explain, tasks, updates
+from service.errors import (
+    BadInput,
+    CaseClosed,
+    Conflict,
+    ErrorKind,
+    NotFound,
+    Refused,
+    ServiceError,
+    Unreachable,
+)
+from tests.helpers import eventually, make_loan, pinned
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN_POLICIES = ROOT / "tests" / "data" / "policies"
@@ -85,7 +96,7 @@ def test_bad_file_starts_nothing_and_names_every_problem(bad_file: Path) -> None
 
 def test_skip_invalid_checks_first_then_needs_the_server(bad_file: Path) -> None:
     result = cli("start", "--file", str(bad_file), "--skip-invalid")
-    assert result.exit_code == 1  # the good row went on to connect, and there is no server
+    assert result.exit_code == 6  # the good row went on to connect, and there is no server
     assert "line 3: phone" in result.stderr
     assert "cannot reach Temporal at 127.0.0.1:1: is the worker running?" in result.stderr
 
@@ -139,7 +150,7 @@ def test_bad_values_exit_2_before_connecting(args: list[str], message: str) -> N
 
 def test_unreachable_server_is_one_red_line() -> None:
     result = cli("status", "C1")
-    assert result.exit_code == 1
+    assert result.exit_code == 6
     assert result.stderr == "cannot reach Temporal at 127.0.0.1:1: is the worker running? (make run)\n"
 
 
@@ -154,7 +165,7 @@ def test_policy_validate_broken_files_names_file_and_step() -> None:
     good = ROOT / "policies" / "demo.toml"
     result = cli("policy", "validate", str(BROKEN_POLICIES / "unknown_template.toml"),
                  str(BROKEN_POLICIES / "out_of_order.toml"), str(good))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     lines = result.stdout.splitlines()
     assert f"OK {good}" in lines
     assert "unknown_template.toml: ladder 'standard' step 2 'firm': unknown template " \
@@ -194,14 +205,14 @@ def test_policy_explain_from_a_file_row(tmp_path: Path) -> None:
 def test_explain_plans_only_upcoming_steps_in_local_time() -> None:
     loan = make_loan("X1", date(2026, 6, 1), amount_overdue=Decimal("800.00"))
     now = datetime(2026, 6, 2, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai on D+1: early-sms just went
-    x = operations.explain(loan, now=now, count=2)
+    x = policy_explain.explain(loan, now=now, count=2)
     assert (x.policy_name, x.segment, x.ladder, x.rule_pack) == (
         "default", "standard", "standard", "cn")
     assert x.past_steps == 2
     assert [c.step_id for c in x.contacts] == ["early-reminder", "early-call"]
     assert all(c.at >= now and c.local.utcoffset() == timedelta(hours=8) for c in x.contacts)
-    with pytest.raises(OperationError, match="policy 'nope' is not known"):
-        operations.explain(make_loan("X2", date(2026, 6, 1), policy="nope"), now=now)
+    with pytest.raises(BadInput, match="policy 'nope' is not known"):
+        policy_explain.explain(make_loan("X2", date(2026, 6, 1), policy="nope"), now=now)
 
 
 def test_explain_shows_the_rule_that_defers_a_contact(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,8 +220,8 @@ def test_explain_shows_the_rule_that_defers_a_contact(monkeypatch: pytest.Monkey
     loan = make_loan("X3", date(2026, 6, 1))
     late = pinned(loan)
     late = late.model_copy(update={"steps": [late.steps[0].model_copy(update={"hour": 23})]})
-    monkeypatch.setattr(operations, "resolve", lambda _loan: late)
-    (contact,) = operations.explain(loan, now=datetime(2026, 5, 1, tzinfo=UTC)).contacts
+    monkeypatch.setattr(policy_explain, "resolve", lambda _loan: late)
+    (contact,) = policy_explain.explain(loan, now=datetime(2026, 5, 1, tzinfo=UTC)).contacts
     assert contact.deferred_by == "cn.cba.quiet_hours_22_08"
     assert contact.planned == datetime(2026, 5, 29, 15, 0, tzinfo=UTC)  # 23:00 in Shanghai
     assert contact.local.isoformat() == "2026-05-30T08:00:00+08:00"
@@ -241,6 +252,66 @@ def test_subprocess_bad_file_and_help(bad_file: Path) -> None:
     assert shown.returncode == 0 and "start" in shown.stdout and "promise" in shown.stdout
 
 
+# --------------------------------------------------------------------------- one exit code per kind
+
+ERRORS: dict[ErrorKind, ServiceError] = {
+    ErrorKind.NOT_FOUND: NotFound("no collection case for loan C1"),
+    ErrorKind.CLOSED: CaseClosed("case for loan C1 is closed (paid)"),
+    ErrorKind.REFUSED: Refused("settlement 1.00 is below the policy's floor of 550.00"),
+    ErrorKind.BAD_INPUT: BadInput("amount", "'x' is not a decimal amount"),
+    ErrorKind.CONFLICT: Conflict("case for loan C1 did not accept the request; try again"),
+    ErrorKind.UNREACHABLE: Unreachable("cannot reach Temporal: is the worker running?"),
+}
+# A verb, the service function behind it, and its arguments.
+VERBS = [
+    ("status", case_service, "status", ["status", "C1"]),
+    ("timeline", case_service, "timeline", ["timeline", "C1"]),
+    ("pay", case_service, "pay",
+     ["pay", "C1", "--amount", "10.00", "--currency", "CNY", "--payment-id", "p1"]),
+    ("cease", updates, "cease", ["cease", "C1", "--actor", "a1"]),
+    ("close", updates, "close", ["close", "C1", "--actor", "a1", "--reason", "sold"]),
+    ("start", case_service, "start_loan", ["start", *loan_flags()]),
+]
+
+
+def test_every_kind_has_its_own_exit_code() -> None:
+    assert set(EXIT_CODES) == set(ErrorKind)
+    assert len(set(EXIT_CODES.values())) == len(ErrorKind) and 0 not in EXIT_CODES.values()
+    assert "Exit codes: 0 done, 1 refused" in " ".join(cli("--help").stdout.split())
+
+
+@pytest.mark.parametrize("kind", list(ErrorKind))
+def test_each_kind_gives_its_exit_code_from_every_verb(
+    kind: ErrorKind, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The service fails the same way under each verb; every verb exits with the kind's code."""
+    async def connected(_settings: object) -> object:
+        return object()  # never used: the service call below fails first
+
+    async def failing(*_args: object, **_kwargs: object) -> None:
+        raise ERRORS[kind]
+
+    monkeypatch.setattr("service.connection.connect", connected)
+    for _verb, module, name, _args in VERBS:
+        monkeypatch.setattr(module, name, failing)
+    for verb, _module, _name, args in VERBS:
+        result = cli(*args)
+        assert result.exit_code == EXIT_CODES[kind], (verb, result.output)
+        assert result.stderr == f"{ERRORS[kind]}\n", (verb, result.stderr)
+
+
+@pytest.mark.parametrize(("kind", "runs"), [
+    (ErrorKind.BAD_INPUT, [["status", "bad id!"], ["pay", "C1", "--amount", "-1", "--currency",
+                                                   "CNY", "--payment-id", "p1"],
+                           ["policy", "validate", str(BROKEN_POLICIES / "out_of_order.toml")]]),
+    (ErrorKind.UNREACHABLE, [["status", "C1"], ["cease", "C1", "--actor", "a1"],
+                             ["start", *loan_flags()]]),
+])
+def test_real_errors_give_the_same_codes(kind: ErrorKind, runs: list[list[str]]) -> None:
+    for args in runs:
+        assert cli(*args).exit_code == EXIT_CODES[kind], args
+
+
 # --------------------------------------------------------------------------- against the dev server
 
 
@@ -268,13 +339,13 @@ async def test_start_twice_is_one_run(dev_env: WorkflowEnvironment, cases: list[
                                       loan_id: str) -> None:
     client, loan = dev_env.client, make_loan(loan_id, due_soon())
     cases.append(loan_id)
-    assert await operations.start_loan(client, loan, task_queue=QUEUE) == "started"
-    assert await operations.start_loan(client, loan, task_queue=QUEUE) == "already running"
+    assert await case_service.start_loan(client, loan, task_queue=QUEUE) == "started"
+    assert await case_service.start_loan(client, loan, task_queue=QUEUE) == "already running"
     assert await eventually(lambda: runs_of(client, loan_id), lambda n: n >= 1) == 1
     await client.get_workflow_handle(workflow_id_for(loan_id)).terminate("test")
-    assert await operations.start_loan(client, loan, task_queue=QUEUE) == "already closed"
-    with pytest.raises(OperationError, match=rf"case for loan {loan_id} is closed \(terminated\)"):
-        await operations.update(client, loan_id, "cease", CeaseInput("a1"))
+    assert await case_service.start_loan(client, loan, task_queue=QUEUE) == "already closed"
+    with pytest.raises(CaseClosed, match=rf"case for loan {loan_id} is closed \(terminated\)"):
+        await updates.cease(client, loan_id, CeaseInput("a1"))
     assert await eventually(lambda: runs_of(client, loan_id), lambda n: n >= 1) == 1
 
 
@@ -284,9 +355,9 @@ async def test_start_many_counts_and_reports_progress(
     client = dev_env.client
     loans = [make_loan(f"{loan_id}-{i}", due_soon()) for i in range(6)]
     cases.extend(loan.loan_id for loan in loans)
-    assert await operations.start_loan(client, loans[0], task_queue=QUEUE) == "started"
-    seen: list[operations.StartResult] = []
-    counts = await operations.start_many(client, iter(loans), task_queue=QUEUE, concurrency=2,
+    assert await case_service.start_loan(client, loans[0], task_queue=QUEUE) == "started"
+    seen: list[case_service.StartResult] = []
+    counts = await case_service.start_many(client, iter(loans), task_queue=QUEUE, concurrency=2,
                                          batch_size=4, on_progress=seen.append)
     assert counts == {"started": 5, "already running": 1, "already closed": 0, "refused": 0}
     assert sorted(r.loan_id for r in seen) == sorted(loan.loan_id for loan in loans)
@@ -297,35 +368,35 @@ async def test_updates_answer_or_refuse(dev_env: WorkflowEnvironment, cases: lis
                                        loan_id: str) -> None:
     client, loan = dev_env.client, make_loan(loan_id, due_soon())
     cases.append(loan_id)
-    await operations.start_loan(client, loan, task_queue=QUEUE)
+    await case_service.start_loan(client, loan, task_queue=QUEUE)
     soon = datetime.now(UTC).date() + timedelta(days=3)
 
     def promise(amount: str, currency: str = "CNY") -> PromiseInput:
         return PromiseInput("a1", Decimal(amount), currency, soon)
 
-    with pytest.raises(OperationError) as refused:
-        await operations.update(client, loan_id, "promise", promise("5000.00"))
+    with pytest.raises(Refused) as refused:
+        await updates.promise(client, loan_id, promise("5000.00"))
     assert str(refused.value) == "promised amount 5000.00 exceeds the balance 1200.00"
-    with pytest.raises(OperationError, match="promised currency USD differs from the loan's CNY"):
-        await operations.update(client, loan_id, "promise", promise("100.00", "USD"))
-    result = await operations.update(client, loan_id, "promise", promise("300.00"))
+    with pytest.raises(Refused, match="promised currency USD differs from the loan's CNY"):
+        await updates.promise(client, loan_id, promise("100.00", "USD"))
+    result = await updates.promise(client, loan_id, promise("300.00"))
     assert result.accepted and result.message.startswith("promise recorded: 300.00 CNY")
     assert result.outstanding == Decimal("1200.00")
-    status = await operations.status(client, loan_id)
+    status = await case_service.status(client, loan_id)
     assert status.promise is not None and status.assigned_agent == "a1"
-    kinds = [e.kind for e in await operations.timeline(client, loan_id)]
+    kinds = [e.kind for e in await case_service.timeline(client, loan_id)]
     assert kinds[0] == "case_opened" and "promise" in kinds
 
 
 async def test_unknown_loan(dev_env: WorkflowEnvironment, dev_worker: Worker) -> None:
     client, missing = dev_env.client, "NOSUCHLOAN1"
     for call in (
-        operations.update(client, missing, "cease", CeaseInput("a1")),
-        operations.status(client, missing),
-        operations.timeline(client, missing),
-        operations.pay(client, missing, PaymentInput("p1", Decimal("1.00"), "CNY")),
+        updates.cease(client, missing, CeaseInput("a1")),
+        case_service.status(client, missing),
+        case_service.timeline(client, missing),
+        case_service.pay(client, missing, PaymentInput("p1", Decimal("1.00"), "CNY")),
     ):
-        with pytest.raises(OperationError, match=f"^no collection case for loan {missing}$"):
+        with pytest.raises(NotFound, match=f"^no collection case for loan {missing}$"):
             await call
 
 
@@ -334,15 +405,15 @@ async def test_payments_reach_the_case(dev_env: WorkflowEnvironment, cases: list
     """pay_with_start opens the case with the payment applied; pay adds to a running case."""
     client, loan = dev_env.client, make_loan(loan_id, due_soon())
     cases.append(loan_id)
-    await operations.pay_with_start(client, loan, PaymentInput("p1", Decimal("200.00"), "CNY"),
+    await case_service.pay_with_start(client, loan, PaymentInput("p1", Decimal("200.00"), "CNY"),
                                     task_queue=QUEUE)
-    status = await eventually(lambda: operations.status(client, loan_id),
+    status = await eventually(lambda: case_service.status(client, loan_id),
                               lambda s: s.paid_total > 0)
     assert (status.paid_total, status.outstanding) == (Decimal("200.00"), Decimal("1000.00"))
-    await operations.pay(client, loan_id, PaymentInput("p2", Decimal("100.00"), "CNY"))
-    await operations.pay_with_start(client, loan, PaymentInput("p3", Decimal("50.00"), "CNY"),
+    await case_service.pay(client, loan_id, PaymentInput("p2", Decimal("100.00"), "CNY"))
+    await case_service.pay_with_start(client, loan, PaymentInput("p3", Decimal("50.00"), "CNY"),
                                     task_queue=QUEUE)
-    status = await eventually(lambda: operations.status(client, loan_id),
+    status = await eventually(lambda: case_service.status(client, loan_id),
                               lambda s: s.paid_total == Decimal("350.00"))
     assert status.outstanding == Decimal("850.00")
     assert await runs_of(client, loan_id) == 1
@@ -364,7 +435,7 @@ async def test_cli_against_the_server(dev_env: WorkflowEnvironment, cases: list[
         return await asyncio.to_thread(cli, *args, env=env)
 
     cases.append(loan_id)
-    await operations.start_loan(dev_env.client, make_loan(loan_id, due_soon()), task_queue=QUEUE)
+    await case_service.start_loan(dev_env.client, make_loan(loan_id, due_soon()), task_queue=QUEUE)
     paid = await run("pay", loan_id, "--amount", "100.00", "--currency", "CNY", "--payment-id", "p1")
     assert paid.exit_code == 0, paid.output
     shown = await eventually(lambda: run("status", loan_id, "--json"),
@@ -381,7 +452,7 @@ async def test_cli_against_the_server(dev_env: WorkflowEnvironment, cases: list[
     assert held.exit_code == 0, held.output
     assert "dispute hold placed" in held.stdout and "outstanding: 1100.00 CNY" in held.stdout
     missing = await run("timeline", "NOSUCHLOAN2")
-    assert missing.exit_code == 1
+    assert missing.exit_code == 3
     assert missing.stderr == "no collection case for loan NOSUCHLOAN2\n"
 
 
@@ -393,9 +464,9 @@ async def test_open_tasks_reads_the_work_queue(pool: asyncpg.Pool, pg_dsn: str,
         "created_at) VALUES ($1, $2, $3, 'visit', 'late-visit', 9, $4, $5)",
         f"{loan_id}/late-visit", loan_id, workflow_id_for(loan_id), now + timedelta(days=7), now,
     )
-    rows = await operations.open_tasks(pg_dsn, kind="visit", limit=1000)
+    rows = await tasks.open_tasks(pg_dsn, kind="visit", limit=1000)
     mine = [r for r in rows if r.loan_id == loan_id]
     assert [(r.kind, r.step_id, r.priority, r.task_key) for r in mine] == [
         ("visit", "late-visit", 9, f"{loan_id}/late-visit")]
-    calls = await operations.open_tasks(pg_dsn, kind="call", limit=1000)
+    calls = await tasks.open_tasks(pg_dsn, kind="call", limit=1000)
     assert loan_id not in {r.loan_id for r in calls}

@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from google.protobuf import json_format
     from google.protobuf.message import Message
     from temporalio.api.common.v1 import Payload, Payloads
-    from temporalio.client import Client
+    from temporalio.client import Client, WorkflowHandle
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
@@ -138,7 +138,8 @@ async def test_round_trip_metadata_and_no_plaintext() -> None:
     [dec] = await codec.decode([enc])
     assert dec == original
     conv = data_converter(codec)
-    value = (await conv.decode(await conv.encode([Contact(NAME, PHONE, EMAIL, Decimal("1.10"))]), [Contact]))[0]
+    value = (await conv.decode(await conv.encode([Contact(NAME, PHONE, EMAIL, Decimal("1.10"))]), [
+            Contact]))[0]
     assert value == Contact(NAME, PHONE, EMAIL, Decimal("1.10"))
 
 
@@ -199,7 +200,8 @@ async def test_relabelled_key_id_fails_authentication() -> None:
         ("k1:!!!not*base64@@@" + "A" * 20, "base64"),
         (":" + base64.b64encode(b"K" * 32).decode(), "empty key id"),
         (base64.b64encode(b"Q" * 32).decode(), "missing ':'"),
-        ("k1:" + base64.b64encode(b"D" * 32).decode() + ",k1:" + base64.b64encode(b"E" * 32).decode(), "duplicate"),
+        ("k1:" + base64.b64encode(b"D" * 32).decode() + ",k1:" + base64.b64encode(
+                b"E" * 32).decode(), "duplicate"),
         ("bad kid!:" + base64.b64encode(b"F" * 32).decode(), "key id"),
     ],
 )
@@ -229,7 +231,7 @@ def test_env_parsing_variants() -> None:
 
 def test_generate_key_format() -> None:
     entry = generate_key()
-    kid, _, b64 = entry.partition(":")
+    kid, _, _b64 = entry.partition(":")
     assert kid.startswith("k") and len(kid) == 1 + 8 + 6
     assert load_keys_from_env({ENV_KEYS: entry}) is not None
     assert generate_key() != entry
@@ -296,7 +298,8 @@ async def env():
         await e.shutdown()
 
 
-async def _run_echo(env: WorkflowEnvironment, client: Client) -> tuple[Contact, Contact | None, object]:
+async def _run_echo(env: WorkflowEnvironment, client: Client,
+                    ) -> tuple[Contact, Contact | None, WorkflowHandle[EchoWorkflow, Contact]]:
     task_queue = f"codec-{uuid.uuid4()}"
     contact = Contact(NAME, PHONE, EMAIL, Decimal("1234.56"))
     async with Worker(client, task_queue=task_queue, workflows=[EchoWorkflow]):
@@ -346,11 +349,13 @@ async def test_history_is_encrypted_on_the_server(env: WorkflowEnvironment) -> N
     decoded_result = await codec_client.get_workflow_handle(handle.id, result_type=Contact).result()
     assert decoded_result.phone == PHONE and decoded_result.email == EMAIL
     decrypted = b"".join(p.data for p in await codec.decode(payloads))
-    assert PHONE.encode() in decrypted and EMAIL.encode() in decrypted and NAME.encode() in decrypted
+    assert PHONE.encode() in decrypted and EMAIL.encode() in decrypted and NAME.encode(
+        ) in decrypted
 
 
 async def test_history_check_detects_plaintext_control(env: WorkflowEnvironment) -> None:
-    """Control: without the codec the very same check finds the PII (so the test above is meaningful)."""
+    """Control: without the codec the very same check finds the PII (so the test above means
+    something)."""
     conf = env.client.config()
     conf["data_converter"] = data_converter(None)
     client = Client(**conf)
@@ -391,7 +396,8 @@ async def test_codec_server_round_trip(codec_client_http: TestClient) -> None:
     assert all(p.metadata["encoding"] == ENCODING_ENCRYPTED for p in encoded.payloads)
 
     r = await codec_client_http.post(
-        "/decode", data=encoded_text, headers={**auth, "Origin": UI_ORIGIN, "X-Namespace": "default"}
+        "/decode", data=encoded_text, headers={**auth, "Origin": UI_ORIGIN,
+                "X-Namespace": "default"}
     )
     assert r.status == 200
     assert r.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
@@ -417,11 +423,13 @@ async def test_codec_server_requires_token(codec_client_http: TestClient) -> Non
         )
         assert r.status == 401
         assert PHONE not in await r.text()
-    r = await codec_client_http.post("/t/wrong/decode", data=body, headers={"Content-Type": "application/json"})
+    r = await codec_client_http.post("/t/wrong/decode", data=body, headers={
+            "Content-Type": "application/json"})
     assert r.status == 401
     # bad body with a good token
     r = await codec_client_http.post(
-        "/decode", data="nope", headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        "/decode", data="nope", headers={"Authorization": f"Bearer {TOKEN}",
+                "Content-Type": "application/json"}
     )
     assert r.status == 400
 
@@ -462,7 +470,8 @@ async def test_codec_server_cors_preflight(codec_client_http: TestClient) -> Non
 async def test_codec_server_insecure_dev_mode() -> None:
     app = build_app(EncryptionCodec(_keys("k"), "k"), None, [UI_ORIGIN])
     async with TestClient(TestServer(app)) as client:
-        r = await client.post("/encode", data=_payloads_json(1), headers={"Content-Type": "application/json"})
+        r = await client.post("/encode", data=_payloads_json(1), headers={
+                "Content-Type": "application/json"})
         assert r.status == 200
 
 
@@ -486,7 +495,8 @@ def test_codec_server_refuses_to_start_without_token(monkeypatch: pytest.MonkeyP
 
 
 def test_mask_text() -> None:
-    s = f"call {PHONE} or +86 138-0013-8000, mail {EMAIL}, acct 6222020200112233445, {NAME} owes 12.50"
+    s = (f"call {PHONE} or +86 138-0013-8000, mail {EMAIL}, acct 6222020200112233445, "
+         f"{NAME} owes 12.50")
     out = log_masking.mask_text(s, [NAME])
     for secret in (PHONE, "+86 138-0013-8000", EMAIL, "6222020200112233445", NAME):
         assert secret not in out

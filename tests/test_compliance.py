@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contracts.policy import RulePack, Step
 from policies.compliance import (
     Attempt,
     CapDecision,
@@ -21,7 +22,6 @@ from policies.compliance import (
     step_instant,
     window_check,
 )
-from contracts.policy import RulePack, Step
 from policies.loader import load_policies, load_rule_packs
 
 PACKS = load_rule_packs()
@@ -331,7 +331,7 @@ def walk(pack, steps, tz, loans, start, rnd) -> list[Attempt]:
         if not waiting:
             return attempts
         loan = min(waiting, key=planned)
-        (step, channel), instant = loan["todo"][0], planned(loan)
+        (_step, channel), instant = loan["todo"][0], planned(loan)
         allowed_at, rule = next_allowed(instant, tz, pack)
         assert allowed_at >= instant
         if allowed_at != instant:  # another workflow may act before this one wakes up

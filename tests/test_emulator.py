@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from datetime import datetime, timedelta, timezone
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from python_http_client.exceptions import (
     BadRequestsError,
     InternalServerError,
@@ -24,8 +25,9 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from infra.emulator import EmulatorClient, ProviderEmulator
+from infra.emulator import twilio as twilio_api
 
-ACCOUNT = "AC" + "0" * 32
+ACCOUNT = twilio_api.ACCOUNT_SID
 PHONE = "+15555550100"
 SENDER = "+15555550199"
 EMAIL = "debtor@example.com"
@@ -84,7 +86,7 @@ async def send_mail(sg: SendGridAPIClient, mail: Mail | dict | None = None):
 
 # ----- Twilio ----------------------------------------------------------------------------------
 async def test_sms_is_stored_and_listable(emu: ProviderEmulator, twilio: Client) -> None:
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     msg = await send_sms(twilio)
 
     assert msg.sid.startswith("SM") and len(msg.sid) == 34
@@ -98,7 +100,7 @@ async def test_sms_is_stored_and_listable(emu: ProviderEmulator, twilio: Client)
 
     listed = await twilio.messages.list_async(to=PHONE, date_sent_after=before)
     assert [m.sid for m in listed] == [msg.sid]
-    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    later = datetime.now(UTC) + timedelta(minutes=5)
     assert await twilio.messages.list_async(to=PHONE, date_sent_after=later) == []
     assert await twilio.messages.list_async(to="+15555550111") == []
     fetched = await twilio.messages(msg.sid).fetch_async()
@@ -135,13 +137,13 @@ async def test_sms_rate_limit_sends_retry_after(emu: ProviderEmulator, twilio: C
     assert (err.value.status, err.value.code) == (429, 20429)
 
     url = f"{emu.url}/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
-    async with aiohttp.ClientSession() as http:
-        async with http.post(url, data={"To": PHONE, "From": SENDER, "Body": "x"},
-                             headers=basic_auth(ACCOUNT)) as resp:
-            assert resp.status == 429 and resp.headers["Retry-After"] == "7"
-            assert await resp.json() == {
-                "code": 20429, "message": "Too Many Requests", "status": 429,
-                "more_info": "https://www.twilio.com/docs/errors/20429"}
+    async with aiohttp.ClientSession() as http, \
+            http.post(url, data={"To": PHONE, "From": SENDER, "Body": "x"},
+                      headers=basic_auth(ACCOUNT)) as resp:
+        assert resp.status == 429 and resp.headers["Retry-After"] == "7"
+        assert await resp.json() == {
+            "code": 20429, "message": "Too Many Requests", "status": 429,
+            "more_info": "https://www.twilio.com/docs/errors/20429"}
     assert emu.messages() == []
     assert emu.stats()["sms"]["rate_limit"] == 2
 
@@ -213,9 +215,9 @@ async def test_email_validation_and_auth(emu: ProviderEmulator) -> None:
     assert err.value.to_dict["errors"][0]["field"] == "personalizations.0.to.0.email"
     with pytest.raises(UnauthorizedError):  # no key configured: the SDK sends "Bearer None"
         await send_mail(SendGridAPIClient(api_key="", host=emu.url))
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{emu.url}/v3/mail/send", json=make_mail().get()) as resp:
-            assert resp.status == 401 and resp.content_type == "application/json"
+    async with aiohttp.ClientSession() as http, \
+            http.post(f"{emu.url}/v3/mail/send", json=make_mail().get()) as resp:
+        assert resp.status == 401 and resp.content_type == "application/json"
     assert emu.messages() == []
 
 
@@ -288,6 +290,7 @@ async def test_standalone_process_serves_and_exits() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "infra.emulator", "--port", "0", cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout=5)).decode()
         assert "listening on http://127.0.0.1:" in line
@@ -295,6 +298,57 @@ async def test_standalone_process_serves_and_exits() -> None:
             assert await ctl.health()
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), timeout=5) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_added_routes_are_served_with_faults_and_the_log() -> None:
+    """A test-only channel: its provider route added before start, its faults and records in the
+    emulator's shared log like the shipped providers'."""
+    emulator = ProviderEmulator()
+
+    async def send(request: web.Request) -> web.Response:
+        to = (await request.json())["to"]
+        fault = emulator.take_fault("pager", [to])
+        if fault is not None:
+            emulator.count("pager", fault.kind)
+            return web.json_response({"error": fault.kind}, status=503)
+        record = emulator.store("pager", f"PG{len(emulator.messages()) + 1}", to, "desk")
+        emulator.count("pager", "accepted")
+        return web.json_response({"id": record["id"]}, status=201)
+
+    emulator.add_routes([web.post("/pager/send", send)], channel="pager")
+    url = await emulator.start()
+    try:
+        with pytest.raises(RuntimeError):
+            emulator.add_routes([web.get("/late", send)])
+        emulator.add_fault("p-1", "server_error", channel="pager", times=1)
+        async with aiohttp.ClientSession() as http:
+            for expected in (503, 201):
+                async with http.post(url + "/pager/send", json={"to": "p-1"}) as resp:
+                    assert resp.status == expected
+        assert [m["id"] for m in emulator.messages(channel="pager", to="p-1")] == ["PG1"]
+        assert emulator.stats()["pager"] == {"server_error": 1, "accepted": 1}
+    finally:
+        await emulator.stop()
+
+
+async def test_standalone_process_writes_and_removes_its_url_file(tmp_path: Path) -> None:
+    url_file = tmp_path / "emulator.url"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "infra.emulator", "--port", "0", "--url-file", str(url_file),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(30):
+            while not url_file.exists():  # noqa: ASYNC110 - another process writes it
+                await asyncio.sleep(0.05)
+        async with EmulatorClient(url_file.read_text()) as ctl:
+            assert await ctl.health()
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), timeout=10) == 0
+        assert not url_file.exists()
     finally:
         if proc.returncode is None:
             proc.kill()

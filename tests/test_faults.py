@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,19 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.records import RecordActivities
-from activities.sms import SmsActivities
+from activities.database.records import RecordActivities
+from activities.wiring import Providers, activities_for, close_activities
+from contracts.activity_io import (
+    RECORD,
+    SEND_EMAIL,
+    SEND_SMS,
+    RecordBatch,
+    RecordResult,
+    SendResult,
+)
+from contracts.messages import CaseState, LoanInput, PaymentInput
 from infra.emulator import ProviderEmulator
+from infra.settings import Settings
 from tests.helpers import eventually, make_loan, pinned, start_case
 from tests.worker_process import (
     WorkerProcess,
@@ -49,14 +59,9 @@ from tests.worker_process import (
     window_timezone,
     worker_env,
 )
-from contracts.activity_io import RECORD, SEND_EMAIL, SEND_SMS, RecordBatch, RecordResult, SendResult
+from worker import emulator_providers, running_worker
 from workflows.collection_workflow import CollectionWorkflow
-from contracts.messages import CaseState, LoanInput, PaymentInput
-from activities.wiring import Providers, activities_for
-from worker import running_worker
 from workflows.sandbox import sandbox_runner
-
-SID = "AC" + "0" * 32
 
 
 class RecordingEmulator(ProviderEmulator):
@@ -76,16 +81,10 @@ class RecordingEmulator(ProviderEmulator):
         return [a for a in self.attempts if address.casefold() in (r.casefold() for r in a["to"])]
 
 
-def emulator_providers(url: str, **overrides: Any) -> Providers:
-    fields: dict[str, Any] = dict(
-        twilio_sid=SID, twilio_token="test-token", twilio_base_url=url, twilio_from="+15005550006",
-        sendgrid_key="SG.test", sendgrid_base_url=url, sendgrid_from="collections@lender.example",
-        # A provider call may take longer than the policy's send timeout (2 s in the slow test):
-        # the HTTP client outlives the attempt, the outbox reconciles the retry.
-        http_timeout_seconds=10, in_flight_for=timedelta(seconds=3),
-    )
-    fields.update(overrides)
-    return Providers(**fields)
+def fault_providers(url: str) -> Providers:
+    # A provider call may take longer than the policy's send timeout (2 s in the slow test):
+    # the HTTP client outlives the attempt, the outbox reconciles the retry.
+    return emulator_providers(url, Settings(provider_timeout_seconds=10, send_in_flight_seconds=3))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +100,7 @@ async def femu() -> AsyncIterator[RecordingEmulator]:
 @pytest.fixture(scope="module")
 async def fworker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool,
                   femu: RecordingEmulator) -> AsyncIterator[Worker]:
-    async with running_worker(dev_env.client, pool, emulator_providers(femu.url),
+    async with running_worker(dev_env.client, pool, fault_providers(femu.url),
                               task_queue=f"faults-{uuid.uuid4().hex[:8]}") as w:
         yield w
 
@@ -112,10 +111,8 @@ async def cleanup() -> AsyncIterator[list[WorkflowHandle]]:
     handles: list[WorkflowHandle] = []
     yield handles
     for h in handles:
-        try:
+        with contextlib.suppress(Exception):
             await h.terminate("test finished")
-        except Exception:
-            pass
 
 
 def case_loan(loan_id: str, days_ago: int, **overrides: Any) -> LoanInput:
@@ -127,9 +124,10 @@ async def outbox_row(pool: asyncpg.Pool, key: str) -> asyncpg.Record | None:
     return await pool.fetchrow("SELECT * FROM outbox WHERE outbox_key = $1", key)
 
 
-async def wait_outbox(pool: asyncpg.Pool, key: str, status: str, timeout: float = 60) -> asyncpg.Record:
+async def wait_outbox(pool: asyncpg.Pool, key: str, status: str,
+                      within: float = 60) -> asyncpg.Record:
     return await eventually(lambda: outbox_row(pool, key),
-                            lambda r: r is not None and r["status"] == status, timeout=timeout)
+                            lambda r: r is not None and r["status"] == status, timeout=within)
 
 
 async def activity_runs(handle: WorkflowHandle, activity_type: str) -> list[dict[str, Any]]:
@@ -138,7 +136,8 @@ async def activity_runs(handle: WorkflowHandle, activity_type: str) -> list[dict
     async for e in handle.fetch_history_events():
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             if e.activity_task_scheduled_event_attributes.activity_type.name == activity_type:
-                runs[e.event_id] = {"attempt": 0, "last_failure": None, "outcome": None, "result": None}
+                runs[e.event_id] = {"attempt": 0, "last_failure": None, "outcome": None,
+                                    "result": None}
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             a = e.activity_task_started_event_attributes
             if a.scheduled_event_id in runs:
@@ -163,9 +162,10 @@ async def send_result(client: Client, run: dict[str, Any]) -> SendResult:
 
 
 async def completed_send(handle: WorkflowHandle, activity_type: str = SEND_SMS,
-                         timeout: float = 60) -> dict[str, Any]:
+                         within: float = 60) -> dict[str, Any]:
     runs = await eventually(lambda: activity_runs(handle, activity_type),
-                            lambda rs: any(r["outcome"] == "completed" for r in rs), timeout=timeout)
+                            lambda rs: any(r["outcome"] == "completed" for r in rs),
+                            timeout=within)
     return next(r for r in runs if r["outcome"] == "completed")
 
 
@@ -174,9 +174,7 @@ async def _closing_twilio(acts: list[Any]) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for fn in acts:
-            if isinstance(getattr(fn, "__self__", None), SmsActivities):
-                await fn.__self__.client.http_client.close()
+        await close_activities(acts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +198,8 @@ async def test_slow_provider_times_out_and_the_retry_does_not_resend(
 
     run = await completed_send(handle)
     assert run["attempt"] >= 2, run
-    assert run["last_failure"].HasField("timeout_failure_info"), run["last_failure"]  # attempt 1 timed out
+    # attempt 1 timed out
+    assert run["last_failure"].HasField("timeout_failure_info"), run["last_failure"]
     result = await send_result(dev_env.client, run)
     assert result.status == "sent" and result.reused, result  # reconciled, not resent
 
@@ -253,7 +252,7 @@ async def test_worker_killed_between_send_and_completion(
 
         second.start()
         await second.wait_ready()
-        row = await wait_outbox(pool, f"{handle.id}/early-sms/sms", "sent", timeout=90)
+        row = await wait_outbox(pool, f"{handle.id}/early-sms/sms", "sent", within=90)
         run = await completed_send(handle)
         assert run["attempt"] >= 2
         assert (await send_result(client, run)).reused
@@ -269,10 +268,12 @@ async def test_worker_killed_between_send_and_completion(
         sms = femu.messages(channel="sms", to=loan.phone)
         assert len(sms) == 2, [m["body"] for m in sms]  # the reminder once, the receipt once
         assert "paid" in sms[1]["body"].lower()
-        payments = await pool.fetch("SELECT payment_id FROM payments WHERE loan_id = $1", loan.loan_id)
+        payments = await pool.fetch("SELECT payment_id FROM payments WHERE loan_id = $1",
+                                    loan.loan_id)
         assert [p["payment_id"] for p in payments] == ["pay-1"]
-        sent = await pool.fetch("SELECT outbox_key FROM outbox WHERE outbox_key LIKE $1 AND status = 'sent'",
-                                handle.id + "/%")
+        sent = await pool.fetch(
+            "SELECT outbox_key FROM outbox WHERE outbox_key LIKE $1 AND status = 'sent'",
+            handle.id + "/%")
         assert len(sent) == len(femu.messages(to=loan.phone)) + len(femu.messages(to=loan.email))
     finally:
         await first.kill()
@@ -296,11 +297,12 @@ async def test_retried_database_writes_never_duplicate_rows(
         retries.append(result.written)
         return result
 
-    acts = [a for a in activities_for(pool, emulator_providers(femu.url))
+    acts = [a for a in activities_for(pool, fault_providers(femu.url))
             if getattr(a, "__temporal_activity_definition").name != RECORD]
     queue = f"dbretry-{uuid.uuid4().hex[:8]}"
     async with Worker(dev_env.client, task_queue=queue, workflows=[CollectionWorkflow],
-                      activities=[*acts, record_then_lose_the_ack], workflow_runner=sandbox_runner()), \
+                      activities=[*acts, record_then_lose_the_ack],
+                      workflow_runner=sandbox_runner()), \
             _closing_twilio(acts):
         loan = case_loan(loan_id, days_ago=1)
         handle = await start_case(dev_env.client, loan, queue, pinned(loan))
@@ -314,13 +316,16 @@ async def test_retried_database_writes_never_duplicate_rows(
         timeline = await handle.query(CollectionWorkflow.timeline)
 
     assert retries and all(n == 0 for n in retries), retries  # every retry found its rows written
-    events = await pool.fetch("SELECT idempotency_key, kind FROM events WHERE loan_id = $1", loan.loan_id)
+    events = await pool.fetch("SELECT idempotency_key, kind FROM events WHERE loan_id = $1",
+                              loan.loan_id)
     assert len(events) == len(timeline)
     assert sorted(e["kind"] for e in events) == sorted(t.kind for t in timeline)
-    assert await pool.fetchval("SELECT count(*) FROM payments WHERE loan_id = $1", loan.loan_id) == 1
+    assert await pool.fetchval("SELECT count(*) FROM payments WHERE loan_id = $1",
+                               loan.loan_id) == 1
     stages = await pool.fetch("SELECT to_stage FROM stage_history WHERE loan_id = $1", loan.loan_id)
     assert len(stages) == len({s["to_stage"] for s in stages})
-    case = await pool.fetchrow("SELECT state, outstanding FROM cases WHERE loan_id = $1", loan.loan_id)
+    case = await pool.fetchrow("SELECT state, outstanding FROM cases WHERE loan_id = $1",
+                               loan.loan_id)
     assert case["state"] == "paid" and case["outstanding"] == 0
 
 
@@ -359,7 +364,7 @@ async def test_server_errors_retry_with_backoff_and_send_once(
     await wait_outbox(pool, f"{handle.id}/early-sms/sms", "sent")
     attempts = femu.attempts_to(loan.phone)
     assert [a["fault"] for a in attempts] == ["server_error", "server_error", None]
-    gaps = [b["at"] - a["at"] for a, b in zip(attempts, attempts[1:])]
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(attempts)]
     # SEND_RETRY: 2 s, then twice that (the dev server's timers may fire up to ~1 s late).
     assert gaps[0] >= 1.8 and gaps[1] >= 3.6, gaps
     assert len(femu.messages(channel="sms", to=loan.phone)) == 1
@@ -383,7 +388,7 @@ async def test_connection_refused_is_retried(
     url = f"http://127.0.0.1:{port}"
     queue = f"refused-{uuid.uuid4().hex[:8]}"
     emu = RecordingEmulator()
-    async with running_worker(dev_env.client, pool, emulator_providers(url), task_queue=queue):
+    async with running_worker(dev_env.client, pool, fault_providers(url), task_queue=queue):
         loan = case_loan(loan_id, days_ago=1 if channel == "sms" else 14)
         step = "early-sms" if channel == "sms" else "formal-notice"
         handle = await start_case(dev_env.client, loan, queue, pinned(loan))
@@ -394,7 +399,8 @@ async def test_connection_refused_is_retried(
         await emu.start(port=port)
         try:
             await wait_outbox(pool, key, "sent")
-            assert len(emu.messages(channel=channel, to=loan.phone if channel == "sms" else loan.email)) == 1
+            to = loan.phone if channel == "sms" else loan.email
+            assert len(emu.messages(channel=channel, to=to)) == 1
             run = await completed_send(handle, SEND_SMS if channel == "sms" else SEND_EMAIL)
             assert run["attempt"] >= 2 and not (await send_result(dev_env.client, run)).reused
         finally:
@@ -452,7 +458,8 @@ async def test_rejected_email_is_recorded_as_failed(
     key = f"{handle.id}/formal-notice/email"
     failed = await wait_outbox(pool, key, "failed")
     assert failed["error"] == "sendgrid_400"
-    await eventually(lambda: pool.fetchval("SELECT outcome FROM contacts WHERE idempotency_key = $1", key),
+    await eventually(lambda: pool.fetchval(
+                         "SELECT outcome FROM contacts WHERE idempotency_key = $1", key),
                      lambda o: o == "failed")
     assert len(femu.attempts_to(loan.email)) == 1
     assert femu.messages(to=loan.email) == [] and femu.messages(to=loan.phone) == []
@@ -521,7 +528,7 @@ async def test_connection_reset_after_the_provider_took_the_message(
     whether the message went out, so the retry must reconcile, not resend."""
     queue = f"reset-{uuid.uuid4().hex[:8]}"
     async with ResettingProxy(femu.url) as proxy, \
-            running_worker(dev_env.client, pool, emulator_providers(proxy.url), task_queue=queue):
+            running_worker(dev_env.client, pool, fault_providers(proxy.url), task_queue=queue):
         loan = case_loan(loan_id, days_ago=1 if channel == "sms" else 14)
         step = "early-sms" if channel == "sms" else "formal-notice"
         handle = await start_case(dev_env.client, loan, queue, pinned(loan))

@@ -675,3 +675,118 @@ async def test_cease_cancels_an_open_call_task(
     assert task["completed_at"] < task["due_by"]
     await _assert_written_off(pool, handle, loan, ["pre_due", "early", "written_off"])
     assert [_kind(m) for m in _messages(emulator, loan)] == [("email", "write_off_notice")]
+
+
+# ------------------------------------------------ the case's decisions without a server
+
+
+def _case_state(steps: list[Step], *, due: date, **changes: Any) -> Any:
+    from dataclasses import replace
+
+    from workflows.case_state import CaseData
+    from workflows.ledger import balance_of
+
+    loan = make_loan("PURE-1", due)
+    b = balance_of(loan.amount_overdue, loan.interest, loan.fees)
+    opened = datetime.combine(due, time(0), tzinfo=UTC)
+    s = CaseData(loan=loan, policy=_policy(loan, steps), clock_origin=opened, opened_at=opened,
+                 due_date=due, principal=b.principal, interest=b.interest, fees=b.fees,
+                 borrower_key="p:x")
+    return replace(s, **changes)
+
+
+_PURE_STEPS = [
+    Step(id="sms-1", day=1, hour=10, stage=Stage.EARLY, kind="message", channels=["sms"],
+         template="early_reminder"),
+    Step(id="sms-2", day=3, hour=10, stage=Stage.EARLY, kind="message", channels=["sms"],
+         template="early_reminder"),
+    Step(id="big-visit", day=4, hour=10, stage=Stage.MIDDLE, kind="visit",
+         min_outstanding=Decimal("1000000")),
+    Step(id="late-call", day=9, hour=11, stage=Stage.LATE, kind="call"),
+    _write_off(20),
+]
+
+
+def test_due_step_supersedes_earlier_steps_and_skips_out_of_bounds_ones() -> None:
+    from workflows import ladder
+
+    due = date(2026, 3, 1)
+    s = _case_state(_PURE_STEPS, due=due)
+    decided = ladder.due_step(s, _at(s.loan, 5, 0))
+    assert decided.step is not None and decided.step.id == "sms-2"
+    assert [(k.step.id, k.why.split(" ")[0]) for k in decided.skips] == [
+        ("big-visit", "balance"), ("sms-1", "superseded")]
+    assert s.done_steps == []  # a decision, not yet recorded
+    assert ladder.next_step_time(s) == ladder.step_time(s, _PURE_STEPS[0])
+
+
+def test_escalation_lands_on_the_next_stage_and_passes_over_the_rest() -> None:
+    from workflows import ladder
+    from workflows.case import Case
+
+    s = _case_state(_PURE_STEPS, due=date(2026, 3, 1), stage=Stage.EARLY, done_steps=["sms-1"])
+    esc = ladder.escalation(s)
+    assert esc is not None and esc.target.id == "big-visit"
+    assert [st.id for st in esc.skipped] == ["sms-2"]
+    case = Case(s, lambda: _at(s.loan, 2, 12))
+    case.escalate("visit outcome refused")
+    assert s.pull_forward == ["big-visit"] and "sms-2" in s.done_steps
+    assert [e.kind for e in s.timeline] == ["step_skipped", "escalated"]
+
+
+def test_wrong_number_makes_every_phone_channel_unusable() -> None:
+    from workflows import addresses
+
+    s = _case_state(_PURE_STEPS, due=date(2026, 3, 1))
+    s.mark_unusable("phone", "wrong number")
+    assert s.unusable == {"sms": "wrong number", "call": "wrong number"}
+    assert addresses.unusable_reason(s, "sms") == "no valid phone number"
+    assert addresses.unusable_reason(s, "email") is None
+    assert addresses.unusable_reason(s, "visit") is None  # goes to the postal address
+
+
+def test_state_from_older_runs_keeps_its_unusable_channels() -> None:
+    """Continue-as-new state written before `unusable` carried phone_ok/email_ok flags."""
+    from infra.codec import data_converter
+    from workflows.case_state import CaseData
+
+    s = _case_state(_PURE_STEPS, due=date(2026, 3, 1))
+    converter = data_converter(None).payload_converter
+    old = converter.to_payloads([s])[0]
+    import json
+
+    raw = json.loads(old.data)
+    raw.pop("unusable")
+    raw.update(phone_ok=False, email_ok=True)
+    old.data = json.dumps(raw).encode()
+    (back,) = converter.from_payloads([old], [CaseData])
+    assert set(back.unusable) == {"sms", "call"}
+    assert "phone_ok" not in json.loads(converter.to_payloads([back])[0].data)
+
+
+def test_contact_keys_come_from_the_channel_table() -> None:
+    """The keys the caps count under are the ones every recorded case used."""
+    import hashlib
+
+    from workflows import addresses
+
+    loan = make_loan("PURE-2", date(2026, 3, 1))
+
+    def h(text: str) -> str:
+        return hashlib.sha256(text.strip().lower().encode()).hexdigest()[:24]
+
+    assert addresses.contact_key(loan, "sms") == f"p:{h(loan.phone)}"
+    assert addresses.contact_key(loan, "call") == addresses.contact_key(loan, "visit")
+    assert addresses.contact_key(loan, "email") == f"e:{h(loan.email)}"
+    assert addresses.borrower_key(loan) == (loan.borrower_id or f"p:{h(loan.phone)}")
+
+
+def test_simulation_is_chosen_once_as_the_effects() -> None:
+    from workflows.effects import DurableEffects, effects_for
+    from workflows.simulation import SimulatedEffects
+
+    s = _case_state(_PURE_STEPS, due=date(2026, 3, 1))
+    assert isinstance(effects_for(s), DurableEffects)
+    s.simulate = True
+    fx = effects_for(s)
+    assert isinstance(fx, SimulatedEffects) and not fx.contacts_pending()

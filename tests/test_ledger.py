@@ -20,7 +20,8 @@ def loan_balance() -> Balance:
 
 def test_balance_of_splits_the_amount_overdue():
     b = loan_balance()
-    assert (b.principal, b.interest, b.fees, b.total) == (D("1000.00"), D("150.00"), D("50.00"), D("1200.00"))
+    assert (b.principal, b.interest, b.fees, b.total) == (D("1000.00"), D("150.00"), D("50.00"), D(
+        "1200.00"))
 
 
 def test_allocation_follows_fees_interest_principal():
@@ -68,11 +69,12 @@ def test_waiver_lowers_only_the_named_component():
     b = loan_balance().waive("interest", D("100.00"))
     assert (b.principal, b.interest, b.fees) == (D("1000.00"), D("50.00"), D("50.00"))
     b = b.waive("fees", D("50.00"))
-    assert (b.principal, b.interest, b.fees, b.total) == (D("1000.00"), D("50.00"), D("0.00"), D("1050.00"))
+    assert (b.principal, b.interest, b.fees, b.total) == (D("1000.00"), D("50.00"), D("0.00"), D(
+        "1050.00"))
 
 
 def test_waiver_beyond_the_component_is_refused():
-    with pytest.raises(ValueError, match="only 150.00 outstanding"):
+    with pytest.raises(ValueError, match=r"only 150\.00 outstanding"):
         loan_balance().waive("interest", D("150.01"))
 
 

@@ -9,10 +9,10 @@ import asyncpg
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from contracts.messages import CaseState, PaymentInput
 from infra.emulator import ProviderEmulator
 from tests.helpers import make_loan, start_case, today_of
 from workflows.collection_workflow import CollectionWorkflow
-from contracts.messages import CaseState, PaymentInput
 
 
 async def test_full_payment_closes_with_receipt(
@@ -27,7 +27,8 @@ async def test_full_payment_closes_with_receipt(
     assert len(sms) == 1 and loan.loan_id in sms[0]["body"]
     assert len(emulator.messages(channel="email", to=loan.email)) == 1
 
-    await handle.signal(CollectionWorkflow.pay, PaymentInput(payment_id="p1", amount=Decimal("1200.00"), currency="CNY"))
+    await handle.signal(CollectionWorkflow.pay, PaymentInput(payment_id="p1", amount=Decimal(
+            "1200.00"), currency="CNY"))
     result = await handle.result()
     assert result.state == CaseState.PAID
     assert result.outstanding == Decimal("0")
@@ -37,5 +38,7 @@ async def test_full_payment_closes_with_receipt(
     assert [(r["payment_id"], r["amount"]) for r in rows] == [("p1", Decimal("1200.00"))]
     case = await pool.fetchrow("SELECT * FROM cases WHERE loan_id = $1", loan.loan_id)
     assert case["state"] == "paid" and case["outstanding"] == 0
-    contacts = await pool.fetch("SELECT channel, decision FROM contacts WHERE loan_id = $1 AND decision = 'sent'", loan.loan_id)
+    contacts = await pool.fetch(
+            "SELECT channel, decision FROM contacts WHERE loan_id = $1 AND decision = 'sent'",
+            loan.loan_id)
     assert {(c["channel"], c["decision"]) for c in contacts} >= {("sms", "sent"), ("email", "sent")}

@@ -18,7 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.loan_file import (
+from contracts.messages import LoanInput
+from service.currencies import ISO_4217_CODES, parse_currency
+from service.errors import BadInput
+from service.loan_file import (
     ALL_COLUMNS,
     REQUIRED_COLUMNS,
     LineError,
@@ -28,14 +31,9 @@ from client.loan_file import (
     load_loan_file,
     validate_loan_record,
 )
-from client.validation import (
-    ISO_4217_CODES,
-    InputError,
-    mask_email,
-    mask_name,
-    mask_phone,
+from service.masking import mask_email, mask_name, mask_phone
+from service.values import (
     parse_amount,
-    parse_currency,
     parse_date,
     parse_email,
     parse_loan_id,
@@ -44,7 +42,6 @@ from client.validation import (
     parse_phone,
     parse_timezone,
 )
-from contracts.messages import LoanInput
 
 PROPERTY = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -88,7 +85,7 @@ def error_strings(result: LoanFileResult) -> list[str]:
 
 
 def rejects(parser: Callable[..., Any], value: Any, *args: Any, **kwargs: Any) -> str:
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(BadInput) as caught:
         parser(value, *args, **kwargs)
     message = str(caught.value)
     assert "\n" not in message
@@ -631,7 +628,7 @@ _VALIDATORS: list[Callable[[Any], Any]] = [
 def test_validators_raise_only_input_error(index: int, value: str) -> None:
     try:
         _VALIDATORS[index](value)
-    except InputError as exc:
+    except BadInput as exc:
         assert "\n" not in str(exc)
 
 
@@ -640,7 +637,7 @@ def test_validators_raise_only_input_error(index: int, value: str) -> None:
 def test_phone_never_echoed(value: str) -> None:
     try:
         parse_phone(value)
-    except InputError as exc:
+    except BadInput as exc:
         assert value.strip() not in str(exc)
 
 
@@ -649,7 +646,7 @@ def test_phone_never_echoed(value: str) -> None:
 def test_email_never_echoed(value: str) -> None:
     try:
         parse_email(value)
-    except InputError as exc:
+    except BadInput as exc:
         assert value not in str(exc)
 
 

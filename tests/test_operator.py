@@ -20,20 +20,24 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from typer.testing import CliRunner
 
-from client import operator as op
-from client.book import BOOK_PREFIX, generate
-from client.operations import OperationError
-from client.operator_cli import register
+from bench.book import BOOK_PREFIX, clear_book, generate, seed_book
+from cli import operators
+from contracts.messages import Installment, PaymentInput, PlanInput
+from service import history as case_history
+from service.case_filters import MAX_LIMIT, visibility_query
+from service.errors import BadInput, NotFound
+from service.listing import CaseRow, list_cases, list_cases_db
+from service.report import portfolio_report
+from service.report_chart import render_chart
 from tests.helpers import eventually, make_loan, pinned, start_case, today_of
 from workflows.collection_workflow import CollectionWorkflow
-from contracts.messages import Installment, PaymentInput, PlanInput
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def cli_app() -> typer.Typer:
     app = typer.Typer()
-    register(app)
+    operators.commands.register(app)
     return app
 
 
@@ -43,10 +47,10 @@ BASE = "WorkflowType = 'CollectionWorkflow' AND ExecutionStatus != 'ContinuedAsN
 
 
 def test_visibility_query_strings() -> None:
-    assert op.visibility_query() == BASE
-    assert op.visibility_query(stage="legal", min_outstanding=10000) == (
+    assert visibility_query() == BASE
+    assert visibility_query(stage="legal", min_outstanding=10000) == (
         f"{BASE} AND CollectionStage = 'legal' AND OutstandingAmount >= 10000")
-    assert op.visibility_query(
+    assert visibility_query(
         state="active", min_outstanding=Decimal("500"), max_outstanding=20000, min_dpd=-3,
         max_dpd=90, agent="a.chen", policy_version="default@2026.11.1", currency="CNY",
     ) == (
@@ -55,9 +59,9 @@ def test_visibility_query_strings() -> None:
         " AND AssignedAgent = 'a.chen' AND PolicyVersion = 'default@2026.11.1' AND Currency = 'CNY'"
     )
     # A bare policy name: every version of it.
-    assert op.visibility_query(policy_version="us_default") == (
+    assert visibility_query(policy_version="us_default") == (
         f"{BASE} AND PolicyVersion STARTS_WITH 'us_default@'")
-    assert op.visibility_query(agent="王芳") == f"{BASE} AND AssignedAgent = '王芳'"
+    assert visibility_query(agent="王芳") == f"{BASE} AND AssignedAgent = '王芳'"
 
 
 @pytest.mark.parametrize("filters", [
@@ -87,13 +91,13 @@ def test_visibility_query_strings() -> None:
 ])
 def test_visibility_query_rejects(filters: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        op.visibility_query(**filters)
+        visibility_query(**filters)
 
 
 async def test_list_cases_db_rejects_bad_limit(pool: asyncpg.Pool) -> None:
-    for limit in (0, -5, op.MAX_LIMIT + 1):
-        with pytest.raises(op.FilterError):
-            await op.list_cases_db(pool, limit=limit)
+    for limit in (0, -5, MAX_LIMIT + 1):
+        with pytest.raises(BadInput):
+            await list_cases_db(pool, limit=limit)
 
 
 # --------------------------------------------------------------------------- list on the dev server
@@ -127,22 +131,22 @@ async def test_list_cases_matches_filters(
     # The plan's agent reaches visibility and PostgreSQL before the payment is sent, so both
     # stores see the plan and then the payment (the search attributes are upserted from the
     # live state after each record, and may run a batch ahead of PostgreSQL for a moment).
-    await eventually(lambda: op.list_cases(client, agent=agent),
+    await eventually(lambda: list_cases(client, agent=agent),
                      lambda rows: [(r.loan_id, r.state) for r in rows] == [(planned.loan_id, "active")],
                      timeout=30)
-    await eventually(lambda: op.list_cases_db(pool, agent=agent),
+    await eventually(lambda: list_cases_db(pool, agent=agent),
                      lambda rows: [r.loan_id for r in rows] == [planned.loan_id], timeout=30)
     await handle.signal(CollectionWorkflow.pay, PaymentInput(
         payment_id="full", amount=planned.amount_overdue, currency="CNY"))
 
-    def ids(rows: list[op.CaseRow]) -> set[str]:
+    def ids(rows: list[CaseRow]) -> set[str]:
         return {r.loan_id for r in rows}
 
-    async def both(expected: set[str], **filters: Any) -> list[op.CaseRow]:
+    async def both(expected: set[str], **filters: Any) -> list[CaseRow]:
         """Visibility and PostgreSQL agree on the filter, eventually."""
-        rows = await eventually(lambda: op.list_cases(client, **filters),
+        rows = await eventually(lambda: list_cases(client, **filters),
                                 lambda rows: ids(rows) == expected, timeout=30)
-        db_rows = await eventually(lambda: op.list_cases_db(pool, **filters),
+        db_rows = await eventually(lambda: list_cases_db(pool, **filters),
                                    lambda rows: ids(rows) == expected, timeout=30)
         assert {(r.loan_id, r.state, r.stage) for r in rows} == {
             (r.loan_id, r.state, r.stage) for r in db_rows}
@@ -159,7 +163,7 @@ async def test_list_cases_matches_filters(
     by_id = {r.loan_id: r for r in rows}
     # Whole units, rounded down, for visibility (the search attribute is an Int).
     assert by_id[waiting[1].loan_id].outstanding == Decimal(base + 2000)
-    db_by_id = {r.loan_id: r for r in await op.list_cases_db(pool, stage="pre_due", **in_range)}
+    db_by_id = {r.loan_id: r for r in await list_cases_db(pool, stage="pre_due", **in_range)}
     assert db_by_id[waiting[1].loan_id].outstanding == Decimal(f"{base + 2000}.75")
     # Inclusive whole-unit bounds: base+2000.75 lies within [base+2000, base+2000].
     await both({waiting[1].loan_id}, min_outstanding=base + 2000, max_outstanding=base + 2000)
@@ -175,8 +179,8 @@ async def test_list_cases_matches_filters(
     assert paid[0].outstanding == 0 and paid[0].agent == agent
     await both(set(), agent=agent, state="active")
     # Limits cut the answer.
-    assert len(await op.list_cases(client, limit=2, **in_range)) == 2
-    assert len(await op.list_cases_db(pool, limit=2, **in_range)) == 2
+    assert len(await list_cases(client, limit=2, **in_range)) == 2
+    assert len(await list_cases_db(pool, limit=2, **in_range)) == 2
 
 
 # --------------------------------------------------------------------------- history
@@ -203,10 +207,10 @@ async def test_history_of_a_continued_as_new_case(
         payment_id="rest", amount=loan.amount_overdue - paid, currency="CNY"))
     result = await handle.result()
     assert result.state == "paid"
-    runs = await op.run_count(client, loan_id)
+    runs = await case_history.run_count(client, loan_id)
     assert runs > 1
 
-    entries = await op.history(client, pool, loan_id)
+    entries = await case_history.history(client, pool, loan_id)
     times = [e.at for e in entries]
     assert times == sorted(times)
     kinds = [e.kind for e in entries if e.source in ("events", "temporal")]
@@ -227,7 +231,7 @@ async def test_history_of_a_continued_as_new_case(
 
     # Without a worker's answer, the events come out of the event history of every run:
     # every run's events, the same set PostgreSQL holds.
-    exists, from_history = await op._temporal_history(client, loan_id, use_query=False, query_timeout=1)
+    exists, from_history = await case_history._temporal_history(client, loan_id, use_query=False, query_timeout=1)
     assert exists
     history_keys = {(e.kind, e.summary, e.at) for e in from_history}
     assert history_keys == {(r["kind"], r["summary"], r["occurred_at"]) for r in pg_events}
@@ -239,7 +243,7 @@ async def test_history_of_a_continued_as_new_case(
         "DELETE FROM events WHERE loan_id = $1 AND kind = 'case_closed' RETURNING summary, occurred_at",
         loan_id)
     for use_query in (True, False):
-        merged = await op.history(client, pool, loan_id, use_query=use_query)
+        merged = await case_history.history(client, pool, loan_id, use_query=use_query)
         closed = [e for e in merged if e.kind == "case_closed"]
         assert [(e.source, e.summary, e.at) for e in closed] == [
             ("temporal", closing["summary"], closing["occurred_at"])]
@@ -250,8 +254,8 @@ async def test_history_of_a_continued_as_new_case(
     row = next(d for d in doc if d["source"] == "payments")
     assert isinstance(row["detail"]["amount"], str) and datetime.fromisoformat(row["at"]).tzinfo
 
-    with pytest.raises(OperationError):
-        await op.history(client, pool, f"NOPE{uuid.uuid4().hex[:8]}")
+    with pytest.raises(NotFound):
+        await case_history.history(client, pool, f"NOPE{uuid.uuid4().hex[:8]}")
 
 
 # --------------------------------------------------------------------------- report: a book worked by hand
@@ -353,7 +357,7 @@ def d(text: str) -> Decimal:
 async def test_report_figures_match_a_book_worked_by_hand(
     pool: asyncpg.Pool, known_book: str, database_env: str,
 ) -> None:
-    report = await op.portfolio_report(pool, as_of=AS_OF, policy_name=known_book)
+    report = await portfolio_report(pool, as_of=AS_OF, policy_name=known_book)
     rows = {(r.policy_version, r.segment): r for r in report.rows}
     assert set(rows) == {("v1", "standard"), ("v1", "small"), ("v2", "standard")}
 
@@ -419,7 +423,7 @@ async def test_report_figures_match_a_book_worked_by_hand(
     assert april.roll_rates["pre_due->early"] is None
 
     # Later, H is paid and B's second payment is in.
-    later = await op.portfolio_report(pool, as_of=days(70), policy_name=known_book)
+    later = await portfolio_report(pool, as_of=days(70), policy_name=known_book)
     v2 = next(v for v in later.by_policy_version() if v.policy_version == "v2")
     assert (v2.cases, v2.collected, v2.cured) == (4, d("800.00"), 1)  # G opened by then
 
@@ -450,13 +454,13 @@ async def test_seed_book_report_and_chart(pool: asyncpg.Pool, tmp_path: Path, da
     first = [r.cases[:3] for r in generate(50, seed=7, chunk=20)]
     assert first == [r.cases[:3] for r in generate(50, seed=7, chunk=20)]  # deterministic
     try:
-        await op.seed_book(pool, 2000, seed=3)
-        await op.seed_book(pool, 2000, seed=3)  # replaces, never adds
+        await seed_book(pool, 2000, seed=3)
+        await seed_book(pool, 2000, seed=3)  # replaces, never adds
         counts = await pool.fetchrow(
             "SELECT count(*) AS n, sum(amount_placed) AS placed FROM cases WHERE starts_with(loan_id, $1)",
             BOOK_PREFIX)
         assert counts["n"] == 2000
-        report = await op.portfolio_report(pool, policy_name="book")
+        report = await portfolio_report(pool, policy_name="book")
         assert {r.policy_name for r in report.rows} == {"book"}
         assert {r.policy_version for r in report.rows} == {"2025.1", "2025.2", "2025.3"}
         assert sum(r.cases for r in report.rows) == 2000
@@ -473,7 +477,7 @@ async def test_seed_book_report_and_chart(pool: asyncpg.Pool, tmp_path: Path, da
                                      for p in report.series)
 
         # Listing the book from PostgreSQL: largest balance first, filters applied.
-        rows = await op.list_cases_db(pool, policy_version="book@2025.1", state="active",
+        rows = await list_cases_db(pool, policy_version="book@2025.1", state="active",
                                       min_dpd=30, limit=20)
         assert rows and all(r.policy_version == "book@2025.1" and r.state == "active"
                             and (r.days_past_due or 0) >= 30 for r in rows)
@@ -485,7 +489,7 @@ async def test_seed_book_report_and_chart(pool: asyncpg.Pool, tmp_path: Path, da
         assert [x["loan_id"] for x in json.loads(result.stdout)] == [r.loan_id for r in rows]
         assert "temporal workflow list --query" in result.stderr
 
-        path = op.render_chart(report, tmp_path / "report.png")
+        path = render_chart(report, tmp_path / "report.png")
         data = path.read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
 
@@ -494,7 +498,7 @@ async def test_seed_book_report_and_chart(pool: asyncpg.Pool, tmp_path: Path, da
         assert result.exit_code == 0, result.output
         assert "book@2025.2" in result.stdout and (tmp_path / "cli.png").read_bytes().startswith(PNG_SIGNATURE)
     finally:
-        await op.clear_book(pool)
+        await clear_book(pool)
     assert not await pool.fetchval("SELECT count(*) FROM cases WHERE starts_with(loan_id, $1)", BOOK_PREFIX)
 
 

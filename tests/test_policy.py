@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,8 +56,8 @@ def policies(packs):
     return load_policies(rule_packs=packs, templates=TEMPLATES)
 
 
-def loan(**overrides) -> LoanInput:
-    fields = dict(
+def loan(**overrides: Any) -> LoanInput:
+    fields: dict[str, Any] = dict(
         loan_id="L-1", borrower_name="Li Lei", phone="+8613800000000", email="li@example.com",
         locale="zh-CN", timezone="Asia/Shanghai", currency="CNY",
         amount_overdue=Decimal("8000.00"), due_date=date(2026, 11, 1),
@@ -217,7 +218,7 @@ def test_broken_rule_packs():
     assert str(raised.value) == "bad_cap.toml: caps[1].limit: must be a positive integer, got 0"
     with pytest.raises(PolicyError, match=r"bad_window\.toml: window_start \(22:00:00\) must be"):
         load_rule_pack(BROKEN / "rules" / "bad_window.toml")
-    with pytest.raises(PolicyError, match="bad_cap.toml"):
+    with pytest.raises(PolicyError, match=r"bad_cap\.toml"):
         load_rule_packs(BROKEN / "rules")
 
 
@@ -235,7 +236,7 @@ def test_duplicate_policy_names(tmp_path, packs):
     text = (POLICIES_DIR / "demo.toml").read_text()
     (tmp_path / "a.toml").write_text(text)
     (tmp_path / "b.toml").write_text(text)
-    with pytest.raises(PolicyError, match="b.toml: policy 'demo' is also defined in a.toml"):
+    with pytest.raises(PolicyError, match=r"b\.toml: policy 'demo' is also defined in a\.toml"):
         load_policies(tmp_path, rule_packs=packs, templates=TEMPLATES)
 
 
@@ -275,8 +276,8 @@ def test_resolve_policy(policies, packs):
 
     risky = resolve_policy(loan(risk_grade="E"), policies=policies, rule_packs=packs)
     assert risky.ladder_name == "accelerated"
-    us = resolve_policy(loan(policy="us_default", product="installment"), policies=policies,
-                        rule_packs=packs)
+    us = resolve_policy(loan(policy="us_default", product="installment", phone="+12125550123"),
+                        policies=policies, rule_packs=packs)
     assert (us.rule_pack.name, us.ladder_name, us.steps[-1].day) == ("us", "closed_end", 120)
     demo = resolve_policy(loan(policy="demo"), policies=policies, rule_packs=packs)
     assert demo.settings.day_seconds == 3

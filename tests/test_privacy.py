@@ -21,6 +21,7 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
@@ -28,14 +29,25 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from activities.wiring import Providers
+from contracts.messages import CaseState, PaymentInput
 from infra import log_masking
-from infra.codec import ENCODING_ENCRYPTED, EncryptionCodec, data_converter, generate_key, parse_keys
+from infra.codec import (
+    ENCODING_ENCRYPTED,
+    EncryptionCodec,
+    data_converter,
+    generate_key,
+    parse_keys,
+)
 from infra.emulator import ProviderEmulator
 from tests.helpers import make_loan, start_case, today_of
-from activities.wiring import Providers
 from worker import running_worker
 from workflows.collection_workflow import CollectionWorkflow
-from contracts.messages import CaseState, PaymentInput
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    """A map field: its message type is a generated map entry (a message field always has one)."""
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
 
 
 def payloads(msg: Message, path: str = "") -> Iterator[tuple[str, Payload]]:
@@ -47,7 +59,7 @@ def payloads(msg: Message, path: str = "") -> Iterator[tuple[str, Payload]]:
         if field.type != field.TYPE_MESSAGE:
             continue
         name = f"{path}.{field.name}"
-        if field.message_type.GetOptions().map_entry:
+        if _is_map(field):
             for key, item in value.items():
                 if isinstance(item, Message):
                     yield from payloads(item, f"{name}[{key}]")
@@ -63,7 +75,7 @@ def failures(msg: Message, path: str = "") -> Iterator[tuple[str, Failure]]:
     if isinstance(msg, Failure):
         yield path, msg
     for field, value in msg.ListFields():
-        if field.type != field.TYPE_MESSAGE or field.message_type.GetOptions().map_entry:
+        if field.type != field.TYPE_MESSAGE or _is_map(field):
             continue
         for i, item in enumerate(value if field.is_repeated else [value]):
             yield from failures(item, f"{path}.{field.name}[{i}]")
@@ -110,12 +122,14 @@ async def test_history_and_logs_hold_no_borrower_data(
             emulator.add_fault(loan.phone, "rate_limit", channel="sms", times=1, retry_after=1)
             handle = await start_case(codec_client, loan, worker.task_queue)  # policy by activity
             await ts_env.sleep(timedelta(days=3))  # the pre-due reminders
-            await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", Decimal("1200.00"), "CNY"))
+            await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", Decimal("1200.00"),
+                    "CNY"))
             result = await handle.result()
             assert result.state == CaseState.PAID
             assert (await handle.query(CollectionWorkflow.status)).state == CaseState.PAID
         # A line that does carry borrower data comes out masked.
-        logging.getLogger("activities.sms").warning("could not reach %s or %s", loan.phone, loan.email)
+        logging.getLogger("activities.sms").warning("could not reach %s or %s", loan.phone,
+                loan.email)
     finally:
         log_masking.uninstall()
     assert masking.mask(loan.phone) == log_masking.PHONE_MASK
@@ -136,11 +150,13 @@ async def test_history_and_logs_hold_no_borrower_data(
             blobs = [payload.data, *payload.metadata.values()]
             for what, secret in secrets.items():
                 for form in variants(secret):
-                    assert not any(form in blob for blob in blobs), f"{what} in {event.event_type}{path}"
+                    assert not any(
+                        form in blob for blob in blobs), f"{what} in {event.event_type}{path}"
             # Search attributes are indexed for the server's queries, by design; the SDK core writes
             # its own marker metadata (the patch id; a local activity's type, attempt and times)
             # as plain JSON, and the loop above shows no borrower data is in it.
-            core_metadata = re.search(r"marker_recorded_event_attributes\.details\[(patch-data|data)\]", path)
+            core_metadata = re.search(
+                    r"marker_recorded_event_attributes\.details\[(patch-data|data)\]", path)
             if ".search_attributes" not in path and not core_metadata:
                 assert payload.metadata.get("encoding") == ENCODING_ENCRYPTED, (
                     f"unencrypted payload at {event.event_type}{path}")
@@ -152,7 +168,8 @@ async def test_history_and_logs_hold_no_borrower_data(
                if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
     for event in history.events:
         for path, failure in failures(event):
-            assert failure.message == "Encoded failure", f"{event.event_type}{path}: {failure.message}"
+            where = f"{event.event_type}{path}"
+            assert failure.message == "Encoded failure", f"{where}: {failure.message}"
 
     # The logs of the run.
     assert caplog.records

@@ -1,7 +1,8 @@
 """Determinism: recorded histories replay against the current CollectionWorkflow code.
 
 The histories in tests/histories/ come from tests/record_histories.py (paid in full after
-reminders; unpaid to write-off on a small ladder; promise kept; plan broken). A change to the
+reminders; unpaid to write-off on a small ladder; promise kept; plan broken; from v4 an SMS
+refused by the provider and its e-mail fallback). A change to the
 workflow that makes a running case take a different sequence of commands (another activity,
 timer or order) fails here: on a real server, running cases would fail their workflow tasks
 with a nondeterminism error after the deploy.
@@ -29,6 +30,7 @@ shows what happens without it.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from datetime import timedelta
@@ -39,16 +41,19 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from infra.codec import data_converter
-from workflows.sandbox import sandbox_runner
-from contracts.case_io import CollectionInput
-from workflows.collection_workflow import CaseInput, CollectionWorkflow
 from contracts.messages import CaseResult
 from contracts.names import workflow_id_for
+from infra.codec import data_converter
+from workflows.collection_workflow import CaseInput, CollectionWorkflow
+from workflows.contacts import ONE_FALLBACK_PATCH
+from workflows.effects import DURABLE_WRITES_PATCH
+from workflows.sandbox import sandbox_runner
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(HISTORIES.glob("*.json"))
 SCENARIOS = {"paid_in_full", "write_off", "promise_kept", "plan_broken"}
+# From v4 (the layered workflow on the channel table) also a provider refusal and its fallback.
+V4_SCENARIOS = SCENARIOS | {"sms_refused"}
 
 
 def history(path: Path) -> WorkflowHistory:
@@ -86,6 +91,27 @@ class PatchedChange(CollectionWorkflow):
 def test_all_scenarios_are_recorded() -> None:
     assert {p.stem for p in FILES} >= SCENARIOS, "run tests/record_histories.py"
     assert {p.stem for p in FILES} >= {f"{s}-{v}" for s in SCENARIOS for v in ("v2", "v3")}
+    assert {p.stem for p in FILES} >= {f"{s}-v4" for s in V4_SCENARIOS}
+
+
+def kinds(path: Path) -> tuple[set[str], set[str]]:
+    """The activity types a history scheduled and the names of the markers it recorded."""
+    events = json.loads(path.read_text())["events"]
+    activities = {e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+                  for e in events if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"}
+    markers = {e["markerRecordedEventAttributes"]["markerName"]
+               for e in events if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED"}
+    return activities, markers
+
+
+def patch_ids(path: Path) -> set[str]:
+    found = set()
+    for e in json.loads(path.read_text())["events"]:
+        if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED":
+            for payload in e["markerRecordedEventAttributes"]["details"].get(
+                    "patch-data", {}).get("payloads", []):
+                found.add(json.loads(base64.b64decode(payload["data"]))["id"])
+    return found
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -93,14 +119,6 @@ def test_every_database_activity_path_is_recorded(name: str) -> None:
     """<scenario>.json predates LOCAL_DB_PATCH (database work as regular activities), -v2 ran it
     all as local activities, -v3 has DURABLE_WRITES_PATCH (writes regular again, the policy read
     local): replaying all three keeps cases started under each running after the next."""
-    def kinds(path: Path) -> tuple[set[str], set[str]]:
-        events = json.loads(path.read_text())["events"]
-        activities = {e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
-                      for e in events if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"}
-        markers = {e["markerRecordedEventAttributes"]["markerName"]
-                   for e in events if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED"}
-        return activities, markers
-
     v1_activities, v1_markers = kinds(HISTORIES / f"{name}.json")
     v2_activities, v2_markers = kinds(HISTORIES / f"{name}-v2.json")
     v3_activities, v3_markers = kinds(HISTORIES / f"{name}-v3.json")
@@ -109,6 +127,19 @@ def test_every_database_activity_path_is_recorded(name: str) -> None:
     assert {"core_patch", "core_local_activity"} <= v2_markers
     assert "record" in v3_activities and "resolve_policy" not in v3_activities
     assert "record_contact" not in v3_activities and "core_patch" in v3_markers
+
+
+@pytest.mark.parametrize("name", sorted(V4_SCENARIOS))
+def test_v4_recordings_take_the_current_paths(name: str) -> None:
+    """-v4 runs the durable writes as -v3 did; the refusal scenario also took the one fallback
+    path (ONE_FALLBACK_PATCH), which no earlier recording has, so both of its branches replay."""
+    activities, _ = kinds(HISTORIES / f"{name}-v4.json")
+    assert "record" in activities and "record_contact" not in activities
+    assert DURABLE_WRITES_PATCH in patch_ids(HISTORIES / f"{name}-v4.json")
+    has_fallback = ONE_FALLBACK_PATCH in patch_ids(HISTORIES / f"{name}-v4.json")
+    assert has_fallback == (name == "sms_refused")
+    if name == "sms_refused":
+        assert {"send_sms", "send_email"} <= activities
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

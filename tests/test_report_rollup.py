@@ -15,10 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from activities.contacts import ContactActivities
-from activities.records import RecordActivities
-from client import operator as op
-from client.book import BOOK_POLICY, BOOK_PREFIX, clear_book, seed_book
+from activities.database.contacts import ContactActivities
+from activities.database.records import RecordActivities
+from bench.book import BOOK_POLICY, BOOK_PREFIX, clear_book, seed_book
 from contracts.activity_io import (
     CaseSnapshot,
     ContactRecord,
@@ -27,6 +26,8 @@ from contracts.activity_io import (
     RecordBatch,
     StageChange,
 )
+from service import report as report_service
+from service.report_figures import STAGE_RANKS
 
 T0 = datetime(2025, 3, 10, 2, tzinfo=UTC)
 LATER = datetime(2026, 6, 1, tzinfo=UTC)  # after every row these tests and the book write
@@ -64,9 +65,9 @@ async def stored_groups(pool: asyncpg.Pool, policy: str) -> list[asyncpg.Record]
 async def assert_consistent(pool: asyncpg.Pool, policy: str) -> dict[str, Any]:
     """The rollup answers, with the figures the scans give, and holds what a rebuild would."""
     as_of = LATER
-    assert await op._rollup_rows(pool, as_of, policy) is not None
-    fast = (await op.portfolio_report(pool, as_of=as_of, policy_name=policy)).to_json()
-    slow = (await op.portfolio_report(pool, as_of=as_of, policy_name=policy,
+    assert await report_service._rollup_rows(pool, as_of, policy) is not None
+    fast = (await report_service.portfolio_report(pool, as_of=as_of, policy_name=policy)).to_json()
+    slow = (await report_service.portfolio_report(pool, as_of=as_of, policy_name=policy,
                                       rollup=False)).to_json()
     assert fast == slow
     assert await stored_groups(pool, policy) == await pool.fetch(SCRATCH_SQL, policy)
@@ -141,8 +142,8 @@ class Case:
 
 async def test_rank_function_matches_stage_ranks(pool: asyncpg.Pool) -> None:
     ranks = await pool.fetch("SELECT s, report_stage_rank(s) AS rank FROM unnest($1::text[]) s",
-                             [*op.STAGE_RANKS, "closed"])
-    assert [r["rank"] for r in ranks] == [*range(len(op.STAGE_RANKS)), None]
+                             [*STAGE_RANKS, "closed"])
+    assert [r["rank"] for r in ranks] == [*range(len(STAGE_RANKS)), None]
 
 
 async def test_rollup_follows_the_activities_writes(pool: asyncpg.Pool) -> None:
@@ -221,7 +222,7 @@ async def test_rollup_follows_the_activities_writes(pool: asyncpg.Pool) -> None:
     assert figures(report, "v2", "small")["reached"]["middle"] == 1
 
     # A report as of a time before some of these rows cannot use the rollup; it scans.
-    assert await op._rollup_rows(pool, at(10), policy) is None
+    assert await report_service._rollup_rows(pool, at(10), policy) is None
 
     # Writes outside the activities: several rows in one statement, a key moved, deletes, COPY.
     async with pool.acquire() as conn:

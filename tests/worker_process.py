@@ -13,17 +13,17 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from temporalio.client import Client
 
 from infra.codec import EncryptionCodec, data_converter, generate_key, parse_keys
+from infra.emulator import sendgrid, twilio
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_LINE = "worker running on task queue"
-EMULATOR_SID = "AC" + "0" * 32
 
 
 def new_key() -> str:
@@ -51,10 +51,10 @@ def worker_env(*, temporal_address: str, dsn: str, emulator_url: str, task_queue
         "PYTHONUNBUFFERED": "1",
         "TEMPORAL_ADDRESS": temporal_address,
         "DATABASE_URL": dsn,
-        "TWILIO_ACCOUNT_SID": EMULATOR_SID,
-        "TWILIO_AUTH_TOKEN": "emulator-token",
+        "TWILIO_ACCOUNT_SID": twilio.ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": twilio.AUTH_TOKEN,
         "TWILIO_BASE_URL": emulator_url,
-        "SENDGRID_API_KEY": "SG.emulator",
+        "SENDGRID_API_KEY": sendgrid.API_KEY,
         "SENDGRID_BASE_URL": emulator_url,
         "TASK_QUEUE": task_queue,
         "COLLECTIONS_ENCRYPTION_KEYS": key_entry,
@@ -96,13 +96,14 @@ class WorkerProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    async def wait_ready(self, timeout: float = 90) -> WorkerProcess:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_ready(self, within: float = 90) -> WorkerProcess:
+        deadline = asyncio.get_running_loop().time() + within
         while READY_LINE not in self.log():
             if not self.running:
                 raise AssertionError(f"worker {self.name} exited early:\n{self.log()[-3000:]}")
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"worker {self.name} not ready in {timeout}s:\n{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"worker {self.name} not ready in {within}s:\n{self.log()[-3000:]}")
             await asyncio.sleep(0.2)
         return self
 
@@ -112,19 +113,19 @@ class WorkerProcess:
             return
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
-        await self._reap(30)
+        await self._reap(within=30)
 
     async def stop(self) -> None:
         """Teardown: SIGTERM, then SIGKILL if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
             return
         os.kill(self.proc.pid, signal.SIGTERM)
-        if not await self._reap(10):
+        if not await self._reap(within=10):
             await self.kill()
 
-    async def _reap(self, timeout: float) -> bool:
+    async def _reap(self, within: float) -> bool:
         assert self.proc is not None
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while self.proc.poll() is None:
             if asyncio.get_running_loop().time() > deadline:
                 return False
@@ -136,7 +137,7 @@ def window_timezone(target_hour: int = 15) -> str:
     """A fixed-offset zone where it is now about `target_hour` o'clock: inside every rule pack's
     contact window (08:00-21:00) with hours of margin, whenever the tests run. Steps at 10:00
     local today are due at once."""
-    utc_hour = datetime.now(timezone.utc).hour
+    utc_hour = datetime.now(UTC).hour
     offset = (target_hour - utc_hour) % 24
     if offset > 14:
         offset -= 24

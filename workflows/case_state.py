@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
 from contracts.activity_io import EventRecord, PaymentRecord, StageChange
-from workflows.ledger import Balance
+from contracts.channels import CHANNELS
 from contracts.messages import CaseState, Installment, LoanInput, Stage, TimelineEvent
 from contracts.policy import ResolvedPolicy
-from workflows.simulation import SimulatedAttempt
+from workflows.ledger import Balance
+
+
+@dataclass
+class SimulatedAttempt:
+    """A contact attempt a simulated case counts against its caps (workflows/simulation.py)."""
+
+    key: str
+    at: datetime
+    channel: str
+    contact_key: str
+    outcome: str  # as the caps count it: "pending", "sent", "connected", "unanswered" or "failed"
 
 
 @dataclass
@@ -99,8 +110,8 @@ class CaseData:
     settlement: SettlementState | None = None
     hold: HoldState | None = None
     ceased: bool = False
-    phone_ok: bool = True
-    email_ok: bool = True
+    # Channels the case may no longer use, with why (a refused address, a wrong number).
+    unusable: dict[str, str] = field(default_factory=dict)
     validation_notice_sent: bool = False
     close_reason: str = ""
     closed_at: datetime | None = None
@@ -119,6 +130,20 @@ class CaseData:
     # A simulation (workflows/simulation.py) keeps its contact attempts here instead of PostgreSQL.
     simulate: bool = False
     simulated_attempts: list[SimulatedAttempt] = field(default_factory=list)
+    # State carried over from runs before `unusable` held per-channel flags; read, never written.
+    phone_ok: InitVar[bool] = True
+    email_ok: InitVar[bool] = True
+
+    def __post_init__(self, phone_ok: bool, email_ok: bool) -> None:
+        for address, ok in (("phone", phone_ok), ("email", email_ok)):
+            if not ok:
+                self.mark_unusable(address, "marked unusable by an earlier run")
+
+    def mark_unusable(self, address_field: str, reason: str) -> None:
+        """Every channel sending to this loan field stops (a refused number ends SMS and calls)."""
+        for spec in CHANNELS.values():
+            if spec.address_field == address_field:
+                self.unusable.setdefault(spec.name, reason)
 
     @property
     def balance(self) -> Balance:

@@ -22,9 +22,11 @@ class Balance:
     def component(self, name: str) -> Decimal:
         if name not in COMPONENTS:
             raise ValueError(f"unknown balance component {name!r}")
-        return getattr(self, name)
+        value: Decimal = getattr(self, name)
+        return value
 
-    def allocate(self, amount: Decimal, order: list[str]) -> tuple[Balance, dict[str, Decimal], Decimal]:
+    def allocate(self, amount: Decimal,
+                 order: list[str]) -> tuple[Balance, dict[str, Decimal], Decimal]:
         """Apply a payment in the policy's order; return the new balance, allocation and excess."""
         remaining = amount
         allocation: dict[str, Decimal] = {}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 
-from workflows.case_state import CaseData
 from contracts.messages import (
     CloseInput,
     ExtensionInput,
@@ -19,6 +19,7 @@ from contracts.messages import (
     SettlementInput,
     WaiverInput,
 )
+from workflows.case_state import CaseData, HoldState
 
 CLOSE_REASONS = ("bankruptcy", "deceased", "sold", "fraud", "other")
 HOLD_KINDS = ("dispute", "hardship", "manual")
@@ -30,7 +31,8 @@ class Refusal(ValueError):
 
 def _open(case: CaseData) -> None:
     if not case.active:
-        raise Refusal(f"case is closed ({case.state.value}{': ' + case.close_reason if case.close_reason else ''})")
+        why = f": {case.close_reason}" if case.close_reason else ""
+        raise Refusal(f"case is closed ({case.state.value}{why})")
 
 
 def _money(case: CaseData, amount: Decimal, currency: str, what: str) -> None:
@@ -69,13 +71,14 @@ def check_plan(case: CaseData, p: PlanInput, today: date) -> None:
     if not p.installments:
         raise Refusal("a plan needs at least one installment")
     if len(p.installments) > settings.max_installments:
-        raise Refusal(f"{len(p.installments)} installments exceed the policy's maximum of {settings.max_installments}")
+        raise Refusal(f"{len(p.installments)} installments exceed the policy's maximum of "
+                      f"{settings.max_installments}")
     for i, inst in enumerate(p.installments, 1):
         _money(case, inst.amount, p.currency, f"installment {i}")
     dates = [i.due_date for i in p.installments]
     if dates[0] < today:
         raise Refusal(f"first installment date {dates[0]} is in the past (today is {today})")
-    if any(b <= a for a, b in zip(dates, dates[1:], strict=False)):
+    if any(b <= a for a, b in pairwise(dates)):
         raise Refusal("installment dates must be strictly increasing")
     total = sum((i.amount for i in p.installments), Decimal("0"))
     if total != case.outstanding:
@@ -112,7 +115,8 @@ def check_settlement(case: CaseData, s: SettlementInput, today: date) -> None:
     _open(case)
     _money(case, s.amount, s.currency, "settlement")
     if s.amount >= case.outstanding:
-        raise Refusal(f"a settlement must be below the balance {case.outstanding}; record a promise instead")
+        raise Refusal(f"a settlement must be below the balance {case.outstanding}; "
+                      "record a promise instead")
     floor = (case.outstanding * case.policy.settings.min_settlement_ratio).quantize(Decimal("0.01"))
     if s.amount < floor:
         raise Refusal(f"settlement {s.amount} is below the policy's floor of {floor}")
@@ -133,10 +137,12 @@ def check_hold(case: CaseData, h: HoldInput, today: date) -> None:
         raise Refusal(f"review date {h.review_by} must be after today ({today})")
 
 
-def check_resolve(case: CaseData) -> None:
+def check_resolve(case: CaseData) -> HoldState:
+    """The hold to resolve."""
     _open(case)
     if case.hold is None:
         raise Refusal("case is not on hold")
+    return case.hold
 
 
 def check_cease(case: CaseData) -> None:

@@ -11,20 +11,22 @@ counting). A simulated case sees only itself: another loan of the same borrower 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
+from typing import Any
 
+from contracts.activity_io import (
+    ContactDecision,
+    ContactRecord,
+    ContactRequest,
+    LegalInput,
+    RecordBatch,
+    SendInput,
+    SendResult,
+    TaskClose,
+    TaskInput,
+)
 from policies import compliance
-from contracts.activity_io import ContactDecision, ContactRecord, ContactRequest
-
-
-@dataclass
-class SimulatedAttempt:
-    key: str
-    at: datetime
-    channel: str
-    contact_key: str
-    outcome: str  # as the caps count it: "pending", "sent", "connected", "unanswered" or "failed"
+from workflows.case_state import SimulatedAttempt
 
 
 def _for_caps(outcome: str | None) -> str:
@@ -58,4 +60,43 @@ def record(attempts: list[SimulatedAttempt], rec: ContactRecord) -> None:
             return
     if rec.decision == "sent":
         attempts.append(SimulatedAttempt(key=rec.key, at=rec.at, channel=rec.channel,
-                                         contact_key=rec.contact_key, outcome=_for_caps(rec.outcome)))
+                                         contact_key=rec.contact_key,
+                                         outcome=_for_caps(rec.outcome)))
+
+
+class SimulatedEffects:
+    """The case's effects (workflows/effects.py) kept in memory: every send succeeds, and the caps
+    count the attempts this case made."""
+
+    def __init__(self, attempts: list[SimulatedAttempt]) -> None:
+        self._attempts = attempts  # the case state's own list, so it survives continue-as-new
+
+    async def reserve_contact(self, req: ContactRequest) -> ContactDecision:
+        return reserve(self._attempts, req)
+
+    def contact_decided(self, rec: ContactRecord) -> None:
+        record(self._attempts, rec)
+
+    def contacts_pending(self) -> bool:
+        return False  # applied at once: there is nothing to write
+
+    async def send(self, activity: str, inp: SendInput, send_timeout: timedelta) -> SendResult:
+        return SendResult(status="sent")
+
+    async def create_task(self, inp: TaskInput) -> None:
+        return None
+
+    async def close_task(self, inp: TaskClose) -> None:
+        return None
+
+    async def record_legal_action(self, inp: LegalInput) -> None:
+        return None
+
+    async def add_contacts(self, batch: RecordBatch) -> None:
+        return None
+
+    async def write_records(self, batch: RecordBatch) -> None:
+        return None  # the timeline is the record
+
+    def upsert_search_attributes(self, updates: list[Any]) -> None:
+        return None  # so simulated cases never show in `list`

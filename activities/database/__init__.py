@@ -1,0 +1,1 @@
+"""PostgreSQL: case records, contact decisions and the caps' reservation, agent tasks."""

@@ -1,0 +1,125 @@
+"""Contact decisions in PostgreSQL, and the atomic reservation that keeps borrower-wide caps.
+
+A borrower with two overdue loans has two workflows; the caps that count per borrower or per contact
+number are checked and the attempt written under one advisory lock per borrower, so the two
+workflows cannot both take the last call of the day.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+from temporalio import activity
+
+from contracts.activity_io import (
+    RECORD_CONTACT,
+    RESERVE_CONTACT,
+    ContactDecision,
+    ContactRecord,
+    ContactRequest,
+)
+from policies import compliance
+
+ATTEMPT = "sent"  # the decision written for a contact that was made
+
+
+def _outcome_for_caps(outcome: str | None) -> str:
+    if outcome in ("connected", "pending", "unanswered"):
+        return outcome
+    return "sent"
+
+
+async def write_contact(conn: asyncpg.Pool | asyncpg.Connection, rec: ContactRecord) -> None:
+    """Insert a decision row, or set the outcome of an attempt already written (keyed: retries
+    are no-ops)."""
+    await conn.execute(
+        """
+        INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key, channel,
+            step_id, stage, template, decision, rule, reason, outcome, occurred_at)
+        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
+        ON CONFLICT (idempotency_key) DO UPDATE SET
+            -- A send the provider refused for good was not a contact: it stops counting
+            -- towards the caps.
+            decision = CASE WHEN EXCLUDED.decision = 'failed' THEN 'failed'
+                ELSE contacts.decision END,
+            outcome = COALESCE(EXCLUDED.outcome, contacts.outcome),
+            rule = COALESCE(EXCLUDED.rule, contacts.rule),
+            reason = COALESCE(EXCLUDED.reason, contacts.reason)
+        """,
+        rec.key, rec.loan_id, rec.borrower_key, rec.contact_key, rec.channel, rec.step_id,
+        rec.stage, rec.template, rec.decision, rec.rule, rec.reason, rec.outcome, rec.at,
+    )
+
+
+class ContactActivities:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @activity.defn(name=RESERVE_CONTACT)
+    async def reserve_contact(self, req: ContactRequest) -> ContactDecision:
+        lookback = max((c.period_days for c in req.rule_pack.caps), default=1)
+        lookback = max(lookback, req.rule_pack.post_conversation_quiet_days) + 1
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               req.borrower_key)
+            earlier = await conn.fetchrow(
+                "SELECT decision, rule, reason FROM contacts WHERE idempotency_key = $1", req.key
+            )
+            if earlier is not None:  # a retry of a reservation that went through
+                return ContactDecision(
+                    allowed=earlier["decision"] == ATTEMPT,
+                    rule=earlier["rule"],
+                    reason=earlier["reason"] or "",
+                    retry_at=None,
+                )
+            rows = await conn.fetch(
+                """
+                SELECT occurred_at, channel, loan_id, contact_key, outcome FROM contacts
+                WHERE borrower_key = $1 AND decision = $2 AND occurred_at > $3
+                """,
+                req.borrower_key, ATTEMPT, req.at - timedelta(days=lookback),
+            )
+            attempts = [
+                compliance.Attempt(
+                    at=r["occurred_at"],
+                    channel=r["channel"],
+                    loan_id=r["loan_id"],
+                    contact_key=r["contact_key"],
+                    outcome=_outcome_for_caps(r["outcome"]),
+                )
+                for r in rows
+            ]
+            decision = compliance.evaluate_caps(
+                req.rule_pack,
+                channel=req.channel,
+                at=req.at,
+                tz=req.timezone,
+                loan_id=req.loan_id,
+                contact_key=req.contact_key,
+                attempts=attempts,
+            )
+            if decision.allowed:
+                local_date = compliance.local(req.at, req.timezone).date()
+                await conn.execute(
+                    """
+                    INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key,
+                        channel, step_id, stage, template, decision, rule, reason, outcome,
+                        occurred_at, local_date)
+                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'pending',$12,$13)
+                    """,
+                    req.key, req.loan_id, req.borrower_key, req.contact_key, req.channel,
+                    req.step_id, req.stage, req.template, ATTEMPT, decision.rule,
+                    decision.reason, req.at, local_date,
+                )
+            return ContactDecision(
+                allowed=decision.allowed,
+                rule=decision.rule,
+                reason=decision.reason,
+                retry_at=decision.retry_at,
+            )
+
+    @activity.defn(name=RECORD_CONTACT)
+    async def record_contact(self, rec: ContactRecord) -> None:
+        """Insert a decision row, or set the outcome of an attempt already written."""
+        await write_contact(self.pool, rec)

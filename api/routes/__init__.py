@@ -1,0 +1,1 @@
+"""One module per resource and audience; each route names the roles it allows."""

@@ -1,0 +1,1 @@
+"""The command line: typer commands over `service/`, grouped by who uses them."""

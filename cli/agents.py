@@ -1,0 +1,130 @@
+"""What agents do: work their queue, and record what they agreed with the borrower."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.table import Table
+from temporalio.client import Client
+
+from cli.arguments import Actor, Agent, Cur, LoanArg, Money, Reason, ReviewBy
+from cli.plumbing import Commands, out, run, show_answer, when, with_temporal
+from contracts.messages import UpdateResult
+from service import inputs, updates
+from service import tasks as work_queue
+from service.connection import Connections
+from service.values import parse_loan_id
+
+T = TypeVar("T")
+
+commands = Commands("Agents")
+
+
+def answer(loan: str, make: Callable[[], T],
+           update: Callable[[Client, str, T], Awaitable[UpdateResult]]) -> None:
+    """Check the loan id and the input, run the update, print the workflow's answer."""
+    loan_id = parse_loan_id(loan, "loan")
+    arg = make()
+    show_answer(with_temporal(lambda client: update(client, loan_id, arg)))
+
+
+@commands.command()
+def tasks(kind: Annotated[str | None, typer.Option(help="Only call or only visit tasks.")] = None,
+          limit: Annotated[int, typer.Option(
+              min=1, max=work_queue.MAX_TASKS, help="At most this many.")] = 50) -> None:
+    """Open call and visit tasks for agents, most urgent first."""
+    wanted = work_queue.task_kind(kind)
+
+    async def read(c: Connections) -> list[work_queue.TaskRow]:
+        return await work_queue.open_tasks(c.dsn(), kind=wanted, limit=limit)
+
+    rows = run(read)
+    if not rows:
+        out.print("no open tasks")
+        return
+    table = Table("loan", "kind", "step", "priority", "due by", "task key")
+    for r in rows:
+        table.add_row(r.loan_id, r.kind, r.step_id, str(r.priority), when(r.due_by), r.task_key)
+    out.print(table)
+
+
+@commands.command()
+def promise(loan: LoanArg, agent: Agent, amount: Money, currency: Cur,
+            date_: Annotated[str, typer.Option(
+                "--date", help="Promised date, YYYY-MM-DD.")]) -> None:
+    """Record a promise to pay: escalation pauses until the date (plus grace)."""
+    answer(loan, lambda: inputs.promise_input(agent, amount, currency, date_), updates.promise)
+
+
+@commands.command()
+def plan(loan: LoanArg, agent: Agent, currency: Cur,
+         installments: Annotated[list[str], typer.Option(
+             "--installment", help="AMOUNT@YYYY-MM-DD; repeat for each installment.")]) -> None:
+    """Agree an installment plan; the installments must add up to the balance."""
+    answer(loan, lambda: inputs.plan_input(agent, currency, installments), updates.plan)
+
+
+@commands.command()
+def extend(loan: LoanArg, agent: Agent,
+           new_due_date: Annotated[str, typer.Option(help="New due date, YYYY-MM-DD.")],
+           reason: Reason = None) -> None:
+    """Move the due date later; the ladder follows the new date."""
+    answer(loan, lambda: inputs.extension_input(agent, new_due_date, reason), updates.extend)
+
+
+@commands.command()
+def waive(loan: LoanArg, agent: Agent,
+          component: Annotated[str, typer.Option(help="What to waive: interest or fees.")],
+          amount: Money, currency: Cur, reason: Reason = None) -> None:
+    """Waive part of the interest or fees."""
+    answer(loan, lambda: inputs.waiver_input(agent, component, amount, currency, reason),
+           updates.waive)
+
+
+@commands.command()
+def settle(loan: LoanArg, agent: Agent, amount: Money, currency: Cur,
+           pay_by: Annotated[str, typer.Option(help="Pay-by date, YYYY-MM-DD.")]) -> None:
+    """Offer a settlement below the balance; paid in time, it closes the case."""
+    answer(loan, lambda: inputs.settlement_input(agent, amount, currency, pay_by), updates.settle)
+
+
+@commands.command()
+def dispute(loan: LoanArg, actor: Actor, reason: Reason = None, review_by: ReviewBy = None) -> None:
+    """The borrower disputes the debt: contact pauses until it is resolved or reviewed."""
+    answer(loan, lambda: inputs.dispute_input(actor, reason, review_by), updates.hold)
+
+
+@commands.command()
+def hold(loan: LoanArg, actor: Actor,
+         kind: Annotated[str, typer.Option(help="Kind of hold: hardship or manual.")],
+         reason: Reason = None, review_by: ReviewBy = None) -> None:
+    """Pause contact for hardship or by hand, until resolved or reviewed."""
+    answer(loan, lambda: inputs.hold_input(actor, kind, reason, review_by), updates.hold)
+
+
+@commands.command()
+def resolve(loan: LoanArg, actor: Actor,
+            resolution: Annotated[str, typer.Option(help="Outcome of the hold.")] = "resolved",
+            reason: Reason = None) -> None:
+    """Lift a dispute, hardship or manual hold: contact resumes."""
+    answer(loan, lambda: inputs.resolve_input(actor, resolution, reason), updates.resolve)
+
+
+@commands.command()
+def cease(loan: LoanArg, actor: Actor, reason: Reason = None) -> None:
+    """The borrower asked us to stop: only notices the rule pack allows still go out."""
+    answer(loan, lambda: inputs.cease_input(actor, reason), updates.cease)
+
+
+@commands.command()
+def outcome(loan: LoanArg,
+            task_key: Annotated[str, typer.Option(help="The task's key, from `tasks`.")],
+            outcome: Annotated[str, typer.Option(
+                help=f"What happened: {', '.join(inputs.TASK_OUTCOMES)}.")],
+            agent: Agent,
+            note: Annotated[str | None, typer.Option(help="Free-text note.")] = None) -> None:
+    """Report the outcome of a call or visit task."""
+    answer(loan, lambda: inputs.task_outcome_input(task_key, outcome, agent, note),
+           updates.task_outcome)

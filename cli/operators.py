@@ -1,0 +1,206 @@
+"""What operators ask: one case (status, timeline, history), lists of cases, the portfolio report.
+
+    python starter.py list --stage legal --min-outstanding 10000
+    python starter.py list --state active --agent a.chen --source db --json
+    python starter.py history L1001 --json > L1001-audit.json
+    python starter.py report --chart report.png
+"""
+
+from __future__ import annotations
+
+import shlex
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Column, Table
+from rich.text import Text
+
+from cli.arguments import JsonFlag, LoanArg
+from cli.plumbing import (
+    Commands,
+    complain,
+    echo_json,
+    err,
+    out,
+    run,
+    show_json,
+    when,
+    with_temporal,
+)
+from cli.report_tables import print_report, utc_time
+from cli.status_panel import status_panel
+from contracts.messages import CaseStatus, TimelineEvent
+from service import cases, listing
+from service import history as case_history
+from service import report as portfolio
+from service.case_filters import visibility_query
+from service.connection import Connections
+from service.errors import Unreachable
+from service.history import HistoryEntry
+from service.listing import CaseRow
+from service.report_chart import render_chart
+from service.report_figures import Report
+from service.values import parse_instant, parse_loan_id
+
+commands = Commands("Operators")
+
+
+class Source(StrEnum):
+    TEMPORAL = "temporal"
+    DB = "db"
+
+
+@commands.command()
+def status(loan: LoanArg, as_json: JsonFlag = False) -> None:
+    """Show a case: state, stage, balance, next action, open arrangements, contacts, policy."""
+    loan_id = parse_loan_id(loan, "loan")
+    case = with_temporal(lambda client: cases.status(client, loan_id))
+    if as_json:
+        show_json(case, CaseStatus)
+    else:
+        out.print(status_panel(case))
+
+
+@commands.command()
+def timeline(loan: LoanArg, as_json: JsonFlag = False) -> None:
+    """The workflow's own timeline, oldest first, with the rule behind each decision (`history`
+    adds what PostgreSQL recorded)."""
+    loan_id = parse_loan_id(loan, "loan")
+    events = with_temporal(lambda client: cases.timeline(client, loan_id))
+    if as_json:
+        show_json(events, list[TimelineEvent])
+        return
+    table = Table("at", "event", "summary", "rule", "by", title=f"loan {loan_id}",
+                  title_justify="left")
+    for e in events:
+        table.add_row(when(e.at), e.kind, Text(e.summary), e.rule or "", e.actor or "")
+    out.print(table)
+
+
+def _shell_query(query: str) -> str:
+    """The query as one shell word: validated values hold no double quote, $, ` or backslash."""
+    return shlex.quote(query) if any(ch in query for ch in '"$`\\') else f'"{query}"'
+
+
+@commands.command("list")
+def list_cases(
+    stage: Annotated[str | None, typer.Option(
+        help="pre_due, early, middle, late, legal, written_off, closed")] = None,
+    state: Annotated[str | None, typer.Option(
+        help="active, paid, settled, written_off, closed")] = None,
+    min_outstanding: Annotated[int | None, typer.Option(
+        help="Balance at least this many whole units.")] = None,
+    max_outstanding: Annotated[int | None, typer.Option(
+        help="Balance at most this many whole units.")] = None,
+    min_dpd: Annotated[int | None, typer.Option(
+        help="Days past due at least (negative: before due).")] = None,
+    max_dpd: Annotated[int | None, typer.Option(help="Days past due at most.")] = None,
+    agent: Annotated[str | None, typer.Option(help="Assigned agent.")] = None,
+    policy_version: Annotated[str | None, typer.Option(
+        help="name@version, or a policy name for all its versions.")] = None,
+    currency: Annotated[str | None, typer.Option(help="ISO 4217 code.")] = None,
+    source: Annotated[Source, typer.Option(
+        help="Temporal visibility, or the cases table.")] = Source.TEMPORAL,
+    limit: Annotated[int, typer.Option(help="At most this many cases.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON array on stdout.")] = False,
+) -> None:
+    """Cases matching every filter given. From Temporal (most recently started first; a second or
+    so behind the cases) or from PostgreSQL with --source db (largest balance first). Prints the
+    equivalent query for `temporal workflow list --query` and the Web UI's search box."""
+    filters: dict[str, Any] = dict(
+        stage=stage, state=state, min_outstanding=min_outstanding,
+        max_outstanding=max_outstanding, min_dpd=min_dpd, max_dpd=max_dpd, agent=agent,
+        policy_version=policy_version, currency=currency)
+    query = visibility_query(**filters)
+
+    async def read(c: Connections) -> list[CaseRow]:
+        if source == Source.DB:
+            return await listing.list_cases_db(await c.pool(), limit=limit, **filters)
+        return await listing.list_cases(await c.temporal(), limit=limit, **filters)
+
+    rows = run(read)
+    if as_json:
+        echo_json([{**vars(r), "outstanding": None if r.outstanding is None else str(r.outstanding)}
+                   for r in rows])
+        err.print(f"temporal workflow list --query {_shell_query(query)}", soft_wrap=True)
+        return
+    origin = "Temporal" if source == Source.TEMPORAL else "PostgreSQL"
+    table = Table(Column("loan", no_wrap=True), "state", "stage", Column("dpd", justify="right"),
+                  Column("outstanding", justify="right"), "cur", "agent", "policy",
+                  title=f"{len(rows)} case(s) from {origin}")
+    for r in rows:
+        table.add_row(r.loan_id, r.state or "-", r.stage or "-",
+                      "-" if r.days_past_due is None else str(r.days_past_due),
+                      "-" if r.outstanding is None else f"{r.outstanding:,}",
+                      r.currency or "-", r.agent or "-", r.policy_version or "-")
+    out.print(table)
+    if len(rows) == limit:
+        out.print(f"[dim]showing the first {limit}; raise --limit for more[/dim]")
+    out.print("Same filter in the Temporal CLI (or paste the quoted part into the Web UI):")
+    out.print(f"  temporal workflow list --query {_shell_query(query)}", soft_wrap=True)
+
+
+@commands.command()
+def history(
+    loan: LoanArg,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="A JSON array for audits: ISO times, amounts as strings.")] = False,
+    no_query: Annotated[bool, typer.Option(
+        "--no-query", help="Read the Temporal event history instead of asking a worker.")] = False,
+) -> None:
+    """One case's history, oldest first: the workflow's timeline (from its worker, or from its
+    Temporal event history across continue-as-new runs) merged with what PostgreSQL recorded:
+    events, contacts, payments, tasks and legal actions. Each event appears once."""
+    loan_id = parse_loan_id(loan, "loan")
+
+    async def read(c: Connections) -> list[HistoryEntry]:
+        pool = await c.pool()
+        try:
+            client = await c.temporal()
+        except Unreachable as exc:
+            complain(f"{exc}; showing PostgreSQL's records only", "yellow")
+            client = None
+        return await case_history.history(client, pool, loan_id, use_query=not no_query)
+
+    entries = run(read)
+    if as_json:
+        echo_json([e.to_json() for e in entries])
+        return
+    table = Table(Column("time (UTC)", no_wrap=True), "source", Column("kind", no_wrap=True),
+                  Column("summary", overflow="fold"), "rule / actor",
+                  title=f"Loan {loan_id}: {len(entries)} entries")
+    for e in entries:
+        who = " / ".join(x for x in (e.rule, e.actor) if x)
+        table.add_row(utc_time(e.at), e.source, e.kind, e.summary, who or "")
+    out.print(table)
+
+
+@commands.command()
+def report(
+    as_json: Annotated[bool, typer.Option("--json", help="The figures as JSON on stdout.")] = False,
+    chart: Annotated[Path | None, typer.Option(help="Also write a PNG chart here.")] = None,
+    as_of: Annotated[str | None, typer.Option(
+        help="ISO date-time with offset (default: now).")] = None,
+    policy: Annotated[str | None, typer.Option(help="Only this policy (name).")] = None,
+) -> None:
+    """Portfolio figures per policy version and segment, from PostgreSQL: cases, amount placed,
+    collected, recovery, cure, promise-kept and roll rates, contacts per cured case, cases by
+    state; and a monthly series of recovery and roll rates (in --json and the --chart)."""
+    moment = parse_instant(as_of, "as_of") if as_of is not None else None
+
+    async def read(c: Connections) -> Report:
+        return await portfolio.portfolio_report(await c.pool(), as_of=moment, policy_name=policy)
+
+    figures = run(read)
+    if chart is not None:
+        render_chart(figures, chart)
+    if as_json:
+        echo_json(figures.to_json())
+        if chart is not None:
+            err.print(f"chart written to {chart}")
+        return
+    print_report(figures)
+    if chart is not None:
+        out.print(f"chart written to {chart}")

@@ -1,0 +1,197 @@
+"""Twilio's Messages API (create, list with filters and pages, fetch), as the `twilio` SDK uses it.
+
+Basic auth whose user is the URL's AccountSid; every message is stored and later read back as
+delivered, so a worker reconciling after a crash finds what it sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+from datetime import UTC, date, datetime
+from email.utils import format_datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from infra.emulator.faults import SMS, Fault
+
+if TYPE_CHECKING:
+    from infra.emulator.server import ProviderEmulator
+
+# The local stack's account: the emulator takes any SID, this is the one everything local uses.
+ACCOUNT_SID = "AC" + "0" * 32
+AUTH_TOKEN = "emulator-token"
+MESSAGES = "/2010-04-01/Accounts/{account_sid}/Messages"
+
+
+class TwilioApi:
+    def __init__(self, emulator: ProviderEmulator) -> None:
+        self._emu = emulator
+        self._resources: dict[str, dict[str, Any]] = {}  # sid -> Twilio Message resource
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post(MESSAGES + ".json", self._create),
+            web.get(MESSAGES + ".json", self._list),
+            web.get(MESSAGES + "/{sid}.json", self._fetch),
+        ]
+
+    def reset(self) -> None:
+        self._resources.clear()
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        if (denied := _auth_error(request)) is not None:
+            self._emu.count(SMS, "unauthorized")
+            return denied
+        form = await request.post()
+        to, sender, body = (str(form.get(k, "")) for k in ("To", "From", "Body"))
+        service = str(form.get("MessagingServiceSid", "")) or None
+        invalid = (
+            (not to and (21604, "A 'To' phone number is required."))
+            or (not (sender or service) and (21603, "A 'From' phone number is required."))
+            or (not (body or form.get("ContentSid") or form.get("MediaUrl"))
+                and (21602, "Message body is required."))
+        )
+        if invalid:
+            self._emu.count(SMS, "bad_request")
+            return _error(400, *invalid)
+        fault = self._emu.take_fault(SMS, [to])
+        if fault is not None and fault.kind != "slow":
+            return self._fault(fault)
+        account_sid = request.match_info["account_sid"]
+        resource = self._resource(account_sid, to, sender, body, service)
+        self._emu.store(SMS, resource["sid"], to, sender, body=body,
+                        status_callback=str(form.get("StatusCallback", "")) or None)
+        self._emu.count(SMS, "slow" if fault else "accepted")
+        if fault is not None:
+            await asyncio.sleep(fault.delay)
+        return web.json_response({**resource, "status": "queued"}, status=201)
+
+    def _fault(self, fault: Fault) -> web.Response:
+        self._emu.count(SMS, fault.kind)
+        if fault.kind == "rate_limit":
+            return _error(429, 20429, "Too Many Requests",
+                          headers={"Retry-After": str(fault.retry_after)})
+        if fault.kind in ("invalid_number", "rejected"):
+            return _error(400, 21211, "The 'To' number is not a valid phone number.")
+        return _error(500, 20500, "An internal server error has occurred")
+
+    def _resource(self, account_sid: str, to: str, sender: str, body: str,
+                  service: str | None) -> dict[str, Any]:
+        """Build the Message resource; later reads report it as delivered."""
+        sid, now = "SM" + secrets.token_hex(16), datetime.now(UTC)
+        stamp = format_datetime(now, usegmt=True)
+        uri = MESSAGES.format(account_sid=account_sid) + f"/{sid}"
+        resource = {
+            "account_sid": account_sid, "api_version": "2010-04-01", "body": body,
+            "date_created": stamp, "date_sent": stamp, "date_updated": stamp,
+            "direction": "outbound-api", "error_code": None, "error_message": None,
+            "from": sender or None, "messaging_service_sid": service, "num_media": "0",
+            "num_segments": str(_num_segments(body)), "price": None, "price_unit": "USD",
+            "sid": sid, "status": "delivered", "uri": uri + ".json",
+            "subresource_uris": {"media": uri + "/Media.json", "feedback": uri + "/Feedback.json"},
+            "to": to, "_sent_at": now,
+        }
+        self._resources[sid] = resource
+        return _public(resource)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        if (denied := _auth_error(request)) is not None:
+            return denied
+        self._emu.count(SMS, "lookup")
+        query, account_sid = request.query, request.match_info["account_sid"]
+        try:
+            bounds = {op: _parse_date_filter(query[key])
+                      for op, key in (("ge", "DateSent>"), ("le", "DateSent<"), ("eq", "DateSent"))
+                      if query.get(key)}
+            page = max(int(query.get("Page", 0)), 0)
+            size = min(max(int(query.get("PageSize", 50)), 1), 1000)
+        except ValueError:
+            return _error(400, 20001, "Invalid query parameter")
+        found = [r for r in reversed(self._resources.values())  # Twilio lists newest first
+                 if r["account_sid"] == account_sid and _matches(r, query, bounds)]
+        chunk = found[page * size:(page + 1) * size]
+        base = MESSAGES.format(account_sid=account_sid) + ".json"
+        filters = {k: v for k, v in query.items() if k not in ("Page", "PageSize", "PageToken")}
+
+        def page_uri(n: int) -> str:
+            return base + "?" + urlencode({**filters, "PageSize": size, "Page": n})
+
+        return web.json_response({
+            "messages": [_public(r) for r in chunk], "page": page, "page_size": size,
+            "first_page_uri": page_uri(0), "uri": page_uri(page),
+            "next_page_uri": page_uri(page + 1) if len(found) > (page + 1) * size else None,
+            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+            "start": page * size, "end": page * size + max(len(chunk) - 1, 0),
+        })
+
+    async def _fetch(self, request: web.Request) -> web.Response:
+        if (denied := _auth_error(request)) is not None:
+            return denied
+        self._emu.count(SMS, "lookup")
+        resource = self._resources.get(request.match_info["sid"])
+        if resource is None or resource["account_sid"] != request.match_info["account_sid"]:
+            return _error(404, 20404, f"The requested resource {request.path} was not found")
+        return web.json_response(_public(resource))
+
+
+def _auth_error(request: web.Request) -> web.Response | None:
+    """Twilio requires basic auth whose username is the AccountSid of the URL."""
+    header = request.headers.get("Authorization", "")
+    try:
+        scheme, _, encoded = header.partition(" ")
+        user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except ValueError:  # covers binascii.Error and UnicodeDecodeError
+        user, password, scheme = "", "", ""
+    if scheme.lower() == "basic" and user == request.match_info["account_sid"] and password:
+        return None
+    return _error(401, 20003, "Authenticate",
+                  headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+
+
+def _error(status: int, code: int, message: str,
+           headers: dict[str, str] | None = None) -> web.Response:
+    body = {"code": code, "message": message, "status": status,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}"}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _num_segments(body: str) -> int:
+    """GSM-7 fits 160 chars (153 when concatenated); anything else is UCS-2 (70/67)."""
+    single, multi = (160, 153) if body.isascii() else (70, 67)
+    return 1 if len(body) <= single else -(-len(body) // multi)
+
+
+def _parse_date_filter(value: str) -> date | datetime:
+    """The SDK sends ``YYYY-MM-DDTHH:MM:SSZ`` while the docs describe ``YYYY-MM-DD``; take both."""
+    if len(value) == 10:
+        return date.fromisoformat(value)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _date_cmp_key(sent: datetime, bound: date | datetime) -> tuple[Any, Any]:
+    """Compare at the precision of the filter; resources only expose whole seconds."""
+    if isinstance(bound, datetime):
+        return sent.replace(microsecond=0), bound
+    return sent.date(), bound
+
+
+def _public(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if not k.startswith("_")}
+
+
+def _matches(resource: dict[str, Any], query: Any, bounds: dict[str, date | datetime]) -> bool:
+    if query.get("To") and resource["to"] != query["To"]:
+        return False
+    if query.get("From") and resource["from"] != query["From"]:
+        return False
+    for op, bound in bounds.items():
+        sent, limit = _date_cmp_key(resource["_sent_at"], bound)
+        if (op == "ge" and sent < limit) or (op == "le" and sent > limit) or (
+                op == "eq" and sent != limit):
+            return False
+    return True

@@ -1,0 +1,126 @@
+"""Reaching Temporal and PostgreSQL: the configured ones, else the local stack `make run` started.
+
+`Connections` is what a surface holds for one request or one command: it reads the settings once,
+connects on first use and closes what it opened.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Final
+
+import asyncpg
+from pydantic import ValidationError
+from temporalio.client import Client
+
+from contracts.names import TASK_QUEUE
+from infra.settings import Settings
+from infra.stack import connect_temporal, read_endpoints
+from service.errors import BadInput, Unreachable
+
+DEFAULT_ADDRESS: Final = "127.0.0.1:7233"
+KEY_FILE: Final = "encryption.key"
+
+
+def load_settings() -> Settings:
+    """The environment's settings; a bad variable is bad input naming it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BadInput("configuration",
+                       f"{'.'.join(map(str, first['loc'])).upper()}: {first['msg']}") from None
+
+
+def task_queue(settings: Settings) -> str:
+    return str(getattr(settings, "task_queue", None) or TASK_QUEUE)
+
+
+def _key_file(settings: Settings) -> Path | None:
+    """The local stack's key file, only if it exists: `codec_from_env` would create a new one."""
+    path = settings.state_dir / KEY_FILE
+    return path if path.is_file() else None
+
+
+async def connect(settings: Settings | None = None) -> Client:
+    """A client for the configured Temporal, else for the running local stack (`make run`)."""
+    settings = settings or load_settings()
+    if settings.temporal_address is None:
+        endpoints = read_endpoints(settings.state_dir) or {}
+        settings = settings.model_copy(update={
+            "temporal_address": endpoints.get("temporal_address") or DEFAULT_ADDRESS,
+            "temporal_namespace": endpoints.get("namespace") or settings.temporal_namespace,
+        })
+    address = settings.temporal_address
+    try:
+        return await connect_temporal(settings, key_file=_key_file(settings))
+    except ValueError as err:  # malformed keys; the message names the entry, never the key
+        raise BadInput("COLLECTIONS_ENCRYPTION_KEYS", f"encryption keys unusable: {err}") from None
+    except OSError as err:  # a TLS file that cannot be read
+        raise BadInput("configuration",
+                       f"cannot read TLS file {err.filename}: {err.strerror}") from None
+    except RuntimeError:  # the SDK's "Failed client connect: ..."
+        raise Unreachable(
+            f"cannot reach Temporal at {address}: is the worker running? (make run)"
+        ) from None
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """DATABASE_URL, else the running local stack's PostgreSQL."""
+    settings = settings or load_settings()
+    if settings.database_url:
+        return settings.database_url
+    dsn = (read_endpoints(settings.state_dir) or {}).get("dsn")
+    if not dsn:
+        raise Unreachable("no database: set DATABASE_URL or start the local stack (make run)")
+    return str(dsn)
+
+
+async def open_pool(dsn: str, *, max_size: int = 5) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, timeout=10)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise Unreachable(f"cannot reach the database: {type(exc).__name__}") from None
+    except ValueError:  # a DSN asyncpg cannot parse; never echoed, it may hold a password
+        raise BadInput("DATABASE_URL", "is not a PostgreSQL URL") from None
+    assert pool is not None
+    return pool
+
+
+class Connections:
+    """The settings, a Temporal client and a PostgreSQL pool, each made on first use."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._client: Client | None = None
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def task_queue(self) -> str:
+        return task_queue(self.settings)
+
+    def dsn(self) -> str:
+        return database_url(self.settings)
+
+    async def temporal(self) -> Client:
+        if self._client is None:
+            self._client = await connect(self.settings)
+        return self._client
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await open_pool(self.dsn())
+        return self._pool
+
+    async def close(self) -> None:
+        """Close the pool and drop the client while the event loop still runs.
+
+        A Temporal client still alive at interpreter exit (kept, say, by the frames of an error's
+        traceback) can abort the process from one of the SDK's threads (exit 134).
+        """
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        self._client = None
+        gc.collect()

@@ -1,0 +1,108 @@
+"""The case's updates, one typed function each: the workflow's answer, or its refusal as `Refused`.
+
+Each function takes the input dataclass its update takes (build one from raw values with
+`service.inputs`), so a wrong argument is a type error, never a string name sent to the wrong
+handler.
+"""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from contracts.messages import (
+    CeaseInput,
+    CloseInput,
+    ExtensionInput,
+    HoldInput,
+    PlanInput,
+    PromiseInput,
+    ResolveHoldInput,
+    SettlementInput,
+    TaskOutcomeInput,
+    UpdateResult,
+    WaiverInput,
+)
+from contracts.names import Update
+from service.case_calls import ANSWER_TIMEOUT, answer, closed_or_unknown, handle, rpc_error
+from service.errors import Refused
+
+UpdateInput = (PromiseInput | PlanInput | ExtensionInput | WaiverInput | SettlementInput
+               | HoldInput | ResolveHoldInput | CeaseInput | CloseInput | TaskOutcomeInput)
+
+
+async def _update(client: Client, loan_id: str, name: Update, arg: UpdateInput,
+                  answer_within: float) -> UpdateResult:
+    try:
+        return await answer(
+            handle(client, loan_id).execute_update(name, arg, result_type=UpdateResult),
+            loan_id, answer_within)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        raise Refused(reason.splitlines()[0] if reason else "refused") from None
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise await closed_or_unknown(client, loan_id) from None
+        raise rpc_error(err, loan_id) from None
+
+
+async def promise(client: Client, loan_id: str, arg: PromiseInput, *,
+                  answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Record a promise to pay: escalation pauses until the date (plus grace)."""
+    return await _update(client, loan_id, Update.PROMISE, arg, answer_within)
+
+
+async def plan(client: Client, loan_id: str, arg: PlanInput, *,
+               answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Agree an installment plan; the installments must add up to the balance."""
+    return await _update(client, loan_id, Update.PLAN, arg, answer_within)
+
+
+async def extend(client: Client, loan_id: str, arg: ExtensionInput, *,
+                 answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Move the due date later; the ladder follows the new date."""
+    return await _update(client, loan_id, Update.EXTEND, arg, answer_within)
+
+
+async def waive(client: Client, loan_id: str, arg: WaiverInput, *,
+                answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Waive part of the interest or fees."""
+    return await _update(client, loan_id, Update.WAIVE, arg, answer_within)
+
+
+async def settle(client: Client, loan_id: str, arg: SettlementInput, *,
+                 answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Offer a settlement below the balance; paid in time, it closes the case."""
+    return await _update(client, loan_id, Update.SETTLE, arg, answer_within)
+
+
+async def hold(client: Client, loan_id: str, arg: HoldInput, *,
+               answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Pause contact (dispute, hardship, manual) until resolved or reviewed."""
+    return await _update(client, loan_id, Update.HOLD, arg, answer_within)
+
+
+async def resolve(client: Client, loan_id: str, arg: ResolveHoldInput, *,
+                  answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Lift a hold: contact resumes."""
+    return await _update(client, loan_id, Update.RESOLVE, arg, answer_within)
+
+
+async def cease(client: Client, loan_id: str, arg: CeaseInput, *,
+                answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """The borrower asked us to stop: only notices the rule pack allows still go out."""
+    return await _update(client, loan_id, Update.CEASE, arg, answer_within)
+
+
+async def close(client: Client, loan_id: str, arg: CloseInput, *,
+                answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Close a case for good: no more contact."""
+    return await _update(client, loan_id, Update.CLOSE, arg, answer_within)
+
+
+async def task_outcome(client: Client, loan_id: str, arg: TaskOutcomeInput, *,
+                       answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
+    """Report the outcome of a call or visit task."""
+    return await _update(client, loan_id, Update.TASK_OUTCOME, arg, answer_within)

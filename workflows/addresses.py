@@ -1,0 +1,40 @@
+"""Where each channel reaches the borrower, read from the channel table: the address, the key the
+contact caps count it under, and whether the case may still use it. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+
+from contracts.channels import channel
+from contracts.messages import LoanInput
+from workflows.case_state import CaseData
+
+
+def hashed(text: str) -> str:
+    """A stable key for an address that does not reveal it (caps and records never hold one)."""
+    return hashlib.sha256(text.strip().lower().encode()).hexdigest()[:24]
+
+
+def contact_key(loan: LoanInput, name: str) -> str:
+    spec = channel(name)
+    return f"{spec.contact_prefix}:{hashed(str(getattr(loan, spec.key_field)))}"
+
+
+def address(loan: LoanInput, name: str) -> str:
+    return str(getattr(loan, channel(name).address_field))
+
+
+def borrower_key(loan: LoanInput) -> str:
+    """Borrower-wide caps count under the loan system's borrower id, else the phone number's key."""
+    return loan.borrower_id or contact_key(loan, "sms")
+
+
+def unusable_reason(s: CaseData, name: str) -> str | None:
+    """Why the case may not use this channel, or None if it may."""
+    if name not in s.unusable:
+        return None
+    return f"no valid {channel(name).address_label}"
+
+
+def fallback(name: str) -> str | None:
+    return channel(name).fallback

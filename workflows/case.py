@@ -1,0 +1,141 @@
+"""A case: its state, its policy time and its record, which every layer above writes through.
+
+Pure: the real clock is passed in (the workflow gives `workflow.now`), so the same case runs
+without a server. Recording an event here is a change of state; writing it out is the recorder's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+
+from contracts.activity_io import EventRecord, StageChange
+from contracts.messages import CaseState, LoanInput, Stage, TimelineEvent
+from contracts.policy import ResolvedPolicy, Step
+from policies import compliance
+from workflows import ladder
+from workflows.addresses import borrower_key
+from workflows.case_state import CaseData, Notice
+from workflows.clock import PolicyClock
+from workflows.ledger import balance_of
+
+
+class Case:
+    def __init__(self, s: CaseData, real_now: Callable[[], datetime]) -> None:
+        self.s = s
+        self.real_now = real_now
+        # Set by whatever should make the run loop look again (a payment, an update, a close).
+        self.wake = False
+
+    @classmethod
+    def open(cls, loan: LoanInput, policy: ResolvedPolicy, real_now: Callable[[], datetime], *,
+             simulate: bool = False) -> Case:
+        now = real_now()
+        balance = balance_of(loan.amount_overdue, loan.interest, loan.fees)
+        case = cls(CaseData(
+            loan=loan, policy=policy, clock_origin=now, opened_at=now, due_date=loan.due_date,
+            principal=balance.principal, interest=balance.interest, fees=balance.fees,
+            borrower_key=borrower_key(loan), simulate=simulate,
+        ), real_now)
+        s = case.s
+        s.stage = case.stage_for_dpd()
+        case.event(
+            "case_opened",
+            f"{'simulated ' if simulate else ''}case opened under policy "
+            f"{policy.name} {policy.version}, "
+            f"segment {policy.segment}, "
+            f"ladder {policy.ladder_name}, rule pack {policy.rule_pack.name}",
+            detail={"amount": str(loan.amount_overdue), "currency": loan.currency},
+        )
+        s.pending_stage_changes.append(
+            StageChange(case.next_key(), loan.loan_id, None, s.stage.value, case.now())
+        )
+        return case
+
+    # ---------------------------------------------------------------- time
+
+    @property
+    def clock(self) -> PolicyClock:
+        return PolicyClock(self.s.clock_origin, self.s.policy.settings.day_seconds)
+
+    def now(self) -> datetime:
+        return self.clock.policy_time(self.real_now())
+
+    def today(self) -> date:
+        return compliance.local(self.now(), self.s.loan.timezone).date()
+
+    def at_local(self, day: date, hour: int = 0) -> datetime:
+        return compliance.step_instant(day, 0, hour, self.s.loan.timezone)
+
+    def dpd(self) -> int:
+        return (self.today() - self.s.due_date).days
+
+    def stage_for_dpd(self) -> Stage:
+        return Stage.PRE_DUE if self.dpd() <= 0 else Stage.EARLY
+
+    # -------------------------------------------------------------- record
+
+    def next_key(self) -> str:
+        self.s.seq += 1
+        return f"{self.s.loan.loan_id}/{self.s.seq}"
+
+    def event(self, kind: str, summary: str, *, rule: str | None = None, actor: str | None = None,
+              detail: dict[str, Any] | None = None) -> None:
+        s = self.s
+        at = self.now()
+        s.timeline.append(TimelineEvent(at=at, kind=kind, summary=summary, rule=rule, actor=actor,
+                                        detail=detail or {}))
+        s.pending_events.append(EventRecord(key=self.next_key(), loan_id=s.loan.loan_id, kind=kind,
+                                            summary=summary, occurred_at=at, actor=actor, rule=rule,
+                                            detail=detail or {}))
+        s.snapshot_dirty = True
+
+    def set_stage(self, stage: Stage) -> None:
+        s = self.s
+        if not ladder.stage_moves_to(s.stage, stage):
+            return
+        s.pending_stage_changes.append(
+            StageChange(self.next_key(), s.loan.loan_id, s.stage.value, stage.value, self.now())
+        )
+        self.event("stage_changed", f"stage {s.stage.value} -> {stage.value}")
+        s.stage = stage
+
+    def notify(self, template: str, channels: list[str], extra: dict[str, str]) -> None:
+        """Owe the borrower a message outside the ladder (a receipt, a confirmation)."""
+        self.s.pending_notices.append(Notice(key=f"{template}-{self.s.seq}", template=template,
+                                             channels=channels, extra=extra))
+
+    def close(self, state: CaseState, reason: str, *, actor: str | None = None) -> None:
+        s = self.s
+        if not s.active:
+            return
+        s.state = state
+        s.close_reason = reason
+        s.closed_at = self.now()
+        self.event("case_closed", f"case closed: {state.value} ({reason})", actor=actor)
+        self.wake = True
+
+    # -------------------------------------------------------------- ladder
+
+    def skip(self, step_id: str, why: str) -> None:
+        self.s.done_steps.append(step_id)
+        self.event("step_skipped", f"step {step_id} skipped: {why}", detail={"step": step_id})
+
+    def take_due_step(self, now: datetime) -> Step | None:
+        """The step to run now, with the steps passed over recorded as skipped."""
+        due = ladder.due_step(self.s, now)
+        for k in due.skips:
+            self.skip(k.step.id, k.why)
+        return due.step
+
+    def escalate(self, why: str) -> None:
+        """Jump to the first step of the next stage, recording the steps passed over."""
+        esc = ladder.escalation(self.s)
+        if esc is None:
+            return
+        for st in esc.skipped:
+            self.skip(st.id, f"escalated: {why}")
+        self.s.pull_forward.append(esc.target.id)
+        self.event("escalated", f"escalated to {esc.target.stage.value}: {why}",
+                   detail={"step": esc.target.id})

@@ -1,0 +1,107 @@
+"""The run loop of an open case: follow the ladder, settle deadlines, sleep until the next thing.
+
+The top layer beside the handlers: it drives the case (workflows/case.py, workflows/ladder.py,
+workflows/arrangements.py) and its contacts, and runs the recorder and the notices beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from contracts.messages import CaseState, Stage
+    from contracts.policy import Step
+    from workflows import arrangements, ladder
+    from workflows.case import Case
+    from workflows.contacts import DOCUMENT_CHANNEL, CaseContacts
+    from workflows.effects import CaseEffects
+    from workflows.recorder import Recorder
+    from workflows.timers import sleep_until
+
+
+class CaseRun:
+    def __init__(self, case: Case, effects: CaseEffects, workflow_id: str) -> None:
+        self.case = case
+        self.contacts = CaseContacts(case, effects, workflow_id)
+        self.recorder = Recorder(case, effects, workflow_id)
+        self._notices_done = False
+
+    async def run(self) -> bool:
+        """Run until the case closes or its history grows long; True to continue as new."""
+        s = self.case.s
+        # Records are written and owed notices sent in the background, each in order; a notice
+        # waiting for the contact window never holds back the records.
+        recorder = asyncio.create_task(self.recorder.run())
+        notifier = asyncio.create_task(self._notifier())
+        continue_as_new = False
+        while s.active:
+            if self._history_is_long():
+                continue_as_new = True
+                break
+            await self._advance()
+        self._notices_done = True
+        await notifier
+        self.recorder.stopping = True
+        await recorder
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return continue_as_new
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or (
+            info.get_current_history_length() > self.case.s.policy.settings.max_history_events
+        )
+
+    async def _advance(self) -> None:
+        case, s = self.case, self.case.s
+        now = case.now()
+        wake_times = arrangements.check_deadlines(case, now)
+        if not s.active:
+            return
+        if s.paused_by is None:
+            step = case.take_due_step(now)
+            if step is not None:
+                await self._run_step(step)
+                return
+            next_time = ladder.next_step_time(s)
+            if next_time is not None:
+                wake_times.append(next_time)
+        case.wake = False
+        self.recorder.refresh_dpd()
+        await sleep_until(case, min(wake_times) if wake_times else None, lambda: case.wake)
+
+    async def _run_step(self, step: Step) -> None:
+        case, s = self.case, self.case.s
+        s.done_steps.append(step.id)
+        if step.id in s.pull_forward:
+            s.pull_forward.remove(step.id)
+        case.set_stage(step.stage)
+        case.event("step_started", f"step {step.id} ({step.kind}) started",
+                   detail={"step": step.id})
+        if step.kind == "message":
+            for name in step.channels:
+                await self.contacts.contact(step, name, step.template or "")
+        elif step.kind in ("call", "visit"):
+            await self.contacts.task(step)
+        elif step.kind == "legal":
+            await self.contacts.legal(step)
+        elif step.kind == "write_off":
+            if step.template:
+                await self.contacts.contact(step, DOCUMENT_CHANNEL, step.template)
+            case.close(CaseState.WRITTEN_OFF, "written off at the end of the ladder")
+            case.set_stage(Stage.WRITTEN_OFF)
+
+    async def _notifier(self) -> None:
+        """Sends the notices the case owes (receipts, acknowledgements, confirmations) in order."""
+        s = self.case.s
+        while True:
+            await workflow.wait_condition(lambda: bool(s.pending_notices) or self._notices_done)
+            if not s.pending_notices:
+                return
+            notice = s.pending_notices[0]
+            for name in notice.channels:
+                await self.contacts.contact(None, name, notice.template, key_base=notice.key,
+                                            extra=notice.extra, caps=False)
+            s.pending_notices.pop(0)

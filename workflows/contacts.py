@@ -1,0 +1,291 @@
+"""Reaching the borrower: messages, agent calls, field visits and legal steps, inside the rules.
+
+Channels come from the channel table (`contracts/channels.py`): the address a message goes to,
+the key the caps count it under, the activity that sends it and where a step falls back when a
+channel cannot be used. Every effect goes through the case's effects (workflows/effects.py).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from contracts.activity_io import (
+        ContactRecord,
+        ContactRequest,
+        LegalInput,
+        SendInput,
+        TaskClose,
+        TaskInput,
+    )
+    from contracts.channels import channel
+    from contracts.messages import TaskOutcome
+    from contracts.policy import Step
+    from policies import compliance
+    from workflows import addresses
+    from workflows.case import Case
+    from workflows.case_state import OpenTask
+    from workflows.effects import CaseEffects
+    from workflows.ledger import format_amount
+    from workflows.timers import sleep_until
+
+CONNECTED = {TaskOutcome.REACHED.value, TaskOutcome.PROMISED.value, TaskOutcome.VISITED.value}
+ESCALATING = {TaskOutcome.REFUSED.value, TaskOutcome.NOT_FOUND.value}
+# Formal notices (the US validation notice, a write-off notice, legal letters) exist as e-mail.
+DOCUMENT_CHANNEL = "email"
+# Executions from before this patch had two fallbacks: after a provider refusal under the key
+# `<step>-fallback` (even after a cease request), and for an unusable channel under the step's
+# own key. Since it, one path for both: `<step>-fallback`, never after a cease request.
+ONE_FALLBACK_PATCH = "channel-table-fallback"
+
+
+class CaseContacts:
+    """Messages, calls, visits and legal steps of one case, within its rule pack."""
+
+    def __init__(self, case: Case, effects: CaseEffects, workflow_id: str) -> None:
+        self.case = case
+        self.effects = effects
+        self.workflow_id = workflow_id
+
+    def _record(self, step_id: str, name: str, decision: str, *, key: str, rule: str | None,
+                reason: str, template: str | None = None, outcome: str | None = None) -> None:
+        case, s = self.case, self.case.s
+        case.event(f"contact_{decision}", f"{name} {decision}: {reason}", rule=rule,
+                   detail={"step": step_id, "channel": name})
+        self.effects.contact_decided(ContactRecord(
+            key=key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
+            contact_key=addresses.contact_key(s.loan, name), channel=name, step_id=step_id,
+            stage=s.stage.value, decision=decision, at=case.now(), template=template,
+            rule=rule, reason=reason, outcome=outcome,
+        ))
+
+    def _blocked(self, step: Step | None, step_id: str, name: str, attempt_key: str) -> bool:
+        """Cease-contact and unusable addresses stop a contact before any window or cap."""
+        s = self.case.s
+        notice = step.notice if step else None
+        if s.ceased and not compliance.may_contact_after_cease(s.policy.rule_pack, notice):
+            self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
+                         rule=f"{s.policy.rule_pack.name}.cease_communication",
+                         reason="borrower asked to cease contact")
+            return True
+        unusable = addresses.unusable_reason(s, name)
+        if unusable is not None:
+            self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped", rule=None,
+                         reason=unusable)
+            return True
+        return False
+
+    async def _clear_to_contact(self, step_id: str, name: str, attempt_key: str,
+                                template: str | None, *, caps: bool = True) -> bool:
+        """Wait for the window and room under the caps; False if the case moved on meanwhile.
+
+        Ladder contacts (`caps`) are abandoned when the case closes or pauses; notices the case
+        owes (receipts, confirmations) still go out, within the window, after it closes.
+        """
+        case, s = self.case, self.case.s
+        pack = s.policy.rule_pack
+        deferrals = 0
+        while True:
+            if caps and not s.active:
+                return False
+            now = case.now()
+            at, rule = compliance.next_allowed(now, s.loan.timezone, pack)
+            reason = "outside the contact window"
+            if at <= now and caps:
+                decision = await self.effects.reserve_contact(ContactRequest(
+                    key=attempt_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
+                    contact_key=addresses.contact_key(s.loan, name), channel=name, step_id=step_id,
+                    stage=s.stage.value, template=template, at=now, timezone=s.loan.timezone,
+                    rule_pack=pack,
+                ))
+                if decision.allowed:
+                    return True
+                at = decision.retry_at or now + timedelta(days=1)
+                rule, reason = decision.rule, decision.reason
+            elif at <= now:
+                return True
+            deferrals += 1
+            local_at = compliance.local(at, s.loan.timezone)
+            self._record(step_id, name, "deferred", key=f"{attempt_key}/deferred/{deferrals}",
+                         rule=rule, reason=f"{reason}; deferred to {local_at:%Y-%m-%d %H:%M} local",
+                         template=template)
+            if not caps:
+                await sleep_until(case, at, lambda: False)
+                continue
+            paused_before = s.paused_by
+
+            def moved_on(before: str | None = paused_before) -> bool:
+                return not s.active or s.paused_by != before
+
+            await sleep_until(case, at, moved_on)
+            if s.active and s.paused_by is not None and paused_before is None:
+                self._record(step_id, name, "skipped", key=f"{attempt_key}/paused",
+                             rule=None, reason=f"ladder paused by {s.paused_by}")
+                return False
+
+    async def _validation_notice_first(self) -> None:
+        """Where the pack requires it, the validation notice goes with the first communication."""
+        s = self.case.s
+        if s.policy.rule_pack.validation_notice and not s.validation_notice_sent:
+            s.validation_notice_sent = True
+            await self.contact(None, DOCUMENT_CHANNEL, "validation_notice",
+                               key_base="validation-notice")
+
+    async def contact(self, step: Step | None, name: str, template: str, *,
+                      key_base: str | None = None, extra: dict[str, str] | None = None,
+                      caps: bool = True) -> bool:
+        """Send one message on one channel, within the rules; True if it went out."""
+        s = self.case.s
+        step_id = step.id if step else (key_base or "notice")
+        attempt_key = f"{self.workflow_id}/{key_base or step_id}/{name}"
+        if self._blocked(step, step_id, name, attempt_key):
+            return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
+                                         refused=False)
+        if template != "validation_notice":
+            await self._validation_notice_first()
+        if not await self._clear_to_contact(step_id, name, attempt_key, template, caps=caps):
+            return False
+        spec = channel(name)
+        if spec.activity is None:
+            raise LookupError(f"channel {name!r} has no send activity")
+        result = await self.effects.send(
+            spec.activity,
+            SendInput(
+                outbox_key=attempt_key, loan_id=s.loan.loan_id, channel=name,
+                to=addresses.address(s.loan, name), template=template,
+                locale=s.loan.locale, context=self._template_context(extra or {}),
+                contact_key=attempt_key,
+            ),
+            timedelta(seconds=s.policy.settings.send_timeout_seconds),
+        )
+        pack = s.policy.rule_pack.name
+        if result.status == "sent":
+            s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
+            self._record(step_id, name, "sent", key=attempt_key,
+                         rule=f"{pack}.window_and_caps", template=template, outcome="sent",
+                         reason=f"{template} sent within the {pack} window and caps")
+            return True
+        reason = f"provider refused: {result.error_code}"
+        self._record(step_id, name, "failed", key=attempt_key, rule=None, template=template,
+                     outcome="failed", reason=reason)
+        s.mark_unusable(spec.address_field, reason)
+        return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
+                                     refused=True)
+
+    async def _fall_back(self, step: Step | None, name: str, template: str, *,
+                         key_base: str | None, extra: dict[str, str] | None, refused: bool) -> bool:
+        """A ladder step that cannot use a channel (unusable, or the provider just refused the
+        address) tries the table's fallback for it, unless the step already sends there or contact
+        has ceased. Only SMS falls back (to e-mail): the formal notice, legal letters and the
+        write-off notice exist as e-mail only."""
+        s = self.case.s
+        to = addresses.fallback(name)
+        if to is None or step is None or to in step.channels or addresses.unusable_reason(s, to):
+            return False
+        if workflow.patched(ONE_FALLBACK_PATCH):
+            if s.ceased:
+                return False
+            key = f"{key_base or step.id}-fallback"
+        elif refused:  # executions from before the patch: the refusal path, ceased or not
+            key = f"{step.id}-fallback"
+        else:  # ... and the unusable-channel path, under the step's own key
+            if s.ceased:
+                return False
+            key = key_base or step.id
+        return await self.contact(step, to, template, key_base=key, extra=extra)
+
+    def _template_context(self, extra: dict[str, str]) -> dict[str, Any]:
+        case, s = self.case, self.case.s
+        loan = s.loan
+        today = case.today()
+        context: dict[str, Any] = {
+            "lender": loan.lender, "borrower_name": loan.borrower_name, "loan_ref": loan.loan_id,
+            "amount": format_amount(s.outstanding), "currency": loan.currency,
+            "days_overdue": case.dpd(), "due_date": s.due_date.isoformat(),
+            "days_before_due": max(0, -case.dpd()),
+            "opt_out": s.policy.rule_pack.opt_out_required,
+            "validation_notice": False,
+            "dispute_by": (today + timedelta(days=30)).isoformat(),
+            "respond_by": (today + timedelta(days=14)).isoformat(),
+            "agency_name": "our appointed collection agency",
+            "paid_amount": format_amount(s.paid_total), "excess": "",
+        }
+        context.update(extra)
+        return context
+
+    # ------------------------------------------------------- calls and visits
+
+    async def task(self, step: Step) -> None:
+        """An agent's call or visit: a task with a deadline, then its outcome."""
+        case, s = self.case, self.case.s
+        kind = step.kind
+        task_key = f"{self.workflow_id}/{step.id}"
+        if self._blocked(step, step.id, kind, task_key):
+            return
+        await self._validation_notice_first()  # a call or visit is a communication too
+        if not await self._clear_to_contact(step.id, kind, task_key, None):
+            return
+        settings = s.policy.settings
+        days = step.deadline_days or (
+            settings.call_deadline_days if kind == "call" else settings.visit_deadline_days)
+        now = case.now()
+        due_by = now + timedelta(days=days)
+        await self.effects.create_task(
+            TaskInput(task_key=task_key, loan_id=s.loan.loan_id, workflow_id=self.workflow_id,
+                      kind=kind, step_id=step.id, priority=step.priority, due_by=due_by,
+                      created_at=now),
+        )
+        task = OpenTask(task_key=task_key, kind=kind, step_id=step.id, contact_key=task_key,
+                        due_by=due_by)
+        s.open_task = task
+        s.contact_counts[kind] = s.contact_counts.get(kind, 0) + 1
+        case.event("task_created", f"{kind} task created, due by {due_by:%Y-%m-%d %H:%M} UTC",
+                   detail={"task_key": task_key, "step": step.id})
+        # A cease request withdraws the task at once: no agent may call or visit after it.
+        await sleep_until(case, due_by,
+                          lambda: task.outcome is not None or not s.active or s.ceased)
+        s.open_task = None
+        if task.outcome is None and (not s.active or s.ceased):
+            outcome, status = "cancelled", "cancelled"
+        else:
+            outcome = task.outcome or TaskOutcome.DEADLINE_MISSED.value
+            status = "done" if task.outcome else "expired"
+        await self.effects.close_task(
+            TaskClose(task_key=task_key, status=status, outcome=outcome, completed_at=case.now(),
+                      agent=task.agent, note=task.note),
+        )
+        self.effects.contact_decided(ContactRecord(
+            key=task_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
+            contact_key=addresses.contact_key(s.loan, kind), channel=kind, step_id=step.id,
+            stage=s.stage.value, decision="sent", at=case.now(),
+            outcome="connected" if outcome in CONNECTED else "unanswered",
+        ))
+        case.event("task_outcome", f"{kind} outcome: {outcome}", actor=task.agent,
+                   detail={"task_key": task_key, "outcome": outcome})
+        if outcome == TaskOutcome.WRONG_NUMBER.value:
+            s.mark_unusable("phone", "wrong number reported by an agent")
+        elif outcome in ESCALATING and s.active:
+            case.escalate(f"{kind} outcome {outcome}")
+
+    # ----------------------------------------------------------------- legal
+
+    async def legal(self, step: Step) -> None:
+        case, s = self.case, self.case.s
+        action = step.action or "lawyer_letter"
+        now = case.now()
+        documents = [{
+            "type": action, "template": step.template, "locale": s.loan.locale,
+            "amount": str(s.outstanding), "currency": s.loan.currency,
+            "days_past_due": case.dpd(), "generated_at": now.isoformat(),
+        }]
+        await self.effects.record_legal_action(
+            LegalInput(key=f"{self.workflow_id}/{step.id}", loan_id=s.loan.loan_id,
+                       action=action, created_at=now, documents=documents),
+        )
+        case.event("legal_action", f"legal action recorded: {action}",
+                   detail={"step": step.id, "action": action})
+        for name in step.channels or [DOCUMENT_CHANNEL]:
+            await self.contact(step, name, step.template or action)

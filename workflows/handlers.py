@@ -1,0 +1,331 @@
+"""The case's message handlers: the loan system's payments, agents' updates, operators' queries.
+
+Handlers may arrive before the case has opened (its policy is still being resolved): a payment
+waits in the inbox, an update waits until the case is open, a query says it is still opening.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from contracts.messages import (
+        CaseState,
+        CaseStatus,
+        CeaseInput,
+        CloseInput,
+        ExtensionInput,
+        HoldInput,
+        PaymentInput,
+        PlanInput,
+        PromiseInput,
+        ResolveHoldInput,
+        SettlementInput,
+        Stage,
+        TaskOutcomeInput,
+        TimelineEvent,
+        UpdateResult,
+        WaiverInput,
+    )
+    from contracts.names import Query, Signal, Update
+    from workflows import arrangements, ladder, negotiation
+    from workflows.case import Case
+    from workflows.case_state import (
+        HoldState,
+        OpenTask,
+        PlanState,
+        PromiseState,
+        SettlementState,
+    )
+    from workflows.ledger import format_amount
+
+T = TypeVar("T")
+
+
+def _refused(check: Callable[[], T]) -> T:
+    """Run a negotiation check; its refusal reaches the caller as a non-retryable failure."""
+    try:
+        return check()
+    except negotiation.Refusal as err:
+        raise ApplicationError(str(err), type="Refused", non_retryable=True) from None
+
+
+def _refusal(message: str) -> ApplicationError:
+    return ApplicationError(message, type="Refused", non_retryable=True)
+
+
+class CaseHandlers:
+    """How the outside world talks to a case: one signal, updates with validators, queries."""
+
+    _case: Case | None  # None only while the case is opening
+    _inbox: list[PaymentInput]
+
+    def _start_handlers(self, case: Case | None) -> None:
+        self._case = case
+        self._inbox = []
+
+    def _open(self, case: Case) -> None:
+        """The case is open: updates waiting for it go ahead, and early payments are applied."""
+        self._case = case
+        for payment in self._inbox:
+            arrangements.apply_payment(case, payment)
+        self._inbox.clear()
+
+    @workflow.signal(name=Signal.PAY)
+    def pay(self, payment: PaymentInput) -> None:
+        """From the loan system. Fire-and-forget: a repeated payment id is ignored."""
+        if self._case is None:
+            self._inbox.append(payment)  # applied once the policy (and its payment order) is known
+        else:
+            arrangements.apply_payment(self._case, payment)
+
+    # --------------------------------------------------------------- updates
+
+    async def _until_open(self) -> Case:
+        await workflow.wait_condition(lambda: self._case is not None)
+        case = self._case
+        if case is None:  # wait_condition returned, so it is set; this tells the type checker
+            raise ApplicationError("case is still opening")
+        return case
+
+    def _validate(self, check: Callable[[Case], object]) -> None:
+        """Validators check once the case is open; before that the handler checks after waiting."""
+        if self._case is not None:
+            case = self._case
+            _refused(lambda: check(case))
+
+    @staticmethod
+    def _result(case: Case, message: str) -> UpdateResult:
+        case.wake = True
+        return UpdateResult(accepted=True, message=message, outstanding=case.s.outstanding,
+                            currency=case.s.loan.currency)
+
+    @workflow.update(name=Update.PROMISE)
+    async def promise(self, p: PromiseInput) -> UpdateResult:
+        case = await self._until_open()
+        s = case.s
+        _refused(lambda: negotiation.check_promise(s, p, case.today()))
+        if s.promise is not None and s.promise.status == "open":
+            s.promise.status = "cancelled"
+            case.event("promise_cancelled", "earlier promise replaced", actor=p.agent)
+        s.promise = PromiseState(agent=p.agent, amount=p.amount, promised_date=p.promised_date,
+                                 made_at=case.now(), paid_before=s.paid_total)
+        s.assigned_agent = p.agent
+        case.event("promise", f"promise to pay {p.amount} {p.currency} by {p.promised_date}",
+                   actor=p.agent,
+                   detail={"amount": str(p.amount), "date": p.promised_date.isoformat()})
+        case.notify("promise_confirmation", ["sms"], {"promised_amount": format_amount(p.amount),
+                                                      "promised_date": p.promised_date.isoformat()})
+        return self._result(case, f"promise recorded: {p.amount} {p.currency} by "
+                                  f"{p.promised_date}; escalation paused")
+
+    @promise.validator
+    def _check_promise(self, p: PromiseInput) -> None:
+        self._validate(lambda c: negotiation.check_promise(c.s, p, c.today()))
+
+    @workflow.update(name=Update.PLAN)
+    async def plan(self, p: PlanInput) -> UpdateResult:
+        case = await self._until_open()
+        s = case.s
+        _refused(lambda: negotiation.check_plan(s, p, case.today()))
+        s.plan = PlanState(agent=p.agent, installments=list(p.installments), made_at=case.now(),
+                           paid_before=s.paid_total)
+        s.assigned_agent = p.agent
+        case.event("plan", f"installment plan of {len(p.installments)} installments agreed",
+                   actor=p.agent, detail={"installments": [
+                       {"amount": str(i.amount), "due_date": i.due_date.isoformat()}
+                       for i in p.installments]})
+        return self._result(case, f"plan recorded: {len(p.installments)} installments; "
+                                  "escalation paused")
+
+    @plan.validator
+    def _check_plan_update(self, p: PlanInput) -> None:
+        self._validate(lambda c: negotiation.check_plan(c.s, p, c.today()))
+
+    @workflow.update(name=Update.EXTEND)
+    async def extend(self, e: ExtensionInput) -> UpdateResult:
+        case = await self._until_open()
+        s = case.s
+        _refused(lambda: negotiation.check_extension(s, e))
+        old = s.due_date
+        s.due_date = e.new_due_date
+        s.assigned_agent = e.agent
+        case.event("extension", f"due date extended from {old} to {e.new_due_date}", actor=e.agent,
+                   detail={"reason": e.reason})
+        return self._result(case, f"due date extended to {e.new_due_date}")
+
+    @extend.validator
+    def _check_extend(self, e: ExtensionInput) -> None:
+        self._validate(lambda c: negotiation.check_extension(c.s, e))
+
+    @workflow.update(name=Update.WAIVE)
+    async def waive(self, w: WaiverInput) -> UpdateResult:
+        case = await self._until_open()
+        s = case.s
+        _refused(lambda: negotiation.check_waiver(s, w))
+        s.set_balance(s.balance.waive(w.component, w.amount))
+        s.assigned_agent = w.agent
+        case.event("waiver", f"{w.amount} {w.currency} of {w.component} waived; "
+                   f"outstanding {s.outstanding}", actor=w.agent,
+                   detail={"component": w.component, "amount": str(w.amount), "reason": w.reason})
+        if s.outstanding <= 0:
+            case.notify("payment_receipt", ["sms", "email"], {"excess": ""})
+            case.close(CaseState.PAID, "balance cleared by waiver", actor=w.agent)
+        return self._result(case, f"waived {w.amount} {w.currency} of {w.component}")
+
+    @waive.validator
+    def _check_waive(self, w: WaiverInput) -> None:
+        self._validate(lambda c: negotiation.check_waiver(c.s, w))
+
+    @workflow.update(name=Update.SETTLE)
+    async def settle(self, st: SettlementInput) -> UpdateResult:
+        case = await self._until_open()
+        s = case.s
+        _refused(lambda: negotiation.check_settlement(s, st, case.today()))
+        s.settlement = SettlementState(agent=st.agent, amount=st.amount, pay_by=st.pay_by,
+                                       made_at=case.now(), paid_before=s.paid_total)
+        s.assigned_agent = st.agent
+        case.event("settlement",
+                   f"settlement of {st.amount} {st.currency} offered, pay by {st.pay_by}",
+                   actor=st.agent,
+                   detail={"amount": str(st.amount), "pay_by": st.pay_by.isoformat()})
+        return self._result(case, f"settlement recorded: {st.amount} {st.currency} by {st.pay_by}")
+
+    @settle.validator
+    def _check_settle(self, st: SettlementInput) -> None:
+        self._validate(lambda c: negotiation.check_settlement(c.s, st, c.today()))
+
+    @workflow.update(name=Update.HOLD)
+    async def hold(self, h: HoldInput) -> UpdateResult:
+        case = await self._until_open()
+        s = case.s
+        today = case.today()
+        _refused(lambda: negotiation.check_hold(s, h, today))
+        review_by = h.review_by or today + timedelta(days=s.policy.settings.hold_review_days)
+        s.hold = HoldState(kind=h.kind, actor=h.actor, reason=h.reason, since=case.now(),
+                           review_by=review_by)
+        case.event("hold", f"{h.kind} hold until review on {review_by}: contact paused",
+                   actor=h.actor,
+                   detail={"reason": h.reason})
+        return self._result(case, f"{h.kind} hold placed; review by {review_by}")
+
+    @hold.validator
+    def _check_hold_update(self, h: HoldInput) -> None:
+        self._validate(lambda c: negotiation.check_hold(c.s, h, c.today()))
+
+    @workflow.update(name=Update.RESOLVE)
+    async def resolve(self, r: ResolveHoldInput) -> UpdateResult:
+        case = await self._until_open()
+        s = case.s
+        kind = _refused(lambda: negotiation.check_resolve(s)).kind
+        s.hold = None
+        case.event("hold_resolved", f"{kind} hold resolved: {r.resolution}", actor=r.actor,
+                   detail={"reason": r.reason})
+        return self._result(case, f"{kind} hold resolved ({r.resolution}); contact resumes")
+
+    @resolve.validator
+    def _check_resolve(self, r: ResolveHoldInput) -> None:
+        self._validate(lambda c: negotiation.check_resolve(c.s))
+
+    @workflow.update(name=Update.CEASE)
+    async def cease(self, c: CeaseInput) -> UpdateResult:
+        case = await self._until_open()
+        s = case.s
+        _refused(lambda: negotiation.check_cease(s))
+        s.ceased = True
+        case.event("cease", f"borrower asked to cease contact: {c.reason}", actor=c.actor)
+        return self._result(case, "contact ceased; only notices the rules allow will be sent")
+
+    @cease.validator
+    def _check_cease(self, c: CeaseInput) -> None:
+        self._validate(lambda k: negotiation.check_cease(k.s))
+
+    @workflow.update(name=Update.CLOSE)
+    async def close(self, c: CloseInput) -> UpdateResult:
+        case = await self._until_open()
+        _refused(lambda: negotiation.check_close(case.s, c))
+        case.close(CaseState.CLOSED, c.reason, actor=c.actor)
+        case.set_stage(Stage.CLOSED)
+        return self._result(case, f"case closed: {c.reason}")
+
+    @close.validator
+    def _check_close(self, c: CloseInput) -> None:
+        self._validate(lambda k: negotiation.check_close(k.s, c))
+
+    @workflow.update(name=Update.TASK_OUTCOME)
+    async def task_outcome(self, o: TaskOutcomeInput) -> UpdateResult:
+        case = await self._until_open()
+        task = _open_task_for(case, o)
+        task.outcome = o.outcome.value
+        task.agent = o.agent or None
+        task.note = o.note or None
+        if o.agent:
+            case.s.assigned_agent = o.agent
+        return self._result(case, f"{task.kind} outcome recorded: {o.outcome.value}")
+
+    @task_outcome.validator
+    def _check_task(self, o: TaskOutcomeInput) -> None:
+        if self._case is not None:
+            _open_task_for(self._case, o)
+
+    # --------------------------------------------------------------- queries
+
+    @workflow.query(name=Query.STATUS)
+    def status(self) -> CaseStatus:
+        if self._case is None:
+            raise ApplicationError("case is still opening")
+        case, s = self._case, self._case.s
+        next_action, next_at = _next_action(case)
+        return CaseStatus(
+            loan_id=s.loan.loan_id, state=s.state, stage=s.stage, days_past_due=case.dpd(),
+            outstanding=s.outstanding, currency=s.loan.currency, principal=s.principal,
+            interest=s.interest, fees=s.fees, paid_total=s.paid_total,
+            next_action=next_action, next_action_at=next_at,
+            promise=_plain(s.promise) if s.promise and s.promise.status == "open" else None,
+            plan=_plain(s.plan) if s.plan and s.plan.status == "active" else None,
+            settlement=(_plain(s.settlement)
+                        if s.settlement and s.settlement.status == "open" else None),
+            hold=_plain(s.hold) if s.hold else None, contact_counts=dict(s.contact_counts),
+            policy_name=s.policy.name, policy_version=s.policy.version, segment=s.policy.segment,
+            rule_pack=s.policy.rule_pack.name, ceased=s.ceased, assigned_agent=s.assigned_agent,
+            run_count=s.run_count,
+        )
+
+    @workflow.query(name=Query.TIMELINE)
+    def timeline(self) -> list[TimelineEvent]:
+        return list(self._case.s.timeline) if self._case is not None else []
+
+
+def _open_task_for(case: Case, o: TaskOutcomeInput) -> OpenTask:
+    t = case.s.open_task
+    if t is None or t.task_key != o.task_key:
+        raise _refusal(f"no open task {o.task_key!r} on this case")
+    if t.outcome is not None:
+        raise _refusal(f"task {o.task_key!r} already has an outcome")
+    return t
+
+
+def _next_action(case: Case) -> tuple[str | None, datetime | None]:
+    s = case.s
+    if not s.active:
+        return None, None
+    if s.open_task is not None:
+        return f"awaiting {s.open_task.kind} outcome ({s.open_task.task_key})", s.open_task.due_by
+    if s.paused_by is not None:
+        return f"paused: {s.paused_by}", None
+    step = ladder.next_step(s)
+    if step is None:
+        return None, None
+    return f"{step.id} ({step.kind})", ladder.step_time(s, step)
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, (Decimal, date, datetime)) else v)
+            for k, v in asdict(obj).items()}

@@ -1,0 +1,94 @@
+"""Writing out what a case learned: record batches in order, the snapshot, the search attributes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+
+with workflow.unsafe.imports_passed_through():
+    from contracts.activity_io import CaseSnapshot, RecordBatch
+    from contracts.names import (
+        ASSIGNED_AGENT,
+        CASE_STATE,
+        CURRENCY,
+        DAYS_PAST_DUE,
+        OUTSTANDING,
+        POLICY_VERSION,
+        STAGE,
+    )
+    from workflows.case import Case
+    from workflows.effects import CaseEffects
+
+_KEYS: dict[str, SearchAttributeKey[Any]] = {
+    "stage": STAGE, "state": CASE_STATE, "dpd": DAYS_PAST_DUE, "outstanding": OUTSTANDING,
+    "currency": CURRENCY, "agent": ASSIGNED_AGENT, "policy": POLICY_VERSION,
+}
+
+
+class Recorder:
+    """Runs beside the case until told to stop, one transaction per batch."""
+
+    def __init__(self, case: Case, effects: CaseEffects, workflow_id: str) -> None:
+        self.case = case
+        self.effects = effects
+        self.workflow_id = workflow_id
+        self.stopping = False
+        self._search_attributes: dict[str, Any] = {}  # as last upserted
+
+    def refresh_dpd(self) -> None:
+        """Days past due change with the clock alone: the snapshot follows them."""
+        if self._search_attributes.get("dpd") != self.case.dpd():
+            self.case.s.snapshot_dirty = True
+
+    def has_pending(self) -> bool:
+        s = self.case.s
+        return bool(s.pending_events or s.pending_payments or s.pending_stage_changes
+                    or self.effects.contacts_pending() or s.snapshot_dirty)
+
+    async def run(self) -> None:
+        s = self.case.s
+        while True:
+            await workflow.wait_condition(lambda: self.has_pending() or self.stopping)
+            if not self.has_pending():
+                return
+            batch = RecordBatch(case=self.snapshot(), events=s.pending_events[:],
+                                payments=s.pending_payments[:],
+                                stage_changes=s.pending_stage_changes[:])
+            await self.effects.add_contacts(batch)
+            s.snapshot_dirty = False
+            await self.effects.write_records(batch)
+            del s.pending_events[:len(batch.events)]
+            del s.pending_payments[:len(batch.payments)]
+            del s.pending_stage_changes[:len(batch.stage_changes)]
+            self._upsert_search_attributes()
+
+    def snapshot(self) -> CaseSnapshot:
+        case, s = self.case, self.case.s
+        p = s.policy
+        return CaseSnapshot(
+            loan_id=s.loan.loan_id, workflow_id=self.workflow_id,
+            borrower_key=s.borrower_key, policy_name=p.name, policy_version=p.version,
+            segment=p.segment, rule_pack=p.rule_pack.name, currency=s.loan.currency,
+            amount_placed=s.loan.amount_overdue, outstanding=s.outstanding, paid_total=s.paid_total,
+            stage=s.stage.value, state=s.state.value, days_past_due=case.dpd(),
+            assigned_agent=s.assigned_agent, due_date=s.due_date, opened_at=s.opened_at,
+            updated_at=case.now(), closed_at=s.closed_at, close_reason=s.close_reason or None,
+        )
+
+    def _upsert_search_attributes(self) -> None:
+        case, s = self.case, self.case.s
+        wanted: dict[str, Any] = {
+            "stage": s.stage.value, "state": s.state.value, "dpd": case.dpd(),
+            "outstanding": int(s.outstanding), "currency": s.loan.currency,
+            "agent": s.assigned_agent, "policy": f"{s.policy.name}@{s.policy.version}",
+        }
+        updates: list[SearchAttributeUpdate[Any]] = []
+        for name, value in wanted.items():
+            if self._search_attributes.get(name, object()) != value:
+                key = _KEYS[name]
+                updates.append(key.value_unset() if value is None else key.value_set(value))
+                self._search_attributes[name] = value
+        if updates:
+            self.effects.upsert_search_attributes(updates)
