@@ -14,14 +14,15 @@ is shut down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
 import shutil
-import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,19 +31,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from temporalio.client import Client
+from temporalio.service import RPCError
 
-from demo_progress import Progress, finished, give_up_message
-
-from service import cases, updates
-from service.errors import ServiceError
-from infra.database import create_pool
-from infra.settings import Settings
-from infra.endpoints import free_port
-from infra.shutdown import run_until_signalled
-from infra.stack import LocalStack
-from worker import providers_from, running_worker
 from contracts.messages import (
-    CaseState,
     CaseStatus,
     LoanInput,
     PaymentInput,
@@ -51,6 +42,16 @@ from contracts.messages import (
     TaskOutcome,
     TaskOutcomeInput,
 )
+from contracts.names import workflow_id_for
+from demo_progress import Progress, finished, give_up_message
+from infra.database import create_pool
+from infra.endpoints import free_port
+from infra.settings import Settings
+from infra.shutdown import run_until_signalled
+from infra.stack import LocalStack
+from service import cases, updates
+from service.errors import ServiceError
+from worker import providers_from, running_worker
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 DAY_SECONDS = 3  # must match policies/demo.toml
@@ -73,11 +74,13 @@ class Script:
 
 
 def demo_loans(today: date, rng: random.Random) -> list[Script]:
-    plans = ["pay in full"] * 6 + ["pay in part"] * 4 + ["promise"] * 2 + ["settle"] + ["unpaid"] * 7
+    plans = (["pay in full"] * 6 + ["pay in part"] * 4 + ["promise"] * 2 + ["settle"]
+             + ["unpaid"] * 7)
     scripts = []
     for i, plan in enumerate(plans):
         english = i % 4 == 3
-        amount = Decimal(rng.choice([800, 1500, 3200, 6500, 12000])) + Decimal(rng.randint(0, 99)) / 100
+        amount = (Decimal(rng.choice([800, 1500, 3200, 6500, 12000]))
+                  + Decimal(rng.randint(0, 99)) / 100)
         scripts.append(Script(
             loan=LoanInput(
                 loan_id=f"DEMO-{i + 1:03d}",
@@ -110,10 +113,12 @@ async def play_outside_world(client: Client, pool: asyncpg.Pool, scripts: list[S
         for s in scripts:
             loan = s.loan
             try:
-                if s.plan == "pay in full" and day > 3 + int(loan.loan_id[-1]) and "paid" not in s.done:
+                pay_day = 3 + int(loan.loan_id[-1])
+                if s.plan == "pay in full" and day > pay_day and "paid" not in s.done:
                     s.done.add("paid")
                     await cases.pay(client, loan.loan_id, PaymentInput(
-                        payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue, currency="CNY"))
+                        payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue,
+                        currency="CNY"))
                 elif s.plan == "pay in part" and day > 4 and "part" not in s.done:
                     s.done.add("part")
                     await cases.pay(client, loan.loan_id, PaymentInput(
@@ -142,7 +147,8 @@ async def play_outside_world(client: Client, pool: asyncpg.Pool, scripts: list[S
                 elif s.plan == "promise" and day > 5 and "kept" not in s.done:
                     s.done.add("kept")
                     await cases.pay(client, loan.loan_id, PaymentInput(
-                        payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue, currency="CNY"))
+                        payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue,
+                        currency="CNY"))
             except ServiceError:
                 pass  # the case may have closed in the meantime
         # The agent console: answer open call tasks (a visit is left to miss its deadline).
@@ -150,16 +156,13 @@ async def play_outside_world(client: Client, pool: asyncpg.Pool, scripts: list[S
             "SELECT task_key, loan_id FROM tasks WHERE status = 'open' AND kind = 'call' "
             "AND loan_id LIKE 'DEMO-%'"
         ):
-            outcome = rng.choice([TaskOutcome.NO_ANSWER, TaskOutcome.REACHED, TaskOutcome.NO_ANSWER])
-            try:
+            outcome = rng.choice([TaskOutcome.NO_ANSWER, TaskOutcome.REACHED,
+                                  TaskOutcome.NO_ANSWER])
+            with contextlib.suppress(ServiceError):  # the case may have closed meanwhile
                 await updates.task_outcome(client, task["loan_id"], TaskOutcomeInput(
                     task_key=task["task_key"], outcome=outcome, agent="agent-007"))
-            except ServiceError:
-                pass
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.5)
-        except asyncio.TimeoutError:
-            pass
 
 
 def render(statuses: dict[str, CaseStatus | None], scripts: list[Script], elapsed: float) -> Table:
@@ -173,8 +176,8 @@ def render(statuses: dict[str, CaseStatus | None], scripts: list[Script], elapse
         if st is None:
             table.add_row(s.loan.loan_id, s.plan, "opening", "", "", "", "", "", "", "")
             continue
-        colour = {"paid": "green", "settled": "green", "written_off": "red", "closed": "yellow"}.get(
-            st.state.value, "white")
+        colour = {"paid": "green", "settled": "green", "written_off": "red",
+                  "closed": "yellow"}.get(st.state.value, "white")
         table.add_row(
             s.loan.loan_id, s.plan, f"[{colour}]{st.state.value}[/]", st.stage.value,
             str(st.days_past_due), f"{st.outstanding:,.2f} {st.currency}",
@@ -184,13 +187,18 @@ def render(statuses: dict[str, CaseStatus | None], scripts: list[Script], elapse
     return table
 
 
+def demo_state_dir() -> Path:
+    return Path(os.environ.get("DEMO_STATE_DIR", ".state/demo")).resolve()
+
+
 async def run_demo() -> int:
     logging.basicConfig(level=logging.WARNING)
-    state_dir = Path(os.environ.get("DEMO_STATE_DIR", ".state/demo")).resolve()
+    state_dir = demo_state_dir()
     shutil.rmtree(state_dir, ignore_errors=True)  # every demo starts from an empty book
     settings = Settings(state_dir=state_dir, temporal_port=free_port(), ui_port=free_port(),
                         emulator_port=free_port(), task_queue="demo-collections")
-    console.print("[bold]Starting the embedded stack[/] (Temporal dev server, PostgreSQL, provider emulator)...")
+    console.print("[bold]Starting the embedded stack[/] "
+                  "(Temporal dev server, PostgreSQL, provider emulator)...")
     async with LocalStack(settings) as ep:
         pool = await create_pool(ep.dsn)
         try:
@@ -205,7 +213,7 @@ async def run_demo() -> int:
 
 async def drive(client: Client, pool: asyncpg.Pool, task_queue: str) -> int:
     rng = random.Random(20261123)
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     scripts = demo_loans(today, rng)
     counts = await cases.start_many(client, [s.loan for s in scripts], task_queue=task_queue)
     console.print(f"Opened {counts.get('started', 0)} cases under the demo policy.")
@@ -214,6 +222,7 @@ async def drive(client: Client, pool: asyncpg.Pool, task_queue: str) -> int:
     stop = asyncio.Event()
     world = asyncio.create_task(play_outside_world(client, pool, scripts, started, stop))
     statuses: dict[str, CaseStatus | None] = {}
+    no_status: dict[str, str] = {}
     progress = Progress(stall_seconds=STALL_SECONDS, max_seconds=MAX_SECONDS, started=started)
     interactive = console.is_terminal
     last_print = 0.0
@@ -223,14 +232,16 @@ async def drive(client: Client, pool: asyncpg.Pool, task_queue: str) -> int:
             for s in scripts:
                 try:
                     statuses[s.loan.loan_id] = await cases.status(client, s.loan.loan_id)
-                except ServiceError:
+                except ServiceError as err:
                     statuses[s.loan.loan_id] = None
+                    no_status[s.loan.loan_id] = await why_no_status(client, s.loan.loan_id, err)
             elapsed = loop.time() - started
             live.update(render(statuses, scripts, elapsed))
             if not interactive and elapsed - last_print >= 15:
                 last_print = elapsed
                 states = Counter(st.state.value for st in statuses.values() if st)
-                console.print(f"[{elapsed:5.0f} s] " + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
+                console.print(f"[{elapsed:5.0f} s] "
+                              + ", ".join(f"{k} {v}" for k, v in sorted(states.items())))
             progress.observe(statuses, loop.time())
             if progress.all_finished(statuses):
                 break
@@ -243,8 +254,20 @@ async def drive(client: Client, pool: asyncpg.Pool, task_queue: str) -> int:
     if code:
         console.print("[red]" + give_up_message(
             statuses, stalled_for=progress.stalled_for(loop.time()),
-            elapsed=loop.time() - started, day_seconds=DAY_SECONDS) + "[/]", highlight=False)
+            elapsed=loop.time() - started, day_seconds=DAY_SECONDS, no_status=no_status) + "[/]",
+            highlight=False)
     return code
+
+
+async def why_no_status(client: Client, loan_id: str, err: ServiceError) -> str:
+    """What the server knows of a case whose status query failed (a query on a closed workflow
+    replays its whole history, so a replay failure shows up here)."""
+    try:
+        described = await client.get_workflow_handle(workflow_id_for(loan_id)).describe()
+    except RPCError as rpc:
+        return f"{type(err).__name__}; the workflow cannot be described ({rpc.status.name})"
+    state = described.status.name.lower() if described.status else "unknown"
+    return f"{type(err).__name__} from the status query; the workflow is {state}"
 
 
 class _NoLive:
@@ -261,13 +284,15 @@ class _NoLive:
 async def summary(pool: asyncpg.Pool, statuses: dict[str, CaseStatus | None]) -> int:
     states = Counter(st.state.value for st in statuses.values() if st)
     reached_legal = await pool.fetchval(
-        "SELECT count(DISTINCT loan_id) FROM stage_history WHERE to_stage = 'legal' AND loan_id LIKE 'DEMO-%'")
+        "SELECT count(DISTINCT loan_id) FROM stage_history "
+        "WHERE to_stage = 'legal' AND loan_id LIKE 'DEMO-%'")
     sent = await pool.fetch(
-        "SELECT channel, count(*) AS n FROM contacts WHERE decision = 'sent' AND loan_id LIKE 'DEMO-%' "
-        "GROUP BY channel ORDER BY channel")
+        "SELECT channel, count(*) AS n FROM contacts "
+        "WHERE decision = 'sent' AND loan_id LIKE 'DEMO-%' GROUP BY channel ORDER BY channel")
     deferred = await pool.fetchval(
         "SELECT count(*) FROM contacts WHERE decision = 'deferred' AND loan_id LIKE 'DEMO-%'")
-    collected = await pool.fetchval("SELECT coalesce(sum(amount), 0) FROM payments WHERE loan_id LIKE 'DEMO-%'")
+    collected = await pool.fetchval(
+        "SELECT coalesce(sum(amount), 0) FROM payments WHERE loan_id LIKE 'DEMO-%'")
     legal = await pool.fetchval("SELECT count(*) FROM legal_actions WHERE loan_id LIKE 'DEMO-%'")
     table = Table(title="Demo summary")
     table.add_column("what")

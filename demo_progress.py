@@ -61,9 +61,9 @@ class Progress:
                 or now - self.started > self.max_seconds)
 
 
-def waiting_for(status: CaseStatus | None) -> str:
+def waiting_for(status: CaseStatus | None, no_status: str | None = None) -> str:
     if status is None:
-        return "no status: its workflow did not answer the status query"
+        return f"no status: {no_status or 'its workflow did not answer the status query'}"
     if status.next_action is None:
         return "nothing scheduled (an agent's answer, a payment or a deadline)"
     at = f" at {status.next_action_at:%Y-%m-%d %H:%M} UTC" if status.next_action_at else ""
@@ -71,8 +71,10 @@ def waiting_for(status: CaseStatus | None) -> str:
 
 
 def give_up_message(statuses: Mapping[str, CaseStatus | None], *, stalled_for: float,
-                    elapsed: float, day_seconds: float) -> str:
-    """One line for the stop, then one per unfinished case: loan, state, stage, what it awaits."""
+                    elapsed: float, day_seconds: float,
+                    no_status: Mapping[str, str] | None = None) -> str:
+    """One line for the stop, then one per unfinished case: loan, state, stage, what it awaits.
+    `no_status`: for a case without a status, what is known instead (its workflow's state)."""
     unfinished = {loan_id: st for loan_id, st in statuses.items() if not finished(st)}
     lines = [f"{len(unfinished)} of {len(statuses)} cases did not reach an end state: none "
              f"changed in the last {stalled_for:.0f} s ({stalled_for / day_seconds:.0f} policy "
@@ -80,5 +82,6 @@ def give_up_message(statuses: Mapping[str, CaseStatus | None], *, stalled_for: f
     for loan_id, st in sorted(unfinished.items()):
         where = f"{st.state.value} at stage {st.stage.value}, day {st.days_past_due}" if st \
             else "state unknown"
-        lines.append(f"  {loan_id}: {where}; waiting for {waiting_for(st)}")
+        reason = (no_status or {}).get(loan_id)
+        lines.append(f"  {loan_id}: {where}; waiting for {waiting_for(st, reason)}")
     return "\n".join(lines)

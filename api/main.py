@@ -17,6 +17,7 @@ from api.deps import Services
 from api.keys import KEY_FILE, ApiKey, parse_keys, read_key_file, store_keys
 from api.routes import agents, health, loan_system, operators, tasks
 from api.settings import ApiSettings
+from console import pages as console_pages
 from service.connection import Connections
 
 VERSION: Final = "1.0.0"
@@ -61,4 +62,5 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     problems.install(app)
     for module in (health, loan_system, agents, tasks, operators):
         app.include_router(module.router)
+    app.include_router(console_pages.router)  # the web console, /console (issue 16)
     return app

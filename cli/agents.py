@@ -34,7 +34,10 @@ def answer(loan: str, make: Callable[[], T],
 def tasks(kind: Annotated[str | None, typer.Option(help="Only call or only visit tasks.")] = None,
           limit: Annotated[int, typer.Option(
               min=1, max=work_queue.MAX_TASKS, help="At most this many.")] = 50) -> None:
-    """Open call and visit tasks for agents, most urgent first."""
+    """Open call and visit tasks for agents, most urgent first.
+
+        collect tasks --kind call
+    """
     wanted = work_queue.task_kind(kind)
 
     async def read(c: Connections) -> list[work_queue.TaskRow]:
@@ -54,7 +57,10 @@ def tasks(kind: Annotated[str | None, typer.Option(help="Only call or only visit
 def promise(loan: LoanArg, agent: Agent, amount: Money, currency: Cur,
             date_: Annotated[str, typer.Option(
                 "--date", help="Promised date, YYYY-MM-DD.")]) -> None:
-    """Record a promise to pay: escalation pauses until the date (plus grace)."""
+    """Record a promise to pay: escalation pauses until the date (plus grace).
+
+        collect promise US-2001 --agent a.chen --amount 1850.00 --currency USD --date 2026-12-08
+    """
     answer(loan, lambda: inputs.promise_input(agent, amount, currency, date_), updates.promise)
 
 
@@ -62,7 +68,11 @@ def promise(loan: LoanArg, agent: Agent, amount: Money, currency: Cur,
 def plan(loan: LoanArg, agent: Agent, currency: Cur,
          installments: Annotated[list[str], typer.Option(
              "--installment", help="AMOUNT@YYYY-MM-DD; repeat for each installment.")]) -> None:
-    """Agree an installment plan; the installments must add up to the balance."""
+    """Agree an installment plan; the installments must add up to the balance.
+
+        collect plan CN-1002 --agent a.chen --currency CNY \\
+            --installment 1800.00@2026-12-10 --installment 1800.00@2027-01-10
+    """
     answer(loan, lambda: inputs.plan_input(agent, currency, installments), updates.plan)
 
 
@@ -70,7 +80,10 @@ def plan(loan: LoanArg, agent: Agent, currency: Cur,
 def extend(loan: LoanArg, agent: Agent,
            new_due_date: Annotated[str, typer.Option(help="New due date, YYYY-MM-DD.")],
            reason: Reason = None) -> None:
-    """Move the due date later; the ladder follows the new date."""
+    """Move the due date later; the ladder follows the new date.
+
+        collect extend CN-1006 --agent a.chen --new-due-date 2026-12-20 --reason "salary late"
+    """
     answer(loan, lambda: inputs.extension_input(agent, new_due_date, reason), updates.extend)
 
 
@@ -78,7 +91,10 @@ def extend(loan: LoanArg, agent: Agent,
 def waive(loan: LoanArg, agent: Agent,
           component: Annotated[str, typer.Option(help="What to waive: interest or fees.")],
           amount: Money, currency: Cur, reason: Reason = None) -> None:
-    """Waive part of the interest or fees."""
+    """Waive part of the interest or fees.
+
+        collect waive CN-1001 --agent a.chen --component fees --amount 50.00 --currency CNY
+    """
     answer(loan, lambda: inputs.waiver_input(agent, component, amount, currency, reason),
            updates.waive)
 
@@ -86,13 +102,19 @@ def waive(loan: LoanArg, agent: Agent,
 @commands.command()
 def settle(loan: LoanArg, agent: Agent, amount: Money, currency: Cur,
            pay_by: Annotated[str, typer.Option(help="Pay-by date, YYYY-MM-DD.")]) -> None:
-    """Offer a settlement below the balance; paid in time, it closes the case."""
+    """Offer a settlement below the balance; paid in time, it closes the case.
+
+        collect settle CN-1003 --agent a.chen --amount 7200.00 --currency CNY --pay-by 2026-12-10
+    """
     answer(loan, lambda: inputs.settlement_input(agent, amount, currency, pay_by), updates.settle)
 
 
 @commands.command()
 def dispute(loan: LoanArg, actor: Actor, reason: Reason = None, review_by: ReviewBy = None) -> None:
-    """The borrower disputes the debt: contact pauses until it is resolved or reviewed."""
+    """The borrower disputes the debt: contact pauses until it is resolved or reviewed.
+
+        collect dispute US-2004 --actor a.chen --reason "not my loan"
+    """
     answer(loan, lambda: inputs.dispute_input(actor, reason, review_by), updates.hold)
 
 
@@ -100,7 +122,10 @@ def dispute(loan: LoanArg, actor: Actor, reason: Reason = None, review_by: Revie
 def hold(loan: LoanArg, actor: Actor,
          kind: Annotated[str, typer.Option(help="Kind of hold: hardship or manual.")],
          reason: Reason = None, review_by: ReviewBy = None) -> None:
-    """Pause contact for hardship or by hand, until resolved or reviewed."""
+    """Pause contact for hardship or by hand, until resolved or reviewed.
+
+        collect hold CN-1005 --actor a.chen --kind hardship --review-by 2027-01-05
+    """
     answer(loan, lambda: inputs.hold_input(actor, kind, reason, review_by), updates.hold)
 
 
@@ -108,13 +133,19 @@ def hold(loan: LoanArg, actor: Actor,
 def resolve(loan: LoanArg, actor: Actor,
             resolution: Annotated[str, typer.Option(help="Outcome of the hold.")] = "resolved",
             reason: Reason = None) -> None:
-    """Lift a dispute, hardship or manual hold: contact resumes."""
+    """Lift a dispute, hardship or manual hold: contact resumes.
+
+        collect resolve US-2004 --actor a.chen --reason "documents checked"
+    """
     answer(loan, lambda: inputs.resolve_input(actor, resolution, reason), updates.resolve)
 
 
 @commands.command()
 def cease(loan: LoanArg, actor: Actor, reason: Reason = None) -> None:
-    """The borrower asked us to stop: only notices the rule pack allows still go out."""
+    """The borrower asked us to stop: only notices the rule pack allows still go out.
+
+        collect cease US-2003 --actor a.chen --reason "written request"
+    """
     answer(loan, lambda: inputs.cease_input(actor, reason), updates.cease)
 
 
@@ -125,6 +156,10 @@ def outcome(loan: LoanArg,
                 help=f"What happened: {', '.join(inputs.TASK_OUTCOMES)}.")],
             agent: Agent,
             note: Annotated[str | None, typer.Option(help="Free-text note.")] = None) -> None:
-    """Report the outcome of a call or visit task."""
+    """Report the outcome of a call or visit task.
+
+        collect outcome CN-1003 --task-key collection-CN-1003/early-call-1 --outcome reached \\
+            --agent a.chen
+    """
     answer(loan, lambda: inputs.task_outcome_input(task_key, outcome, agent, note),
            updates.task_outcome)

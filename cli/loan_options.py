@@ -17,7 +17,7 @@ import typer
 from cli.plumbing import complain, exit_with
 from contracts.messages import LoanInput
 from service.errors import BadInput, ErrorKind
-from service.loan_file import RowError, validate_loan_record
+from service.loan_file import RowError, loan_warnings, validate_loan_record
 
 REQUIRED, OPTIONAL = "Loan", "Optional loan fields"
 
@@ -49,6 +49,8 @@ LOAN_FLAGS: Final = (
              OPTIONAL),
     LoanFlag("policy", "--policy", "A named policy instead of the one the segments select.",
              OPTIONAL),
+    LoanFlag("jurisdiction", "--jurisdiction", "Whose contact rules apply: ISO 3166 country or "
+             "subdivision, e.g. US-NY (default: the phone number's country).", OPTIONAL),
 )
 _BY_COLUMN: Final = {f.column: f for f in LOAN_FLAGS}
 
@@ -87,13 +89,17 @@ def loan_flags(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def loan_from_flags(values: LoanValues) -> LoanInput:
-    """Checked like a loan-file row; every problem is printed, by flag, before exiting."""
+    """Checked like a loan-file row; every problem is printed, by flag, before exiting, and
+    what the operator should know of an accepted loan (a landline: no SMS) in yellow."""
     try:
-        return validate_loan_record({k: v for k, v in values.items() if v is not None})
+        loan = validate_loan_record({k: v for k, v in values.items() if v is not None})
     except RowError as exc:
         for p in exc.problems:
             complain(f"{flag_of(p.field)}: {p.message}")
         exit_with(ErrorKind.BAD_INPUT)
+    for w in loan_warnings(loan):
+        complain(f"{flag_of(w.field)}: {w.message}", "yellow")
+    return loan
 
 
 def refuse_flags_with_file(values: LoanValues) -> None:

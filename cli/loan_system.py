@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.arguments import Actor, LoanArg
@@ -20,7 +21,7 @@ from cli.plumbing import (
     show_answer,
     with_temporal,
 )
-from contracts.messages import LoanInput
+from contracts.messages import LoanInput, PaymentResult, PaymentStatus
 from service import cases, inputs, updates
 from service.connection import Connections
 from service.errors import ErrorKind
@@ -45,6 +46,9 @@ def start(
 
     Starting a loan that already has a case is harmless: it reports "already running" or
     "already closed" and starts nothing. A file is checked in full before anything starts.
+    Its columns: examples/loans.csv (CSV) and examples/loans.jsonl (JSON lines) show them all.
+
+        collect start --file examples/loans.csv
     """
     if file is None:
         one = loan_from_flags(loan)
@@ -56,8 +60,11 @@ def start(
         return
     refuse_flags_with_file(loan)
     result = load_loan_file(file)
-    for problem in result.errors:
-        complain(str(problem), "yellow" if skip_invalid else "red")
+    if skip_invalid:  # else loans_to_start refuses the file, and its error lists them once
+        for problem in result.errors:
+            complain(str(problem), "yellow")
+    for warning in result.warnings:  # accepted, but the operator should know (no SMS)
+        complain(str(warning), "yellow")
     start_file(loans_to_start(result, str(file), skip_invalid=skip_invalid), concurrency)
 
 
@@ -99,23 +106,42 @@ def pay(
     amount: Annotated[str, typer.Option(help="Amount paid, e.g. 300.00.")],
     currency: Annotated[str, typer.Option(help="ISO 4217 code; must be the loan's.")],
     payment_id: Annotated[str, typer.Option(
-        help="The loan system's payment id; a repeat is ignored.")],
+        help="The loan system's payment id; a repeat changes nothing (duplicate).")],
     paid_at: Annotated[str | None, typer.Option(
         help="When it was paid, ISO with offset (default: now).")] = None,
 ) -> None:
-    """Record a payment from the loan system on the loan's case."""
+    """Report a payment from the loan system to the loan's case, and print what the case did
+    with it: applied (or kept as excess after the case closed), or a duplicate of a payment id
+    already reported (nothing changes; exit 0 for both). Money the case cannot apply, such as a
+    payment in another currency, is kept as unapplied with the reason, never dropped: the reason
+    is printed and the exit code is 1 (refused).
+
+        collect pay CN-1001 --amount 3000.00 --currency CNY --payment-id P-1001-1
+    """
     loan_id = parse_loan_id(loan, "loan")
     payment = inputs.payment_input(payment_id, amount, currency, paid_at)
-    with_temporal(lambda client: cases.pay(client, loan_id, payment))
-    out.print(f"payment {payment.payment_id} of {payment.amount} {payment.currency} sent to the "
-              f"case for loan {loan_id}")
+    result = with_temporal(lambda client: cases.pay(client, loan_id, payment))
+    show_payment(result)
+
+
+def show_payment(result: PaymentResult) -> None:
+    """The case's answer to a payment; unapplied money is a refusal (exit 1) with its reason."""
+    if result.status == PaymentStatus.UNAPPLIED:
+        complain(f"payment {result.payment_id} not applied: {result.reason}; kept as unapplied "
+                 f"(outstanding {result.outstanding} {result.currency})")
+        exit_with(ErrorKind.REFUSED)
+    out.print(Text(result.message))
+    out.print(f"outstanding: {result.outstanding} {result.currency}")
 
 
 @commands.command()
 def close(loan: LoanArg, actor: Actor,
           reason: Annotated[str, typer.Option(
               help=f"Why: {', '.join(inputs.CLOSE_REASONS)}.")]) -> None:
-    """Close a case for good (bankruptcy, death, sale, fraud, other): no more contact."""
+    """Close a case for good (bankruptcy, death, sale, fraud, other): no more contact.
+
+        collect close CN-1007 --actor ops.lead --reason bankruptcy
+    """
     loan_id = parse_loan_id(loan, "loan")
     arg = inputs.close_input(actor, reason)
     show_answer(with_temporal(lambda client: updates.close(client, loan_id, arg)))

@@ -27,11 +27,17 @@ import typer
 
 from cli import agents, loan_system, operators, policy
 from cli.exit_codes import exit_code_help
-from cli.plumbing import reflow
+from cli.help_style import PlainHelpGroup
+from cli.plumbing import OneLineErrors, reflow
+
+
+class RootGroup(OneLineErrors, PlainHelpGroup):
+    """One line and exit code 2 for a missing or mistyped option; help without type labels."""
+
 
 app = typer.Typer(
     help=reflow(__doc__), epilog=exit_code_help(), no_args_is_help=True, add_completion=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="rich", cls=RootGroup,  # no <bool>/<str> labels, one-line usage errors
     pretty_exceptions_show_locals=False,  # locals would print borrower data
 )
 policy_app = typer.Typer(help="Read, check and explain the collection policies.",

@@ -1,9 +1,9 @@
-"""What operators ask: one case (status, timeline, history), lists of cases, the portfolio report.
+"""What operators ask: one case (status, history), lists of cases, the portfolio report.
 
-    python starter.py list --stage legal --min-outstanding 10000
-    python starter.py list --state active --agent a.chen --source db --json
-    python starter.py history L1001 --json > L1001-audit.json
-    python starter.py report --chart report.png
+    collect list --stage legal --min-outstanding 10000
+    collect list --state active --agent a.chen --source db --json
+    collect history L1001 --json > L1001-audit.json
+    collect report --chart report.png
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from cli.plumbing import (
     echo_json,
     err,
     out,
+    reflow,
     run,
     show_json,
     when,
@@ -35,16 +36,27 @@ from contracts.messages import CaseStatus, TimelineEvent
 from service import cases, listing
 from service import history as case_history
 from service import report as portfolio
-from service.case_filters import visibility_query
+from service.case_filters import list_limit, visibility_query
 from service.connection import Connections
 from service.errors import Unreachable
 from service.history import HistoryEntry
 from service.listing import CaseRow
-from service.report_chart import render_chart
+from service.report_chart import check_chart_target, render_chart
 from service.report_figures import Report
 from service.values import parse_instant, parse_loan_id
 
-commands = Commands("Operators")
+
+class OperatorCommands(Commands):
+    """The operators' verbs; `timeline`, the old name of `history --source workflow`, is kept
+    for scripts and hidden from --help."""
+
+    def register(self, app: typer.Typer) -> None:
+        for name, fn in self._commands:
+            app.command(name, help=reflow(fn.__doc__), rich_help_panel=self.panel,
+                        hidden=name == "timeline")(fn)
+
+
+commands = OperatorCommands("Operators")
 
 
 class Source(StrEnum):
@@ -52,9 +64,17 @@ class Source(StrEnum):
     DB = "db"
 
 
+class HistorySource(StrEnum):
+    ALL = "all"
+    WORKFLOW = "workflow"
+
+
 @commands.command()
 def status(loan: LoanArg, as_json: JsonFlag = False) -> None:
-    """Show a case: state, stage, balance, next action, open arrangements, contacts, policy."""
+    """Show a case: state, stage, balance, next action, open arrangements, contacts, policy.
+
+        collect status CN-1001
+    """
     loan_id = parse_loan_id(loan, "loan")
     case = with_temporal(lambda client: cases.status(client, loan_id))
     if as_json:
@@ -63,11 +83,17 @@ def status(loan: LoanArg, as_json: JsonFlag = False) -> None:
         out.print(status_panel(case))
 
 
-@commands.command()
+@commands.command("timeline")
 def timeline(loan: LoanArg, as_json: JsonFlag = False) -> None:
-    """The workflow's own timeline, oldest first, with the rule behind each decision (`history`
-    adds what PostgreSQL recorded)."""
-    loan_id = parse_loan_id(loan, "loan")
+    """Same as `history LOAN --source workflow`.
+
+        collect history CN-1001 --source workflow
+    """
+    workflow_timeline(parse_loan_id(loan, "loan"), as_json)
+
+
+def workflow_timeline(loan_id: str, as_json: bool) -> None:
+    """The workflow's own timeline, from its worker, with the rule behind each decision."""
     events = with_temporal(lambda client: cases.timeline(client, loan_id))
     if as_json:
         show_json(events, list[TimelineEvent])
@@ -108,12 +134,16 @@ def list_cases(
 ) -> None:
     """Cases matching every filter given. From Temporal (most recently started first; a second or
     so behind the cases) or from PostgreSQL with --source db (largest balance first). Prints the
-    equivalent query for `temporal workflow list --query` and the Web UI's search box."""
+    equivalent query for `temporal workflow list --query` and the Web UI's search box.
+
+        collect list --state active --min-dpd 1
+    """
     filters: dict[str, Any] = dict(
         stage=stage, state=state, min_outstanding=min_outstanding,
         max_outstanding=max_outstanding, min_dpd=min_dpd, max_dpd=max_dpd, agent=agent,
         policy_version=policy_version, currency=currency)
     query = visibility_query(**filters)
+    limit = list_limit(limit)  # before connecting: --limit 0 or -1 is bad input, not a query
 
     async def read(c: Connections) -> list[CaseRow]:
         if source == Source.DB:
@@ -149,11 +179,24 @@ def history(
         "--json", help="A JSON array for audits: ISO times, amounts as strings.")] = False,
     no_query: Annotated[bool, typer.Option(
         "--no-query", help="Read the Temporal event history instead of asking a worker.")] = False,
+    source: Annotated[HistorySource, typer.Option(
+        help="all: the workflow's timeline merged with PostgreSQL's records; workflow: the "
+             "workflow's own timeline only, from its worker (no database needed).")
+    ] = HistorySource.ALL,
 ) -> None:
-    """One case's history, oldest first: the workflow's timeline (from its worker, or from its
-    Temporal event history across continue-as-new runs) merged with what PostgreSQL recorded:
-    events, contacts, payments, tasks and legal actions. Each event appears once."""
+    """One case's history, oldest first. By default the workflow's timeline (from its worker, or
+    from its Temporal event history across continue-as-new runs) merged with what PostgreSQL
+    recorded: events, contacts, payments, tasks and legal actions, each event once, with the
+    source of each. With --source workflow, only what the workflow itself holds, with the rule
+    and actor behind each decision (what the `timeline` verb used to show).
+
+        collect history CN-1001
+        collect history CN-1001 --source workflow --json
+    """
     loan_id = parse_loan_id(loan, "loan")
+    if source == HistorySource.WORKFLOW:
+        workflow_timeline(loan_id, as_json)
+        return
 
     async def read(c: Connections) -> list[HistoryEntry]:
         pool = await c.pool()
@@ -187,8 +230,13 @@ def report(
 ) -> None:
     """Portfolio figures per policy version and segment, from PostgreSQL: cases, amount placed,
     collected, recovery, cure, promise-kept and roll rates, contacts per cured case, cases by
-    state; and a monthly series of recovery and roll rates (in --json and the --chart)."""
+    state; and a monthly series of recovery and roll rates (in --json and the --chart).
+
+        collect report --chart report.png
+    """
     moment = parse_instant(as_of, "as_of") if as_of is not None else None
+    if chart is not None:
+        check_chart_target(chart)  # before reading: a chart that cannot be written is bad input
 
     async def read(c: Connections) -> Report:
         return await portfolio.portfolio_report(await c.pool(), as_of=moment, policy_name=policy)

@@ -7,8 +7,9 @@ import asyncio
 import functools
 import inspect
 import json
+import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
@@ -18,12 +19,15 @@ from pydantic import TypeAdapter
 from rich.console import Console
 from rich.text import Text
 from temporalio.client import Client
+from typer._click import exceptions as click_errors  # typer's own click, vendored
+from typer.core import TyperGroup
 
 from cli.exit_codes import EXIT_CODES
 from contracts.messages import UpdateResult
 from service.connection import Connections
 from service.errors import ErrorKind, ServiceError
 from service.loan_file import FileProblems
+from service.masking import is_inert
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., None])
@@ -53,6 +57,78 @@ def fail(error: ServiceError) -> NoReturn:
             complain(str(problem))
     complain(str(error))
     exit_with(error.kind)
+
+
+def _param_name(param: Any) -> str:
+    opts = [o for o in getattr(param, "opts", None) or [] if o.startswith("-")]
+    if opts:
+        return max(opts, key=len)  # --amount rather than -a
+    return str(getattr(param, "name", None) or "usage")
+
+
+def _unquoted(message: str) -> str:
+    """A typer message with every quoted value dropped unless inert (service.masking)."""
+    return re.sub(r"'([^']*)'", lambda m: m[0] if is_inert(m[1]) else "(not shown)", message)
+
+
+def _bad_value(message: str) -> str:
+    text = message.removeprefix("Value error, ").rstrip(".")
+    choices = re.fullmatch(r"'.*' is not one of (.+)", text, re.DOTALL)
+    if choices:  # an enum option: the choices are ours, the value the caller's
+        return f"must be one of {choices[1].replace(chr(39), '')}"
+    return _unquoted(text[:1].lower() + text[1:])
+
+
+def usage_line(error: click_errors.ClickException) -> str:
+    """A typer usage error as one bad-input line: `--amount: is required but missing`.
+
+    Typed values are never repeated (a name typed unquoted ends up as an extra argument).
+    """
+    if isinstance(error, click_errors.MissingParameter):
+        return f"{_param_name(error.param)}: is required but missing"
+    if isinstance(error, click_errors.BadParameter):
+        return f"{_param_name(error.param)}: {_bad_value(error.message)}"
+    if isinstance(error, click_errors.NoSuchOption):
+        hint = (f"; did you mean {', '.join(sorted(error.possibilities))}?"
+                if error.possibilities else "")
+        return f"{error.option_name}: no such option{hint} (see --help)"
+    if isinstance(error, click_errors.BadOptionUsage):
+        if "requires" in error.message:
+            return f"{error.option_name}: needs a value"
+        return f"{error.option_name}: {_unquoted(error.message).rstrip('.')}"
+    message = error.message
+    if message.startswith("No such command"):
+        found = re.search(r"Did you mean (.+)\?", message)
+        hint = f"; did you mean {found[1].replace(chr(39), '')}?" if found else ""
+        return f"command: no such command{hint} (see --help)"
+    if "extra argument" in message:
+        return "usage: unexpected extra arguments; quote a value that has spaces (see --help)"
+    return f"usage: {_unquoted(message).rstrip('.')} (see --help)"
+
+
+class OneLineErrors(TyperGroup):
+    """The app's root: a missing or mistyped option is one bad-input line and exit code 2, like
+    every other bad input, instead of click's and typer's multi-line boxes."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args,
+                                **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args,
+                                **extra)
+        except click_errors.NoArgsIsHelpError as exc:
+            exc.show()  # no arguments at all: the help, as before
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            complain(usage_line(exc))
+            sys.exit(EXIT_CODES[ErrorKind.BAD_INPUT])
+        except typer.Abort:
+            complain("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 @dataclass

@@ -20,14 +20,19 @@ from contracts.messages import CaseResult, LoanInput
 from service.errors import BadInput, ErrorKind
 from service.loan_file import load_loan_file, pick_loan
 from service.policy_catalog import list_policies, validate_policies
-from service.policy_explain import explain
+from service.policy_explain import as_of_moment, explain
 from service.policy_simulation import simulate
-from service.values import parse_instant, parse_loan_id
+from service.values import parse_loan_id
 
 commands = Commands()
 
-FileOption = Annotated[Path | None, typer.Option(help="Take the loan from this loan file.")]
+FileOption = Annotated[Path | None, typer.Option(
+    help="Take the loan from this loan file; --loan-id ID (or --line N) picks its row.")]
 LineOption = Annotated[int | None, typer.Option(min=1, help="With --file: the row on line N.")]
+AsOf = Annotated[str | None, typer.Option(
+    "--as-of", "--at", show_default=False,
+    help="Start from this moment: YYYY-MM-DD (midnight in the borrower's zone) or an ISO "
+         "date-time with offset. Default: now.")]
 
 
 def one_loan(file: Path | None, line: int | None, values: LoanValues) -> LoanInput:
@@ -45,7 +50,10 @@ def one_loan(file: Path | None, line: int | None, values: LoanValues) -> LoanInp
 
 @commands.command("list")
 def policy_list() -> None:
-    """The shipped policies: version, rule pack, segments and the ladders they select."""
+    """The shipped policies: version, rule pack, segments and the ladders they select.
+
+        collect policy list
+    """
     table = Table("policy", "version", "rule pack", "segment -> ladder (steps)")
     for p in list_policies():
         segments = "\n".join(f"{segment} -> {ladder} ({p.steps.get(ladder, 0)})"
@@ -58,10 +66,13 @@ def policy_list() -> None:
 def policy_validate(
     files: Annotated[list[Path], typer.Argument(help="Policy or rule-pack TOML files.")],
 ) -> None:
-    """Check policy and rule-pack files; one line per problem naming the file and step."""
+    """Check policy and rule-pack files; one line per problem naming the file and step.
+
+        collect policy validate examples/challenger.toml policies/*.toml
+    """
     problems = validate_policies(files)
     for path in files:
-        if not any(p.startswith(f"{path.name}:") for p in problems):
+        if not any(p.startswith(f"{path}:") for p in problems):
             out.print(Text(f"OK {path}", style="green"))
     for problem in problems:
         out.print(Text(problem, style="red"), soft_wrap=True)
@@ -72,18 +83,21 @@ def policy_validate(
 @commands.command("explain")
 @loan_flags
 def policy_explain(
-    loan: LoanValues, file: FileOption = None, line: LineOption = None,
-    at: Annotated[str | None, typer.Option(help="As of this ISO instant (default: now).")] = None,
+    loan: LoanValues, file: FileOption = None, line: LineOption = None, as_of: AsOf = None,
     count: Annotated[int, typer.Option(min=1, max=100, help="Planned contacts to show.")] = 8,
 ) -> None:
     """Which segment, ladder and rule pack a loan gets, and its next contacts in local time.
 
     The loan comes from the same flags as `start`, or from a loan file (--file, with --line N or
     --loan-id ID to pick a row). Each planned contact shows when the ladder puts it and, if the
-    rule pack's window or quiet days move it, the rule that does.
+    rule pack's window or quiet days move it, the rule that does. --as-of looks from another
+    day, e.g. the day before the due date, to see the ladder from its first step.
+
+        collect policy explain --file examples/loans.csv --loan-id CN-1001 --as-of 2026-11-20
     """
-    now = parse_instant(at, "at") if at else datetime.now(UTC)
-    x = explain(one_loan(file, line, loan), now=now, count=count)
+    one = one_loan(file, line, loan)
+    now = as_of_moment(as_of, one.timezone) if as_of else datetime.now(UTC)
+    x = explain(one, now=now, count=count)
     start_, end = (t.strftime("%H:%M") for t in x.window)
     out.print(f"loan {x.loan_id}: policy {x.policy_name} {x.policy_version}")
     out.print(f"  segment {x.segment}, ladder {x.ladder}, rule pack {x.rule_pack} "
@@ -111,16 +125,22 @@ def policy_explain(
 @commands.command("simulate")
 @loan_flags
 def policy_simulate(loan: LoanValues, file: FileOption = None, line: LineOption = None,
-                    as_json: JsonFlag = False) -> None:
-    """Run the loan's whole case now, on a private time-skipping server: every step, deferral
-    and escalation its policy and rule pack would make, with nothing sent or written.
+                    as_of: AsOf = None, as_json: JsonFlag = False) -> None:
+    """Run the loan's whole case on a private time-skipping server, from now or from --as-of:
+    every step, deferral and escalation its policy and rule pack would make, with nothing sent
+    or written.
 
     No agent answers and no payment arrives, so the case runs to the end of its ladder. Needs no
     cluster or database. Caps count this loan's own contacts only (not the borrower's others).
-    With --file, --loan-id picks the row.
+    With --file, --loan-id picks the row of the file (it does not set the loan's id). A loan due
+    in the past starts late, its early steps superseded; --as-of before its due date shows the
+    whole ladder.
+
+        collect policy simulate --file examples/loans.csv --loan-id CN-1001 --as-of 2026-11-20
     """
     one = one_loan(file, line, loan)
-    result = asyncio.run(simulate(one))
+    start_at = as_of_moment(as_of, one.timezone) if as_of else None
+    result = asyncio.run(simulate(one, as_of=start_at))
     if as_json:
         show_json(result, CaseResult)
         return

@@ -95,6 +95,10 @@ class ContactRequest:
     at: datetime
     timezone: str
     rule_pack: RulePack
+    # Only evaluate the caps at `at` (nothing is written), leaving out the attempt keyed
+    # `exclude_key`: how an agent's call is checked at the time it was made.
+    check_only: bool = False
+    exclude_key: str | None = None
 
 
 @dataclass
@@ -103,6 +107,8 @@ class ContactDecision:
     rule: str | None
     reason: str
     retry_at: datetime | None
+    # Room left under each cap on this channel once this contact is made (cap id -> count).
+    caps_left: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,6 +128,23 @@ class ContactRecord:
     rule: str | None = None
     reason: str | None = None
     outcome: str | None = None
+    # The borrower's local date of `at`; with `moved`, an attempt already written is moved to
+    # `at` (an agent's call is recorded when it happened, not when its task was created).
+    local_date: date | None = None
+    moved: bool = False
+
+
+@dataclass
+class UnappliedPayment:
+    """Money reported as received that could not be applied, kept with the reason."""
+
+    loan_id: str
+    payment_id: str
+    amount: Decimal
+    currency: str
+    received_at: datetime
+    reason: str
+    status: str = "unapplied"  # "resolved" once a later report of the same id is applied
 
 
 @dataclass
@@ -135,6 +158,7 @@ class RecordBatch:
     # Contact decisions and outcomes (executions with local database activities; older ones sent
     # each through `record_contact`).
     contacts: list[ContactRecord] = field(default_factory=list)
+    unapplied: list[UnappliedPayment] = field(default_factory=list)
 
 
 @dataclass
@@ -180,16 +204,29 @@ class TaskInput:
     priority: int
     due_by: datetime
     created_at: datetime
+    # When it may be worked, for the queue: the rule pack's window in the borrower's local time,
+    # the allowed periods inside the task's span (UTC ISO pairs), and the room left under each cap
+    # on the day the task was created. Defaults: tasks recorded before they were carried.
+    timezone: str = ""
+    window_start: str = ""  # "08:00"
+    window_end: str = ""  # "22:00"
+    work_windows: list[list[str]] = field(default_factory=list)
+    caps_left: dict[str, int] = field(default_factory=dict)
+    rule_pack: str = ""
 
 
 @dataclass
 class TaskClose:
     task_key: str
-    status: str  # "done" or "expired"
+    status: str  # "done", "expired", "cancelled" (before TASK_RULES_PATCH) or "withdrawn"
     outcome: str
     completed_at: datetime
     agent: str | None = None
     note: str | None = None
+    reason: str | None = None  # why it was withdrawn
+    # When the call or visit happened, if it did, and the rule it broke, if any.
+    contacted_at: datetime | None = None
+    breach_rule: str | None = None
 
 
 @dataclass

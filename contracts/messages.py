@@ -20,6 +20,9 @@ class CaseState(StrEnum):
     SETTLED = "settled"
     WRITTEN_OFF = "written_off"
     CLOSED = "closed"  # bankruptcy, deceased, sold, ... : no more outbound contact
+    # Never opened: its start input broke the loan-file rules (search attribute only; the
+    # workflow failed with the field named).
+    FAILED = "failed"
 
 
 class Stage(StrEnum):
@@ -34,6 +37,12 @@ class Stage(StrEnum):
 
 # The order a case moves through; `closed` is an end outside it. Escalation only moves forward.
 STAGE_ORDER = (Stage.PRE_DUE, Stage.EARLY, Stage.MIDDLE, Stage.LATE, Stage.LEGAL, Stage.WRITTEN_OFF)
+
+
+# Why a case may be closed for good, and the holds an operator may place (a dispute is its own
+# verb): one list each, which the workflow enforces and the CLI and API offer.
+CLOSE_REASONS = ("bankruptcy", "deceased", "sold", "fraud", "other")
+HOLD_KINDS = ("dispute", "hardship", "manual")
 
 
 class TaskOutcome(StrEnum):
@@ -63,7 +72,7 @@ class LoanInput:
     product: str = "consumer"
     risk_grade: str = "B"
     lender: str = "Demo Lender"
-    # Lets borrower-scoped contact caps span this borrower's loans; derived from the phone if absent.
+    # Lets borrower-scoped contact caps span the borrower's loans; derived from the phone if absent.
     borrower_id: str | None = None
     # Components of amount_overdue; principal is what is left after interest and fees.
     interest: Decimal = Decimal("0")
@@ -73,6 +82,9 @@ class LoanInput:
     # ISO 3166 country or subdivision ("US", "US-NY") whose contact rules apply; empty: the phone
     # number's country. Defaulted so inputs recorded before it existed still decode.
     jurisdiction: str = ""
+    # Channels the case may not use from the start, with why: {"sms": "a fixed-line number..."}
+    # for a landline or toll-free phone (it may be called, not texted). Defaulted, as above.
+    unusable_channels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,6 +174,9 @@ class TaskOutcomeInput:
     outcome: TaskOutcome
     agent: str = ""
     note: str = ""
+    # When the call or visit happened (timezone-aware); None: when the outcome is reported. The
+    # contact is recorded at this time, and checked against the window and caps then.
+    at: datetime | None = None
 
 
 @dataclass
@@ -170,6 +185,24 @@ class UpdateResult:
     message: str
     outstanding: Decimal
     currency: str
+
+
+class PaymentStatus(StrEnum):
+    APPLIED = "applied"  # to the balance (or kept as excess after the case closed)
+    DUPLICATE = "duplicate"  # this payment id was reported before: nothing changed
+    UNAPPLIED = "unapplied"  # money received that cannot be applied: recorded with the reason
+
+
+@dataclass
+class PaymentResult:
+    """The answer to the `pay` update: what became of the money reported."""
+
+    payment_id: str
+    status: PaymentStatus
+    message: str
+    outstanding: Decimal
+    currency: str
+    reason: str = ""  # why it was not applied (unapplied), else empty
 
 
 @dataclass
@@ -208,6 +241,10 @@ class CaseStatus:
     ceased: bool
     assigned_agent: str | None
     run_count: int
+    # Agent calls or visits reported outside the rule pack's window or over a cap.
+    breaches: int = 0
+    # Payments reported as received that could not be applied (wrong currency, not positive).
+    unapplied_payments: int = 0
 
 
 @dataclass

@@ -22,6 +22,9 @@ class Update(StrEnum):
     CEASE = "cease"
     CLOSE = "close"
     TASK_OUTCOME = "task_outcome"
+    # A payment with an answer (applied, duplicate, unapplied and why); the `pay` signal stays
+    # for signal-with-start, when the payment may arrive before the case exists.
+    PAY = "record_payment"
 
 
 class Query(StrEnum):

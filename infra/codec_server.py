@@ -9,7 +9,7 @@ Run it (keys come from ``COLLECTIONS_ENCRYPTION_KEYS``, see ``infra.codec``)::
 
     export COLLECTIONS_CODEC_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')
     python -m infra.codec_server --port 8081
-    # local embedded stack: add --dev-key-file <the stack's key file>
+    # on the local stack (`make run`) the key comes from $STATE_DIR/encryption.key by itself
 
 Authorisation: every request except the CORS preflight (``OPTIONS``) needs
 ``Authorization: Bearer $COLLECTIONS_CODEC_TOKEN``; otherwise 401.  The server
@@ -55,6 +55,8 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
 from infra.codec import CodecError, codec_from_env
+from infra.settings import Settings
+from infra.stack import KEY_FILE
 
 __all__ = [
     "DEFAULT_CORS_ORIGIN",
@@ -208,7 +210,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--dev-key-file",
         type=Path,
         default=None,
-        help="key file of the embedded local stack, used when COLLECTIONS_ENCRYPTION_KEYS is unset",
+        help="key file of the embedded local stack, used when COLLECTIONS_ENCRYPTION_KEYS is "
+             f"unset (default: the state folder's {KEY_FILE}, if it exists)",
     )
     p.add_argument(
         "--insecure-dev",
@@ -221,14 +224,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = _parse_args(argv)
+    key_file = args.dev_key_file
+    if key_file is None:  # the local stack's key, never a new one (that would decode nothing)
+        local = Settings().state_dir / KEY_FILE
+        key_file = local if local.is_file() else None
     try:
-        codec = codec_from_env(os.environ, dev_key_file=args.dev_key_file)
+        codec = codec_from_env(os.environ, dev_key_file=key_file)
     except ValueError as e:
         sys.exit(f"codec server: {e}")
     if codec is None:
         sys.exit(
             "codec server: no encryption keys; set COLLECTIONS_ENCRYPTION_KEYS "
-            "(see infra.codec.generate_key) or pass --dev-key-file"
+            "(see infra.codec.generate_key), start the local stack (make run: it writes "
+            f"{Settings().state_dir / KEY_FILE}) or pass --dev-key-file"
         )
     token = os.environ.get(ENV_TOKEN, "").strip() or None
     if token is None:

@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -75,7 +76,9 @@ async def register_search_attributes(client: Client) -> None:
             await client.operator_service.add_search_attributes(
                 AddSearchAttributesRequest(
                     namespace=client.namespace,
-                    search_attributes={key.name: key.indexed_value_type},
+                    # The SDK's enum mirrors the API's IndexedValueType value for value.
+                    search_attributes={key.name: IndexedValueType.ValueType(
+                        key.indexed_value_type.value)},
                 )
             )
         except RPCError as err:

@@ -218,3 +218,39 @@ def evaluate_caps(
 def may_contact_after_cease(pack: RulePack, notice: str | None) -> bool:
     """After a cease request only the notices the pack allows (FDCPA 805(c)) may still go out."""
     return notice is not None and notice in pack.allowed_after_cease
+
+
+def caps_left(
+    pack: RulePack, *, channel: str, at: datetime, tz: str, loan_id: str, contact_key: str,
+    attempts: Sequence[Attempt],
+) -> dict[str, int]:
+    """Room left under each cap on `channel` at `at` (cap id -> contacts still allowed), counting
+    `attempts` as `evaluate_caps` does: what an agent's task shows for the rest of the day."""
+    zone = ZoneInfo(tz)
+    _aware(at)
+    return {
+        cap.id: max(0, cap.limit - len(_counted(
+            cap, channel=channel, at=at, zone=zone, loan_id=loan_id, contact_key=contact_key,
+            attempts=attempts)))
+        for cap in pack.caps if channel in cap.channels
+    }
+
+
+def allowed_periods(start: datetime, end: datetime, tz: str,
+                    pack: RulePack) -> list[tuple[datetime, datetime]]:
+    """The periods in [start, end) when the pack allows contact (UTC pairs, in order): the local
+    window of each day that is not quiet, cut to the span."""
+    _aware(start)
+    zone = ZoneInfo(tz)
+    periods = []
+    day = local(start, tz).date()
+    last = local(end, tz).date()
+    while day <= last:
+        if _quiet_rule(pack, day) is None:
+            opens = _to_utc(datetime.combine(day, pack.window_start), zone)
+            closes = _to_utc(datetime.combine(day, pack.window_end), zone)
+            lo, hi = max(opens, start), min(closes, end)
+            if lo < hi:
+                periods.append((lo, hi))
+        day += timedelta(days=1)
+    return periods

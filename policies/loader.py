@@ -130,15 +130,16 @@ def _validation_problems(error: ValidationError, data: Mapping[str, Any]) -> lis
     return [_describe_error(e, data) for e in error.errors()]
 
 
-def _read(path: Path) -> tuple[bytes, str]:
-    """The file's bytes (for the digest) and its text."""
+def _read(path: Path, source: str | None = None) -> tuple[bytes, str]:
+    """The file's bytes (for the digest) and its text; problems name it `source` (its name)."""
+    source = source or path.name
     try:
         raw = path.read_bytes()
         return raw, raw.decode("utf-8")
     except OSError as exc:
-        raise _fail(path.name, [f"cannot read: {exc.strerror or exc}"]) from exc
+        raise _fail(source, [f"cannot read: {exc.strerror or exc}"]) from exc
     except UnicodeDecodeError as exc:
-        raise _fail(path.name, [f"not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
+        raise _fail(source, [f"not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
@@ -365,11 +366,13 @@ def load_policies(
     return policies
 
 
-def validate_files(paths: Iterable[Path | str], *, templates: Templates | None) -> list[str]:
+def validate_files(paths: Iterable[Path | str], *, templates: Templates | None,
+                   full_paths: bool = False) -> list[str]:
     """One message per problem across `paths` (empty when all are good), for the CLI.
 
     A file with `window_rule` at the top level is checked as a rule pack, anything else as a
-    policy; policies may name the shipped rule packs or any rule pack among `paths`.
+    policy; policies may name the shipped rule packs or any rule pack among `paths`. Problems
+    name each file by its name, or with `full_paths` as it was given.
     """
     errors: list[str] = []
     packs: dict[str, RulePack] = {}
@@ -377,21 +380,22 @@ def validate_files(paths: Iterable[Path | str], *, templates: Templates | None) 
         packs.update(load_rule_packs())
     except PolicyError as exc:
         errors += exc.problems
-    policies: list[tuple[Path, str]] = []
+    policies: list[tuple[str, str]] = []
     for item in paths:
         path = Path(item)
+        source = str(item) if full_paths else path.name
         try:
-            text = _read(path)[1]
-            if "window_rule" in _parse_toml(text, path.name):
-                pack = parse_rule_pack(text, path.name)
+            text = _read(path, source)[1]
+            if "window_rule" in _parse_toml(text, source):
+                pack = parse_rule_pack(text, source)
                 packs[pack.name] = pack
             else:
-                policies.append((path, text))
+                policies.append((source, text))
         except PolicyError as exc:
             errors += exc.problems
-    for path, text in policies:
+    for source, text in policies:
         try:
-            parse_policy(text, path.name, rule_packs=packs, templates=templates)
+            parse_policy(text, source, rule_packs=packs, templates=templates)
         except PolicyError as exc:
             errors += exc.problems
     return errors

@@ -2,7 +2,7 @@
 
     client = await connect()
     await start_loan(client, loan)        # "started", "already running" or "already closed"
-    await pay(client, "L1", PaymentInput(...))
+    (await pay(client, "L1", PaymentInput(...))).status   # applied, duplicate or unapplied
     print((await status(client, "L1")).outstanding)
 """
 
@@ -25,8 +25,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.case_io import CollectionInput
-from contracts.messages import CaseResult, CaseStatus, LoanInput, PaymentInput, TimelineEvent
-from contracts.names import TASK_QUEUE, WORKFLOW_TYPE, Query, Signal, workflow_id_for
+from contracts.messages import (
+    CaseResult,
+    CaseStatus,
+    LoanInput,
+    PaymentInput,
+    PaymentResult,
+    TimelineEvent,
+)
+from contracts.names import TASK_QUEUE, WORKFLOW_TYPE, Query, Signal, Update, workflow_id_for
 from service.case_calls import (
     ANSWER_TIMEOUT,
     answer,
@@ -36,6 +43,7 @@ from service.case_calls import (
     rpc_error,
 )
 from service.errors import Refused, ServiceError, Unreachable
+from service.updates import execute
 
 T = TypeVar("T")
 
@@ -136,14 +144,18 @@ async def start_many(
 # --------------------------------------------------------------------------- payments
 
 
-async def pay(client: Client, loan_id: str, payment: PaymentInput) -> None:
-    """Send a payment to an existing case (fire-and-forget; a repeated payment id is ignored)."""
-    try:
-        await handle(client, loan_id).signal(Signal.PAY, payment)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise await closed_or_unknown(client, loan_id) from None
-        raise rpc_error(err, loan_id) from None
+async def pay(client: Client, loan_id: str, payment: PaymentInput, *,
+              answer_within: float = ANSWER_TIMEOUT) -> PaymentResult:
+    """Report a payment to an existing case and get the case's answer: applied (to the balance,
+    or as excess after the case closed), duplicate (this payment id was reported before: nothing
+    changed) or unapplied (money received that cannot be applied, such as another currency: kept
+    with the reason, never dropped).
+
+    A malformed payment (blank id, a currency that is no ISO code) is `Refused` by the update's
+    validator and leaves nothing in the case's history. Use `pay_with_start` when the payment may
+    arrive before the loan's case has been started.
+    """
+    return await execute(client, loan_id, Update.PAY, payment, PaymentResult, answer_within)
 
 
 async def pay_with_start(

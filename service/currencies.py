@@ -3,51 +3,33 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cache
 from typing import Final
 
+from babel.numbers import get_currency_precision
+
+from contracts.loan_rules import ISO_4217_CODES
 from service.errors import BadInput
-from service.values import parse_amount, shown, text_of
+from service.masking import quoted
+from service.values import parse_amount, text_of
 
-# ISO 4217 List One alphabetic codes in use as of 2026, including fund codes (BOV, CLF, ...),
-# precious metals, bond units and XDR, because a loan system may legitimately carry them.
-# Left out on purpose: XTS (reserved for testing) and XXX (no currency), plus recently withdrawn
-# codes that a loan system may still emit by mistake: ANG (replaced by XCG in 2025), ZWL (by ZWG
-# in 2024), SLL (by SLE), HRK (Croatia joined the euro in 2023), BGN (Bulgaria, 2026), CUC.
-ISO_4217_CODES: Final[frozenset[str]] = frozenset(
-    """
-    AED AFN ALL AMD AOA ARS AUD AWG AZN
-    BAM BBD BDT BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD
-    CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK
-    DJF DKK DOP DZD
-    EGP ERN ETB EUR
-    FJD FKP
-    GBP GEL GHS GIP GMD GNF GTQ GYD
-    HKD HNL HTG HUF
-    IDR ILS INR IQD IRR ISK
-    JMD JOD JPY
-    KES KGS KHR KMF KPW KRW KWD KYD KZT
-    LAK LBP LKR LRD LSL LYD
-    MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN
-    NAD NGN NIO NOK NPR NZD
-    OMR
-    PAB PEN PGK PHP PKR PLN PYG
-    QAR
-    RON RSD RUB RWF
-    SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL
-    THB TJS TMT TND TOP TRY TTD TWD TZS
-    UAH UGX USD USN UYI UYU UYW UZS
-    VED VES VND VUV
-    WST
-    XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA
-    YER
-    ZAR ZMW ZWG
-    """.split()  # noqa: SIM905 (the table reads better as words)
-)
+__all__ = ["ISO_4217_CODES", "minor_units", "parse_currency", "parse_money"]
 
-# Currencies whose minor unit is 0 (ISO 4217 "E" column): "100.50 JPY" is a typo, not a debt.
-ZERO_DECIMAL_CURRENCIES: Final[frozenset[str]] = frozenset(
-    "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF".split()  # noqa: SIM905
-)
+# babel's precision is CLDR's `digits`: the decimals people write in practice. Where CLDR rounds
+# below ISO 4217's minor unit, a loan system may still send ISO's decimals, and they are exact
+# money: these are ISO 4217's own figures for those codes (tests check babel still differs).
+ISO_WHERE_CLDR_DIFFERS: Final[dict[str, int]] = {
+    **dict.fromkeys(
+        "AFN ALL COP HUF IDR IRR KPW LAK LBP MGA MMK SOS SYP YER".split(), 2  # noqa: SIM905
+    ),
+    "IQD": 3,
+}
+
+
+@cache
+def minor_units(code: str) -> int:
+    """Decimal places of the currency's minor unit (ISO 4217): 2 for CNY, 0 for JPY, 3 for KWD."""
+    return ISO_WHERE_CLDR_DIFFERS.get(code, get_currency_precision(code))
 
 
 def parse_currency(value: str, field: str = "currency") -> str:
@@ -58,8 +40,20 @@ def parse_currency(value: str, field: str = "currency") -> str:
         # the person should know their other values may need a look too.
         raise BadInput(field, f"currency codes are upper case: {text.upper()}")
     if text not in ISO_4217_CODES:
-        raise BadInput(field, f"{shown(text)} is not an ISO 4217 currency code")
+        raise BadInput(field, f"{quoted(text)}is not an ISO 4217 currency code")
     return text
+
+
+def fraction_problem(value: Decimal, code: str) -> str | None:
+    """Why `value` is not exact in `code`'s minor unit, or None."""
+    units = minor_units(code)
+    exponent = value.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent <= units:
+        return None
+    if units == 0:
+        return f"{code} has no minor unit; {quoted(format(value, 'f'))}has a fraction"
+    return f"{code} has {units} decimal places; {quoted(format(value, 'f'))}has more"
 
 
 def parse_money(
@@ -67,6 +61,7 @@ def parse_money(
 ) -> tuple[Decimal, str]:
     """An amount and its currency, the amount exact to the currency's minor unit."""
     value, code = parse_amount(amount, field), parse_currency(currency)
-    if code in ZERO_DECIMAL_CURRENCIES and value != value.to_integral_value():
-        raise BadInput(field, f"{code} has no minor unit; '{value}' has a fraction")
+    problem = fraction_problem(value, code)
+    if problem:
+        raise BadInput(field, problem)
     return value, code

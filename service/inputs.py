@@ -11,6 +11,8 @@ from decimal import Decimal
 from typing import Final
 
 from contracts.messages import (
+    CLOSE_REASONS,
+    HOLD_KINDS,
     CeaseInput,
     CloseInput,
     ExtensionInput,
@@ -27,6 +29,7 @@ from contracts.messages import (
 )
 from service.currencies import parse_currency, parse_money
 from service.errors import BadInput
+from service.masking import quoted
 from service.values import (
     parse_amount,
     parse_choice,
@@ -37,12 +40,11 @@ from service.values import (
     parse_note,
     parse_person,
 )
-from workflows.negotiation import CLOSE_REASONS
 
-__all__ = ["CLOSE_REASONS", "HOLD_KINDS", "TASK_OUTCOMES", "WAIVABLE"]
+__all__ = ["CLOSE_REASONS", "HOLD_KINDS", "OPERATOR_HOLDS", "TASK_OUTCOMES", "WAIVABLE"]
 
 WAIVABLE: Final = ("interest", "fees")
-HOLD_KINDS: Final = ("hardship", "manual")  # a dispute has its own verb
+OPERATOR_HOLDS: Final = tuple(k for k in HOLD_KINDS if k != "dispute")  # dispute: its own verb
 # An agent reports what happened; a missed deadline is the workflow's own finding.
 TASK_OUTCOMES: Final = tuple(o.value for o in TaskOutcome if o != TaskOutcome.DEADLINE_MISSED)
 
@@ -52,9 +54,9 @@ Amount = str | int | Decimal
 def payment_input(payment_id: str, amount: Amount, currency: str,
                   paid_at: str | None = None) -> PaymentInput:
     value, code = parse_money(amount, currency)
+    when = parse_instant(paid_at, "paid_at", not_in_future=True) if paid_at else None
     return PaymentInput(payment_id=parse_identifier(payment_id, "payment_id"), amount=value,
-                        currency=code,
-                        paid_at=parse_instant(paid_at, "paid_at") if paid_at else None)
+                        currency=code, paid_at=when)
 
 
 def promise_input(agent: str, amount: Amount, currency: str, date: str) -> PromiseInput:
@@ -66,7 +68,7 @@ def installment(text: str, n: int) -> Installment:
     """`AMOUNT@YYYY-MM-DD`, the n-th (from 1) of a plan."""
     amount, at, day = text.partition("@")
     if not at:
-        raise BadInput(f"installment {n}", f"{text[:40]!r} is not AMOUNT@YYYY-MM-DD")
+        raise BadInput(f"installment {n}", f"{quoted(text)}is not AMOUNT@YYYY-MM-DD")
     return Installment(parse_amount(amount, f"installment {n} amount"),
                        parse_date(day, f"installment {n} date"))
 
@@ -104,7 +106,7 @@ def dispute_input(actor: str, reason: str | None = None,
 
 def hold_input(actor: str, kind: str, reason: str | None = None,
                review_by: str | None = None) -> HoldInput:
-    return _hold(actor, parse_choice(kind, "kind", HOLD_KINDS), reason, review_by)
+    return _hold(actor, parse_choice(kind, "kind", OPERATOR_HOLDS), reason, review_by)
 
 
 def _hold(actor: str, kind: str, reason: str | None, review_by: str | None) -> HoldInput:

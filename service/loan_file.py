@@ -12,16 +12,24 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
+from activities.templates import known_templates
 from contracts.messages import LoanInput
-from service.currencies import ZERO_DECIMAL_CURRENCIES, parse_currency
+from contracts.policy import PolicyFile, RulePack, select_segment
+from policies import jurisdiction as jurisdictions
+from policies import loader as policy_loader
+from service.currencies import fraction_problem, parse_currency
 from service.errors import BadInput
 from service.values import (
+    FLOAT_AMOUNT,
+    JsonFraction,
     parse_amount,
     parse_date,
     parse_email,
@@ -32,6 +40,7 @@ from service.values import (
     parse_name,
     parse_phone,
     parse_timezone,
+    sms_unusable_reason,
 )
 
 REQUIRED_COLUMNS: Final = (
@@ -53,10 +62,16 @@ OPTIONAL_COLUMNS: Final = (
     "interest",
     "fees",
     "policy",
+    "jurisdiction",
 )
 ALL_COLUMNS: Final = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 JSON_LINES_SUFFIXES: Final = frozenset({".jsonl", ".ndjson", ".json"})
+DEFAULT_POLICY: Final = "default"
+AMOUNT_COLUMNS: Final = ("amount_overdue", "interest", "fees")
+# A column or key name that may be quoted back: lower-case words joined by `_`. A cell of a
+# header-less file (a name, a phone number, an e-mail address) is never one of these.
+_COLUMN_LIKE = re.compile(r"[a-z][a-z0-9]{0,30}(?:_[a-z0-9]{1,30}){0,3}", re.ASCII)
 
 
 class LoanFileError(BadInput):
@@ -98,6 +113,8 @@ class LineError:
 class LoanFileResult:
     loans: list[tuple[int, LoanInput]] = field(default_factory=list)
     errors: list[LineError] = field(default_factory=list)
+    # Accepted loans with something the operator should know (a landline: no SMS), by line.
+    warnings: list[LineError] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -120,6 +137,28 @@ _Records = Iterator[tuple[int, dict[str, Any] | LineError]]
 # One record
 
 
+def column_name(key: object) -> str:
+    """A column or key for a message: itself if it looks like one, else a placeholder."""
+    return key if isinstance(key, str) and _COLUMN_LIKE.fullmatch(key) else "(a column not shown)"
+
+
+def _json_fraction_refused(parser: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    def parse(value: Any, name: str) -> Any:
+        if isinstance(value, JsonFraction):
+            raise BadInput(name, FLOAT_AMOUNT)
+        return parser(value, name)
+
+    return parse
+
+
+def _jurisdiction(value: Any, name: str) -> str:
+    text = parse_label(value, name, 16)
+    try:
+        return jurisdictions.normalise(text)
+    except jurisdictions.JurisdictionError as err:
+        raise BadInput(name, str(err).removeprefix("jurisdiction ")) from None
+
+
 def _is_absent(value: object) -> bool:
     # CSV cannot say null, so a blank cell and a JSON null both mean "not given".
     return value is None or (isinstance(value, str) and not value.strip())
@@ -138,18 +177,19 @@ _REQUIRED_PARSERS: Final[dict[str, Callable[[Any, str], Any]]] = {
     "locale": parse_locale,
     "timezone": parse_timezone,
     "currency": parse_currency,
-    "amount_overdue": parse_amount,
+    "amount_overdue": _json_fraction_refused(parse_amount),
     "due_date": parse_date,
 }
 _OPTIONAL_PARSERS: Final[dict[str, Callable[[Any, str], Any]]] = {
     "product": _label(64),
     "risk_grade": _label(16),
     "lender": _label(200),
-    # Not echoed in messages: some loan systems use national id numbers as borrower ids.
-    "borrower_id": lambda value, name: parse_identifier(value, name, echo=False),
-    "interest": lambda value, name: parse_amount(value, name, allow_zero=True),
-    "fees": lambda value, name: parse_amount(value, name, allow_zero=True),
+    # Quoted only when inert (service.masking): some loan systems use national id numbers.
+    "borrower_id": parse_identifier,
+    "interest": _json_fraction_refused(lambda value, name: parse_amount(value, name, True)),
+    "fees": _json_fraction_refused(lambda value, name: parse_amount(value, name, True)),
     "policy": parse_identifier,
+    "jurisdiction": _jurisdiction,
 }
 
 
@@ -157,15 +197,15 @@ def validate_loan_record(record: dict[str, Any]) -> LoanInput:
     """Check one record (a CSV row or JSON object) and build the workflow input from it.
 
     Raises `RowError` with all of the record's problems. Optional columns that are absent or
-    blank take `LoanInput`'s defaults.
+    blank take `LoanInput`'s defaults. Beyond each field, the loan must have a policy, a segment
+    of it and a rule pack for its jurisdiction: what opening its case would look up.
     """
     problems: list[FieldProblem] = []
     values: dict[str, Any] = {}
 
     for key in record:
         if key not in _REQUIRED_PARSERS and key not in _OPTIONAL_PARSERS:
-            name = key if isinstance(key, str) else repr(key)
-            problems.append(FieldProblem(name[:64], "unknown field"))
+            problems.append(FieldProblem(column_name(key), "unknown field"))
 
     for name, parser in (_REQUIRED_PARSERS | _OPTIONAL_PARSERS).items():
         raw = record.get(name)
@@ -181,7 +221,74 @@ def validate_loan_record(record: dict[str, Any]) -> LoanInput:
     problems.extend(_cross_field_problems(values))
     if problems:
         raise RowError(problems)
-    return LoanInput(**values)
+    no_sms = sms_unusable_reason(values["phone"])
+    if no_sms:
+        values["unusable_channels"] = {"sms": no_sms}
+    loan = LoanInput(**values)
+    problems = policy_problems(loan)
+    if problems:
+        raise RowError(problems)
+    return loan
+
+
+def loan_warnings(loan: LoanInput) -> list[FieldProblem]:
+    """What the operator should know about an accepted loan; never holds its values."""
+    return [FieldProblem("phone", f"{why} (SMS marked unusable for this case)")
+            for channel, why in loan.unusable_channels.items() if channel == "sms"]
+
+
+def _catalog_signature() -> tuple[tuple[str, int, int], ...]:
+    files = sorted([*policy_loader.POLICIES_DIR.glob("*.toml"),
+                    *policy_loader.RULES_DIR.glob("*.toml")])
+    signature = []
+    for path in files:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        signature.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(signature)
+
+
+@lru_cache(maxsize=2)
+def _load_catalog(
+    _signature: tuple[tuple[str, int, int], ...],
+) -> tuple[Mapping[str, PolicyFile], Mapping[str, RulePack]]:
+    packs = policy_loader.load_rule_packs()
+    loaded = policy_loader.load_policies(rule_packs=packs, templates=known_templates())
+    return {name: policy for name, (policy, _digest) in loaded.items()}, packs
+
+
+def policy_catalog() -> tuple[Mapping[str, PolicyFile], Mapping[str, RulePack]]:
+    """The shipped policies and rule packs, read again as soon as a file changes."""
+    return _load_catalog(_catalog_signature())
+
+
+def policy_problems(loan: LoanInput) -> list[FieldProblem]:
+    """What opening the loan's case would refuse: an unknown policy, a jurisdiction without a
+    rule pack (or outside the policy's), no segment for it. The same lookups as
+    `policies.loader.resolve_policy`, without building the pinned policy."""
+    try:
+        policies, packs = policy_catalog()
+    except policy_loader.PolicyError as err:
+        return [FieldProblem("policy", f"the policy files cannot be read: {err.problems[0]}"
+                             if err.problems else "the policy files cannot be read")]
+    name = loan.policy or DEFAULT_POLICY
+    policy = policies.get(name)
+    if policy is None:
+        known = ", ".join(sorted(policies)) or "none"
+        return [FieldProblem("policy", f"is not a known policy (known: {known})")]
+    problems = []
+    try:
+        jurisdictions.explain_jurisdiction(loan, policy, packs)
+    except jurisdictions.JurisdictionError as err:
+        problems.append(FieldProblem("jurisdiction", str(err)))
+    try:
+        select_segment(policy, loan.product, loan.risk_grade, loan.amount_overdue)
+    except LookupError:
+        problems.append(FieldProblem("policy", f"no segment of policy {name} takes this loan's "
+                                               "product, risk_grade and amount"))
+    return problems
 
 
 def _cross_field_problems(values: dict[str, Any]) -> list[FieldProblem]:
@@ -192,20 +299,15 @@ def _cross_field_problems(values: dict[str, Any]) -> list[FieldProblem]:
     interest: Decimal = values.get("interest", Decimal(0))
     fees: Decimal = values.get("fees", Decimal(0))
     if amount is not None and interest + fees > amount:
-        # Principal is what is left after interest and fees; it cannot be negative.
-        problems.append(
-            FieldProblem(
-                "amount_overdue",
-                f"interest ({interest}) + fees ({fees}) exceed amount_overdue ({amount})",
-            )
-        )
-    if currency in ZERO_DECIMAL_CURRENCIES:
-        for name in ("amount_overdue", "interest", "fees"):
+        # Principal is what is left after interest and fees; it cannot be negative. No figures:
+        # a shifted column can put a phone number's digits in an amount.
+        problems.append(FieldProblem("amount_overdue", "is less than interest + fees"))
+    if currency is not None:
+        for name in AMOUNT_COLUMNS:
             value = values.get(name)
-            if value is not None and value != value.to_integral_value():
-                problems.append(
-                    FieldProblem(name, f"{currency} has no minor unit; '{value}' has a fraction")
-                )
+            problem = None if value is None else fraction_problem(value, currency)
+            if problem:
+                problems.append(FieldProblem(name, problem))
     return problems
 
 
@@ -214,7 +316,20 @@ def _cross_field_problems(values: dict[str, Any]) -> list[FieldProblem]:
 
 
 def load_loan_file(path: str | os.PathLike[str]) -> LoanFileResult:
-    """Read and validate every loan in `path` (CSV, or JSON lines by extension or content)."""
+    """Read and validate every loan in `path` (CSV, or JSON lines by extension or content).
+
+    A CSV file the reader cannot parse to its end (an unclosed quote, a field past the reader's
+    limit) raises `LoanFileError` naming the line: no row of it is used, even the good ones.
+    """
+    try:
+        return _load(Path(path))
+    except _Unparseable as exc:
+        raise LoanFileError(
+            str(path), f"line {exc.line}: not valid CSV: {exc.reason}; the file cannot be read "
+            "to its end, so none of it is used") from None
+
+
+def _load(path: Path) -> LoanFileResult:
     text = _read_text(Path(path))
     result = LoanFileResult()
     if not text.strip():
@@ -231,6 +346,11 @@ def load_loan_file(path: str | os.PathLike[str]) -> LoanFileResult:
             result.errors.append(LineError(line, "", message))
             return result
         records = _json_lines(text)
+    elif text.lstrip()[:1] == "{":
+        line = text[: len(text) - len(text.lstrip())].count("\n") + 1
+        message = "the file holds JSON lines, not CSV; name it .jsonl"
+        result.errors.append(LineError(line, "", message))
+        return result
     else:
         records = _csv_rows(text)
     seen: dict[str, int] = {}  # loan_id -> line it first appeared on
@@ -249,6 +369,8 @@ def load_loan_file(path: str | os.PathLike[str]) -> LoanFileResult:
             continue
         if not duplicate:
             result.loans.append((line, loan))
+            result.warnings.extend(LineError(line, w.field, w.message)
+                                   for w in loan_warnings(loan))
 
     if not found_any and not result.errors:
         result.errors.append(LineError(1, "", "the file has no loans in it"))
@@ -294,11 +416,30 @@ def _duplicate_check(line: int, record: dict[str, Any], seen: dict[str, int]) ->
     first = seen.setdefault(loan_id, line)
     if first == line:
         return []
-    return [LineError(line, "loan_id", f"'{loan_id}' already appears on line {first}")]
+    return [LineError(line, "loan_id", f"already appears on line {first}")]
+
+
+class _Unparseable(Exception):
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(line, reason)
+        self.line, self.reason = line, reason
+
+
+def _csv_complaint(error: csv.Error) -> str:
+    text = str(error)
+    if "unexpected end of data" in text:
+        return "a quote opened in the row starting here is never closed"
+    if "field larger than field limit" in text:
+        return (f"a field is longer than {csv.field_size_limit()} characters "
+                "(often a quote that is never closed)")
+    if "expected after" in text:
+        return "text follows a closing quote; quote the whole field"
+    return "the reader stopped here"
 
 
 def _csv_rows(text: str) -> _Records:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    # strict: an unclosed quote is an error, not a field that swallows the rest of the file.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
     header_line = 1
     last_line = 0  # reader.line_num after the previous record: the next record starts below it
@@ -308,9 +449,9 @@ def _csv_rows(text: str) -> _Records:
         except StopIteration:
             return
         except csv.Error as exc:
-            # The reader cannot resynchronise reliably after this, so stop reading the file.
-            yield last_line + 1, LineError(last_line + 1, "", f"not valid CSV: {exc}")
-            return
+            # The reader cannot resynchronise after this: the rows below are unknown, so the
+            # whole file is refused (load_loan_file), even with --skip-invalid.
+            raise _Unparseable(last_line + 1, _csv_complaint(exc)) from None
         line, last_line = last_line + 1, reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # blank line
@@ -332,14 +473,22 @@ def _csv_rows(text: str) -> _Records:
 
 
 def _header_problems(header: list[str]) -> list[str]:
+    if not any(c in ALL_COLUMNS for c in header):
+        # Most likely a file without its header row: the cells are a borrower's data.
+        return [f"the first line is not a header row (it names no column); the file must "
+                f"start with the columns, e.g. {','.join(REQUIRED_COLUMNS)}"]
     problems = []
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         problems.append(f"missing required columns: {', '.join(missing)}")
     unknown = [c for c in header if c not in ALL_COLUMNS]
     if unknown:
-        shown = ", ".join(repr(c[:40]) for c in unknown[:10])
-        problems.append(f"unknown columns: {shown}; allowed are {', '.join(ALL_COLUMNS)}")
+        named = [repr(c) for c in unknown if _COLUMN_LIKE.fullmatch(c)][:10]
+        others = len(unknown) - len(named)
+        if others:  # a cell of data in the header row, say: never quoted
+            named.append(f"{others} not shown (not a column name)")
+        problems.append(f"unknown columns: {', '.join(named)}; allowed are "
+                        f"{', '.join(ALL_COLUMNS)}")
     duplicated = sorted({c for c in header if header.count(c) > 1 and c in ALL_COLUMNS})
     if duplicated:
         problems.append(f"columns appear more than once: {', '.join(duplicated)}")
@@ -356,7 +505,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     record: dict[str, Any] = {}
     for key, value in pairs:
         if key in record:
-            raise ValueError(f"key {key[:40]!r} appears twice")
+            raise ValueError(f"key {column_name(key)!r} appears twice")
         record[key] = value
     return record
 
@@ -368,10 +517,11 @@ def _json_lines(text: str) -> _Records:
         if not line.strip():
             continue
         try:
-            # Decimal for non-integers, so 12.50 stays 12.50 and never becomes binary float.
+            # Numbers with a fraction or an exponent are kept aside, never made float: an amount
+            # that is one is refused with the reason (validate_loan_record).
             record = json.loads(
                 line,
-                parse_float=Decimal,
+                parse_float=JsonFraction,
                 parse_constant=_reject_constant,
                 object_pairs_hook=_no_duplicate_keys,
             )

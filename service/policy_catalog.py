@@ -37,5 +37,6 @@ def list_policies() -> list[PolicySummary]:
 
 
 def validate_policies(paths: Sequence[Path | str]) -> list[str]:
-    """One line per problem in the given policy or rule-pack files (empty when all are good)."""
-    return policy_loader.validate_files(paths, templates=known_templates())
+    """One line per problem in the given policy or rule-pack files (empty when all are good),
+    each naming its file as it was given."""
+    return policy_loader.validate_files(paths, templates=known_templates(), full_paths=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, time
+from zoneinfo import ZoneInfo
 
 from activities.policies import resolve
 from contracts.messages import LoanInput
 from policies import compliance
 from policies import loader as policy_loader
 from service.errors import BadInput
+from service.values import parse_date, parse_instant
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,15 @@ class Explanation:
     timezone: str
     contacts: list[PlannedContact] = field(default_factory=list)
     past_steps: int = 0  # steps whose time has passed (a case opened now runs the latest of them)
+
+
+def as_of_moment(value: str, timezone: str, field: str = "as_of") -> datetime:
+    """When `explain` looks from, or a simulation starts: an ISO instant with its offset, or a
+    date YYYY-MM-DD, meaning its first moment in the borrower's zone `timezone`."""
+    if "T" in value or " " in value.strip():
+        return parse_instant(value, field)
+    day = parse_date(value, field)
+    return datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(timezone))
 
 
 def explain(loan: LoanInput, *, now: datetime, count: int = 8) -> Explanation:

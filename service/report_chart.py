@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 
 from service.errors import BadInput
 from service.report_figures import ROLL_TRANSITIONS, Report, SeriesPoint
+
+
+def _cannot(path: Path, reason: str) -> BadInput:
+    return BadInput("chart", f"cannot write {path}: {reason}")
+
+
+def check_chart_target(path: Path) -> Path:
+    """Refuse, before any figure is read, a chart path that cannot be written: a directory, a
+    parent that is a file, a place without write permission. Leaves nothing behind."""
+    path = Path(path)
+    if path.is_dir():
+        raise _cannot(path, "it is a directory; name a file such as report.png")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise _cannot(path, f"{ancestor} is not a directory")
+    if ancestor != path.parent:
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise _cannot(path, f"no permission to create folders in {ancestor}")
+        return path
+    existed = path.exists()
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise _cannot(path, exc.strerror or type(exc).__name__) from None
+    if not existed:
+        path.unlink(missing_ok=True)
+    return path
 
 
 def render_chart(report: Report, path: Path) -> Path:
@@ -51,6 +82,5 @@ def render_chart(report: Report, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png", dpi=110)
     except OSError as exc:  # a parent that is a file, a directory as the target, no permission
-        reason = exc.strerror or type(exc).__name__
-        raise BadInput("chart", f"cannot write {path}: {reason}") from None
+        raise _cannot(path, exc.strerror or type(exc).__name__) from None
     return path

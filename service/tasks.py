@@ -8,6 +8,7 @@ from typing import Final
 
 import asyncpg
 
+from service.connection import NOT_A_URL
 from service.errors import BadInput, Unreachable
 from service.values import parse_choice
 
@@ -40,7 +41,7 @@ async def open_tasks(dsn: str, *, kind: str | None = None, limit: int = 50) -> l
     except (OSError, asyncpg.PostgresError, TimeoutError) as err:
         raise Unreachable(f"cannot reach the database: {type(err).__name__}") from None
     except ValueError:  # a DSN asyncpg cannot parse; never echoed, it may hold a password
-        raise BadInput("DATABASE_URL", "is not a PostgreSQL URL") from None
+        raise BadInput("DATABASE_URL", NOT_A_URL) from None
     try:
         rows = await conn.fetch(
             "SELECT task_key, loan_id, kind, step_id, priority, due_by FROM tasks "

@@ -7,6 +7,8 @@ handler.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -28,16 +30,21 @@ from contracts.names import Update
 from service.case_calls import ANSWER_TIMEOUT, answer, closed_or_unknown, handle, rpc_error
 from service.errors import Refused
 
+R = TypeVar("R")
+
 UpdateInput = (PromiseInput | PlanInput | ExtensionInput | WaiverInput | SettlementInput
                | HoldInput | ResolveHoldInput | CeaseInput | CloseInput | TaskOutcomeInput)
 
 
-async def _update(client: Client, loan_id: str, name: Update, arg: UpdateInput,
-                  answer_within: float) -> UpdateResult:
+async def execute(client: Client, loan_id: str, name: Update, arg: object,
+                  result_type: type[R], answer_within: float = ANSWER_TIMEOUT) -> R:
+    """Run one update and return the workflow's answer; its validator's or handler's refusal is
+    `Refused` with the reason, a case that has ended `CaseClosed`, no case `NotFound`."""
     try:
-        return await answer(
-            handle(client, loan_id).execute_update(name, arg, result_type=UpdateResult),
+        result: R = await answer(
+            handle(client, loan_id).execute_update(name, arg, result_type=result_type),
             loan_id, answer_within)
+        return result
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
@@ -46,6 +53,11 @@ async def _update(client: Client, loan_id: str, name: Update, arg: UpdateInput,
         if err.status == RPCStatusCode.NOT_FOUND:
             raise await closed_or_unknown(client, loan_id) from None
         raise rpc_error(err, loan_id) from None
+
+
+async def _update(client: Client, loan_id: str, name: Update, arg: UpdateInput,
+                  answer_within: float) -> UpdateResult:
+    return await execute(client, loan_id, name, arg, UpdateResult, answer_within)
 
 
 async def promise(client: Client, loan_id: str, arg: PromiseInput, *,

@@ -1,32 +1,35 @@
 """Record the event histories that tests/test_replay.py replays against the current workflow code.
 
-    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # all scenarios, as -v4
+    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # all scenarios, as -v5
     PYTHONPATH=. .venv/bin/python tests/record_histories.py write_off  # some of them
     PYTHONPATH=. .venv/bin/python tests/record_histories.py --out /tmp/h  # elsewhere (to compare)
 
 Each scenario runs a real CollectionWorkflow on the time-skipping test server, with the real
 activities (a throwaway embedded PostgreSQL, the provider emulator), and saves
-`(await handle.fetch_history()).to_json()` to `tests/histories/<name>.json`. The workflow id is
-`collection-REPLAY-<name>` (the loan id is `REPLAY-<name>`); the replay test relies on that.
+`(await handle.fetch_history()).to_json()` to `tests/histories/<name>-<version>.json`. The
+workflow id is `collection-REPLAY-<name>` (the loan id is `REPLAY-<name>`); the replay test relies
+on that.
 
 When to re-record: only for a change that no running workflow can have passed through (for
 instance a brand-new feature before its first release). A change to a path that running workflows
 have already taken must replay the OLD histories unchanged: guard it with `workflow.patched(...)`
 (see tests/test_replay.py), keep the old history files, and add a new recording next to them
-(`<name>-v2`) rather than overwriting them: `--version` names the recording (`-v4` by default,
-the layered workflow with the channel table; `<name>.json`, -v2 and -v3 are the earlier shapes).
+(`<name>-v2`) rather than overwriting them: `--version` names the recording (`-v5` by default:
+agent tasks within the rules, checked start inputs, the `pay` update; `<name>.json`, -v2, -v3
+and -v4 are the earlier shapes).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,26 +37,32 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from temporalio.client import WorkflowHandle  # noqa: E402
+import pydantic_core  # noqa: E402
+from temporalio.client import WorkflowFailureError, WorkflowHandle  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities.wiring import Providers  # noqa: E402
 from contracts.messages import (  # noqa: E402
     CaseState,
     CloseInput,
+    HoldInput,
     Installment,
     LoanInput,
     PaymentInput,
+    PaymentStatus,
     PlanInput,
     PromiseInput,
     Stage,
+    TaskOutcome,
+    TaskOutcomeInput,
 )
+from contracts.names import WORKFLOW_TYPE, workflow_id_for  # noqa: E402
 from contracts.policy import Step  # noqa: E402
 from infra.codec import data_converter  # noqa: E402
 from infra.database import EmbeddedPostgres, create_pool, migrate  # noqa: E402
 from infra.emulator import ProviderEmulator  # noqa: E402
 from infra.temporal_server import start_test_server  # noqa: E402
-from tests.helpers import make_loan, pinned, start_case, today_of  # noqa: E402
+from tests.helpers import make_loan, pinned, start_case, today_of, utc_at  # noqa: E402
 from worker import running_worker  # noqa: E402
 from workflows.collection_workflow import CollectionWorkflow  # noqa: E402
 
@@ -173,6 +182,63 @@ async def sms_refused(env: WorkflowEnvironment, today: date,
     return handle
 
 
+CALL_LADDER = [
+    Step(id="early-call", day=1, hour=11, stage=Stage.EARLY, kind="call"),
+    Step(id="second-call", day=3, hour=11, stage=Stage.EARLY, kind="call"),
+    Step(id="write-off", day=10, hour=10, stage=Stage.WRITTEN_OFF, kind="write_off",
+         template="write_off_notice", tone="formal", notice="collection_ending"),
+]
+
+
+async def call_breach(env: WorkflowEnvironment, today: date,
+                      emulator: ProviderEmulator) -> WorkflowHandle:
+    """From v5 (TASK_RULES_PATCH): an agent reports a call made at 23:30 local (a breach,
+    recorded at its time); a dispute withdraws the next call task; a payment in the wrong
+    currency through the `pay` update is kept as unapplied; then the case is closed."""
+    loan = loan_for("call_breach", today)
+    policy = pinned(loan).model_copy(update={"steps": CALL_LADDER, "ladder_name": "replay-calls"})
+    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    day1 = today + timedelta(days=1)
+    await _sleep_to(env, utc_at(day1, 23) + timedelta(minutes=45))
+    key = "collection-REPLAY-call_breach/early-call"
+    await handle.execute_update(CollectionWorkflow.task_outcome, TaskOutcomeInput(
+        task_key=key, outcome=TaskOutcome.REACHED, agent="agent-7",
+        at=utc_at(day1, 23) + timedelta(minutes=30)))
+    await _sleep_to(env, utc_at(today + timedelta(days=3), 12))
+    await handle.execute_update(CollectionWorkflow.hold, HoldInput(actor="sup", kind="dispute"))
+    result = await handle.execute_update(CollectionWorkflow.record_payment,
+                                         PaymentInput("pay-usd", cny("100.00"), "USD"))
+    assert result.status == PaymentStatus.UNAPPLIED, result
+    await handle.execute_update(CollectionWorkflow.close,
+                                CloseInput(actor="agent-7", reason="other"))
+    closed = await handle.result()
+    assert closed.state == CaseState.CLOSED, closed
+    kinds = [e.kind for e in await handle.query(CollectionWorkflow.timeline)]
+    assert {"compliance_breach", "task_withdrawn", "payment_unapplied"} <= set(kinds), kinds
+    return handle
+
+
+async def bad_start(env: WorkflowEnvironment, today: date,
+                    emulator: ProviderEmulator) -> WorkflowHandle:
+    """From v5 (INPUT_CHECK_PATCH): a plain-JSON start with an impossible time zone fails at
+    once."""
+    loan = loan_for("bad_start", today)
+    raw = {"loan": {**json.loads(pydantic_core.to_json(loan)), "timezone": "Mars/Olympus"}}
+    handle = await env.client.start_workflow(
+        WORKFLOW_TYPE, raw, id=workflow_id_for(loan.loan_id), task_queue=TASK_QUEUE)
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return handle
+    raise AssertionError("a start with time zone Mars/Olympus did not fail")
+
+
+async def _sleep_to(env: WorkflowEnvironment, instant: datetime) -> None:
+    now = await env.get_current_time()
+    if instant > now:
+        await env.sleep(instant - now)
+
+
 Scenario = Callable[[WorkflowEnvironment, date, ProviderEmulator], Awaitable[WorkflowHandle]]
 SCENARIOS: dict[str, Scenario] = {
     "paid_in_full": paid_in_full,
@@ -180,10 +246,12 @@ SCENARIOS: dict[str, Scenario] = {
     "promise_kept": promise_kept,
     "plan_broken": plan_broken,
     "sms_refused": sms_refused,  # recorded from v4 on
+    "call_breach": call_breach,  # recorded from v5 on
+    "bad_start": bad_start,  # recorded from v5 on
 }
 
 
-CURRENT = "v4"
+CURRENT = "v5"
 
 
 async def record(names: list[str], out: Path = HISTORIES, version: str = CURRENT) -> None:

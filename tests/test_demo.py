@@ -72,14 +72,15 @@ def test_give_up_message_names_each_unfinished_case_its_stage_and_what_it_waits_
         "DEMO-003": status("DEMO-003", stage=Stage.LATE, next_action=None, next_action_at=None),
         "DEMO-004": None,
     }
-    text = give_up_message(statuses, stalled_for=61, elapsed=200, day_seconds=3)
+    text = give_up_message(statuses, stalled_for=61, elapsed=200, day_seconds=3,
+                           no_status={"DEMO-004": "the workflow is completed"})
     first, *cases = text.splitlines()
     assert "3 of 4 cases did not reach an end state" in first
     assert "61 s (20 policy days)" in first
     assert [c.split(":")[0].strip() for c in cases] == ["DEMO-002", "DEMO-003", "DEMO-004"]
     assert "active at stage legal, day 16; waiting for filing at 2026-12-02 02:00 UTC" in cases[0]
     assert "stage late" in cases[1] and "nothing scheduled" in cases[1]
-    assert "no status" in cases[2]
+    assert "no status: the workflow is completed" in cases[2]
     assert "DEMO-001" not in text
 
 

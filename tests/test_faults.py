@@ -48,7 +48,7 @@ from contracts.activity_io import (
     SendResult,
 )
 from contracts.messages import CaseState, LoanInput, PaymentInput
-from infra.emulator import ProviderEmulator
+from infra.emulator import Fault, ProviderEmulator
 from infra.settings import Settings
 from tests.helpers import eventually, make_loan, pinned, start_case
 from tests.worker_process import (
@@ -71,7 +71,7 @@ class RecordingEmulator(ProviderEmulator):
         super().__init__()
         self.attempts: list[dict[str, Any]] = []
 
-    def _take_fault(self, channel: str, recipients: list[str]):  # type: ignore[override]
+    def _take_fault(self, channel: str, recipients: list[str]) -> Fault | None:
         fault = super()._take_fault(channel, recipients)
         self.attempts.append({"at": time.monotonic(), "channel": channel, "to": recipients,
                               "fault": fault.kind if fault else None})
@@ -139,20 +139,20 @@ async def activity_runs(handle: WorkflowHandle, activity_type: str) -> list[dict
                 runs[e.event_id] = {"attempt": 0, "last_failure": None, "outcome": None,
                                     "result": None}
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            a = e.activity_task_started_event_attributes
-            if a.scheduled_event_id in runs:
-                runs[a.scheduled_event_id]["attempt"] = a.attempt
-                if a.HasField("last_failure"):
-                    runs[a.scheduled_event_id]["last_failure"] = a.last_failure
+            started = e.activity_task_started_event_attributes
+            if started.scheduled_event_id in runs:
+                runs[started.scheduled_event_id]["attempt"] = started.attempt
+                if started.HasField("last_failure"):
+                    runs[started.scheduled_event_id]["last_failure"] = started.last_failure
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            a = e.activity_task_completed_event_attributes
-            if a.scheduled_event_id in runs:
-                runs[a.scheduled_event_id]["outcome"] = "completed"
-                runs[a.scheduled_event_id]["result"] = a.result
+            completed = e.activity_task_completed_event_attributes
+            if completed.scheduled_event_id in runs:
+                runs[completed.scheduled_event_id]["outcome"] = "completed"
+                runs[completed.scheduled_event_id]["result"] = completed.result
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-            a = e.activity_task_failed_event_attributes
-            if a.scheduled_event_id in runs:
-                runs[a.scheduled_event_id]["outcome"] = "failed"
+            failed = e.activity_task_failed_event_attributes
+            if failed.scheduled_event_id in runs:
+                runs[failed.scheduled_event_id]["outcome"] = "failed"
     return list(runs.values())
 
 

@@ -651,7 +651,7 @@ async def test_one_borrower_two_loans_never_over_three_connected_calls_a_day(
     assert len(connected) == len(tasks)
 
 
-async def test_cease_cancels_an_open_call_task(
+async def test_cease_withdraws_an_open_call_task(
     ts_env: WorkflowEnvironment, ts_worker: Worker, pool: asyncpg.Pool,
     emulator: ProviderEmulator, loan_id: str,
 ) -> None:
@@ -671,7 +671,8 @@ async def test_cease_cancels_an_open_call_task(
     # The dialer must not ring a borrower who asked us to stop: the open call is withdrawn at once.
     task = await eventually(lambda: _task_row(pool, loan.loan_id, "early-call"),
                             lambda r: r["status"] != "open")
-    assert (task["status"], task["outcome"]) == ("cancelled", "cancelled")
+    assert (task["status"], task["outcome"], task["reason"]) == (
+        "withdrawn", "withdrawn", "borrower asked to cease contact")
     assert task["completed_at"] < task["due_by"]
     await _assert_written_off(pool, handle, loan, ["pre_due", "early", "written_off"])
     assert [_kind(m) for m in _messages(emulator, loan)] == [("email", "write_off_notice")]

@@ -2,7 +2,8 @@
 
 The histories in tests/histories/ come from tests/record_histories.py (paid in full after
 reminders; unpaid to write-off on a small ladder; promise kept; plan broken; from v4 an SMS
-refused by the provider and its e-mail fallback). A change to the
+refused by the provider and its e-mail fallback; from v5 an agent's call out of hours, a dispute
+withdrawing a task, an unapplied payment, and a malformed plain-JSON start). A change to the
 workflow that makes a running case take a different sequence of commands (another activity,
 timer or order) fails here: on a real server, running cases would fail their workflow tasks
 with a nondeterminism error after the deploy.
@@ -39,13 +40,14 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
+from temporalio.common import RawValue
 from temporalio.worker import Replayer
 
 from contracts.messages import CaseResult
 from contracts.names import workflow_id_for
 from infra.codec import data_converter
-from workflows.collection_workflow import CaseInput, CollectionWorkflow
-from workflows.contacts import ONE_FALLBACK_PATCH
+from workflows.collection_workflow import INPUT_CHECK_PATCH, CollectionWorkflow
+from workflows.contacts import ONE_FALLBACK_PATCH, TASK_RULES_PATCH
 from workflows.effects import DURABLE_WRITES_PATCH
 from workflows.sandbox import sandbox_runner
 
@@ -54,6 +56,9 @@ FILES = sorted(HISTORIES.glob("*.json"))
 SCENARIOS = {"paid_in_full", "write_off", "promise_kept", "plan_broken"}
 # From v4 (the layered workflow on the channel table) also a provider refusal and its fallback.
 V4_SCENARIOS = SCENARIOS | {"sms_refused"}
+# From v5 (issue 14) also an agent's call out of hours and a dispute withdrawing a task, and a
+# plain-JSON start that breaks the loan-file rules.
+V5_SCENARIOS = V4_SCENARIOS | {"call_breach", "bad_start"}
 
 
 def history(path: Path) -> WorkflowHistory:
@@ -72,9 +77,9 @@ class UnpatchedChange(CollectionWorkflow):
     """A deploy that adds a pause before the first step, with no regard for running cases."""
 
     @workflow.run
-    async def run(self, inp: CaseInput) -> CaseResult:
+    async def run(self, raw: RawValue) -> CaseResult:
         await workflow.sleep(timedelta(minutes=1))
-        return await super().run(inp)
+        return await super().run(raw)
 
 
 @workflow.defn(name="CollectionWorkflow", sandboxed=False)
@@ -82,16 +87,17 @@ class PatchedChange(CollectionWorkflow):
     """The same change behind `workflow.patched`: old histories take the old path."""
 
     @workflow.run
-    async def run(self, inp: CaseInput) -> CaseResult:
+    async def run(self, raw: RawValue) -> CaseResult:
         if workflow.patched("pause-before-first-step"):
             await workflow.sleep(timedelta(minutes=1))
-        return await super().run(inp)
+        return await super().run(raw)
 
 
 def test_all_scenarios_are_recorded() -> None:
     assert {p.stem for p in FILES} >= SCENARIOS, "run tests/record_histories.py"
     assert {p.stem for p in FILES} >= {f"{s}-{v}" for s in SCENARIOS for v in ("v2", "v3")}
     assert {p.stem for p in FILES} >= {f"{s}-v4" for s in V4_SCENARIOS}
+    assert {p.stem for p in FILES} >= {f"{s}-v5" for s in V5_SCENARIOS}
 
 
 def kinds(path: Path) -> tuple[set[str], set[str]]:
@@ -140,6 +146,23 @@ def test_v4_recordings_take_the_current_paths(name: str) -> None:
     assert has_fallback == (name == "sms_refused")
     if name == "sms_refused":
         assert {"send_sms", "send_email"} <= activities
+
+
+@pytest.mark.parametrize("name", sorted(V5_SCENARIOS))
+def test_v5_recordings_take_the_issue_14_paths(name: str) -> None:
+    """-v5: every case with a call or visit took TASK_RULES_PATCH (no earlier recording did, so
+    both task paths replay); only the bad start took INPUT_CHECK_PATCH, and ended at once."""
+    path = HISTORIES / f"{name}-v5.json"
+    activities, _ = kinds(path)
+    patches = patch_ids(path)
+    assert (TASK_RULES_PATCH in patches) == ("create_task" in activities)
+    assert (INPUT_CHECK_PATCH in patches) == (name == "bad_start")
+    if name == "bad_start":
+        events = json.loads(path.read_text())["events"]
+        assert not activities and events[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_FAILED"
+    for older in HISTORIES.glob("*.json"):
+        if not older.stem.endswith("-v5"):
+            assert not {TASK_RULES_PATCH, INPUT_CHECK_PATCH} & patch_ids(older), older.name
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

@@ -9,11 +9,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from contracts.activity_io import PaymentRecord
-from contracts.messages import CaseState, PaymentInput
+from contracts.activity_io import PaymentRecord, UnappliedPayment
+from contracts.messages import CaseState, PaymentInput, PaymentStatus
 from workflows.case import Case
-from workflows.case_state import Notice, PlanState
+from workflows.case_state import CaseData, Notice, PlanState
 from workflows.ledger import Balance, format_amount
+
+# The code every unapplied payment is recorded under (a ledger rule, not a contact rule).
+UNAPPLIED_RULE = "ledger.payment_not_applicable"
 
 
 def check_deadlines(case: Case, now: datetime, *, closing: bool = False) -> list[datetime]:
@@ -99,23 +102,50 @@ def _check_plan(case: Case, plan: PlanState, now: datetime, *, remind: bool) -> 
     return []
 
 
-def apply_payment(case: Case, p: PaymentInput) -> None:
+def unapplicable(s: CaseData, p: PaymentInput) -> str | None:
+    """Why money reported as received cannot be applied to this loan, or None if it can."""
+    if p.currency != s.loan.currency:
+        return f"currency {p.currency} differs from the loan's {s.loan.currency}"
+    if not p.amount.is_finite():
+        return "amount is not a finite number"
+    if p.amount <= 0:
+        return f"amount {p.amount} is not positive"
+    return None
+
+
+def apply_payment(case: Case, p: PaymentInput) -> tuple[PaymentStatus, str]:
+    """Apply a payment, or record it as unapplied with the reason (money received is never
+    dropped); returns what became of it and a one-line account of it."""
     s = case.s
     if p.payment_id in s.payment_ids:
-        return  # the loan system resent it: already applied
-    if p.currency != s.loan.currency or not p.amount.is_finite() or p.amount <= 0:
-        case.event("payment_rejected", f"payment {p.payment_id} not applied: "
-                   f"{p.amount} {p.currency} (loan is in {s.loan.currency})", actor=p.source)
-        return
-    s.payment_ids.append(p.payment_id)
+        return PaymentStatus.DUPLICATE, f"payment {p.payment_id} was already applied"
     paid_at = p.paid_at or case.real_now()
+    reason = unapplicable(s, p)
+    if reason is not None:
+        if p.payment_id in s.unapplied:
+            return PaymentStatus.DUPLICATE, (f"payment {p.payment_id} was already recorded as "
+                                             f"unapplied: {s.unapplied[p.payment_id]}")
+        s.unapplied[p.payment_id] = reason
+        s.pending_unapplied.append(UnappliedPayment(s.loan.loan_id, p.payment_id, p.amount,
+                                                    p.currency, paid_at, reason))
+        case.event("payment_unapplied", f"payment {p.payment_id} of {p.amount} {p.currency} "
+                   f"received but not applied: {reason}", actor=p.source, rule=UNAPPLIED_RULE,
+                   detail={"payment_id": p.payment_id, "amount": str(p.amount),
+                           "currency": p.currency, "reason": reason})
+        return PaymentStatus.UNAPPLIED, reason
+    if p.payment_id in s.unapplied:  # a corrected report of a payment that was not applied
+        earlier = s.unapplied.pop(p.payment_id)
+        s.pending_unapplied.append(UnappliedPayment(s.loan.loan_id, p.payment_id, p.amount,
+                                                    p.currency, paid_at, earlier, "resolved"))
+    s.payment_ids.append(p.payment_id)
     if not s.active:
         s.excess += p.amount
         case.event("payment_after_close", f"payment {p.payment_id} of {p.amount} arrived after "
                    f"the case closed; recorded as excess", actor=p.source)
         s.pending_payments.append(PaymentRecord(s.loan.loan_id, p.payment_id, p.amount,
                                                 p.currency, paid_at, {"excess": str(p.amount)}))
-        return
+        return PaymentStatus.APPLIED, (f"payment {p.payment_id} of {p.amount} {p.currency} "
+                                       "recorded as excess: the case is closed")
     order: list[str] = list(s.policy.settings.payment_order)
     balance, allocation, excess = s.balance.allocate(p.amount, order)
     s.set_balance(balance)
@@ -149,3 +179,5 @@ def apply_payment(case: Case, p: PaymentInput) -> None:
     else:
         case.notify("payment_ack", ["sms"], {"paid_amount": format_amount(p.amount)})
     case.wake = True
+    return PaymentStatus.APPLIED, (f"payment {p.payment_id} of {p.amount} {p.currency} applied; "
+                                   f"outstanding {s.outstanding}")

@@ -37,6 +37,8 @@ class Case:
             loan=loan, policy=policy, clock_origin=now, opened_at=now, due_date=loan.due_date,
             principal=balance.principal, interest=balance.interest, fees=balance.fees,
             borrower_key=borrower_key(loan), simulate=simulate,
+            # A landline or toll-free phone: SMS unusable from the start (service.loan_file).
+            unusable=dict(loan.unusable_channels),
         ), real_now)
         s = case.s
         s.stage = case.stage_for_dpd()

@@ -6,7 +6,7 @@ from dataclasses import InitVar, dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
-from contracts.activity_io import EventRecord, PaymentRecord, StageChange
+from contracts.activity_io import EventRecord, PaymentRecord, StageChange, UnappliedPayment
 from contracts.channels import CHANNELS
 from contracts.messages import CaseState, Installment, LoanInput, Stage, TimelineEvent
 from contracts.policy import ResolvedPolicy
@@ -74,6 +74,11 @@ class OpenTask:
     outcome: str | None = None
     agent: str | None = None
     note: str | None = None
+    # From TASK_RULES_PATCH (workflows/contacts.py): when it was created, when the reported call
+    # happened (policy time), and whether a hold withdraws it.
+    created_at: datetime | None = None
+    at: datetime | None = None
+    withdraws_on_hold: bool = False
 
 
 @dataclass
@@ -121,11 +126,18 @@ class CaseData:
     seq: int = 0
     run_count: int = 1
     open_task: OpenTask | None = None
+    # Tasks withdrawn before an outcome (a hold, a cease, the case's end): task key -> why.
+    withdrawn_tasks: dict[str, str] = field(default_factory=dict)
+    # Agent calls or visits reported outside the window or over a cap.
+    breaches: int = 0
+    # Payments reported as received that could not be applied: payment id -> why.
+    unapplied: dict[str, str] = field(default_factory=dict)
     # Written to PostgreSQL by the recorder; carried across continue-as-new until written.
     pending_events: list[EventRecord] = field(default_factory=list)
     pending_payments: list[PaymentRecord] = field(default_factory=list)
     pending_stage_changes: list[StageChange] = field(default_factory=list)
     pending_notices: list[Notice] = field(default_factory=list)
+    pending_unapplied: list[UnappliedPayment] = field(default_factory=list)
     snapshot_dirty: bool = True
     # A simulation (workflows/simulation.py) keeps its contact attempts here instead of PostgreSQL.
     simulate: bool = False

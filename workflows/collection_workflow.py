@@ -15,16 +15,22 @@ Layers, each calling only the ones below it:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    import pydantic
+
     from contracts.activity_io import RESOLVE_POLICY
     from contracts.case_io import CollectionInput
-    from contracts.messages import CaseResult
-    from contracts.names import WORKFLOW_TYPE
+    from contracts.loan_rules import FieldProblem, check_start_input
+    from contracts.messages import CaseResult, CaseState
+    from contracts.names import CASE_STATE, WORKFLOW_TYPE
     from contracts.policy import ResolvedPolicy
     from workflows.case import Case
     from workflows.case_run import CaseRun
@@ -40,21 +46,75 @@ class CaseInput(CollectionInput):
     state: CaseData | None = None
 
 
+# Executions from before this patch took any input the data converter decoded (and one it could
+# not decode failed its workflow task again and again). Since it, a start input that breaks the
+# loan-file rules (contracts/loan_rules.py) ends the workflow at once as failed, naming the field,
+# with CollectionState=failed so that it can be found.
+INPUT_CHECK_PATCH = "start-input-checked"
+
+
+def _decode(raw: RawValue) -> tuple[CaseInput | None, FieldProblem | None]:
+    """The input, and what is wrong with it (checked as any client may send it: plain JSON)."""
+    try:
+        inp: CaseInput | None = workflow.payload_converter().from_payload(raw.payload, CaseInput)
+    except Exception:  # pydantic's ValidationError, or no JSON at all
+        inp = None
+    if inp is not None and inp.state is not None:
+        return inp, None  # continued as new: checked when it started
+    try:
+        data = json.loads(raw.payload.data)
+    except ValueError:
+        return inp, FieldProblem("input", "is not JSON")
+    try:
+        check_start_input(data, workflow.now().date())
+    except FieldProblem as problem:
+        return inp, problem
+    if inp is None:
+        return None, _decoding_problem(raw)
+    return inp, None
+
+
+def _decoding_problem(raw: RawValue) -> FieldProblem:
+    """Where the data converter refused the input: the field's path, never its value."""
+    try:
+        pydantic.TypeAdapter(CaseInput).validate_json(raw.payload.data)
+    except pydantic.ValidationError as err:
+        first = err.errors(include_input=False, include_url=False)[0]
+        path = ".".join(str(part) for part in first["loc"]) or "input"
+        return FieldProblem(path, str(first["msg"]))
+    return FieldProblem("input", "does not decode as a case input")
+
+
 @workflow.defn(name=WORKFLOW_TYPE)
 class CollectionWorkflow(CaseHandlers):
     @workflow.init
-    def __init__(self, inp: CaseInput) -> None:
+    def __init__(self, raw: RawValue) -> None:
+        inp, self._input_problem = _decode(raw)
+        self._input = inp
         case: Case | None = None
-        if inp.state is not None:
+        if inp is None:
+            pass
+        elif inp.state is not None:
             inp.state.run_count += 1
             case = Case(inp.state, workflow.now)
-        elif inp.policy is not None:
+        elif inp.policy is not None and self._input_problem is None:
             case = Case.open(inp.loan, inp.policy, workflow.now, simulate=inp.simulate)
         self._start_handlers(case)
 
     @workflow.run
-    async def run(self, inp: CaseInput) -> CaseResult:
+    async def run(self, raw: RawValue) -> CaseResult:
+        problem, inp = self._input_problem, self._input
+        if problem is not None and (inp is None or workflow.patched(INPUT_CHECK_PATCH)):
+            if inp is None or not inp.simulate:
+                workflow.upsert_search_attributes([CASE_STATE.value_set(CaseState.FAILED.value)])
+            raise ApplicationError(f"invalid case input: {problem}", type="InvalidCaseInput",
+                                   non_retryable=True)
+        if inp is None:  # unreachable: a problem is always found for an undecodable input
+            raise ApplicationError("invalid case input", type="InvalidCaseInput",
+                                   non_retryable=True)
         case = self._case
+        if case is None and inp.policy is not None:  # an old execution: opened regardless
+            case = Case.open(inp.loan, inp.policy, workflow.now, simulate=inp.simulate)
         if case is None:
             policy = await run_db(RESOLVE_POLICY, inp.loan, result_type=ResolvedPolicy,
                                   start_to_close_timeout=timedelta(seconds=30), read_only=True)

@@ -24,6 +24,8 @@ with workflow.unsafe.imports_passed_through():
         ExtensionInput,
         HoldInput,
         PaymentInput,
+        PaymentResult,
+        PaymentStatus,
         PlanInput,
         PromiseInput,
         ResolveHoldInput,
@@ -80,11 +82,29 @@ class CaseHandlers:
 
     @workflow.signal(name=Signal.PAY)
     def pay(self, payment: PaymentInput) -> None:
-        """From the loan system. Fire-and-forget: a repeated payment id is ignored."""
+        """From the loan system, for signal-with-start (the case may not exist yet). Fire-and-
+        forget: a repeated payment id is ignored; one that cannot be applied is kept as
+        unapplied. A caller that needs the answer uses the `pay` update."""
         if self._case is None:
             self._inbox.append(payment)  # applied once the policy (and its payment order) is known
         else:
             arrangements.apply_payment(self._case, payment)
+
+    @workflow.update(name=Update.PAY)
+    async def record_payment(self, payment: PaymentInput) -> PaymentResult:
+        """A payment with its answer: applied, duplicate, or unapplied and why."""
+        case = await self._until_open()
+        status, message = arrangements.apply_payment(case, payment)
+        s = case.s
+        return PaymentResult(
+            payment_id=payment.payment_id, status=status, message=message,
+            outstanding=s.outstanding, currency=s.loan.currency,
+            reason=message if status == PaymentStatus.UNAPPLIED else "",
+        )
+
+    @record_payment.validator
+    def _check_payment(self, payment: PaymentInput) -> None:
+        _refused(lambda: negotiation.check_payment_form(payment, workflow.now()))
 
     # --------------------------------------------------------------- updates
 
@@ -263,6 +283,7 @@ class CaseHandlers:
     async def task_outcome(self, o: TaskOutcomeInput) -> UpdateResult:
         case = await self._until_open()
         task = _open_task_for(case, o)
+        task.at = case.clock.policy_time(o.at) if o.at is not None else case.now()
         task.outcome = o.outcome.value
         task.agent = o.agent or None
         task.note = o.note or None
@@ -295,7 +316,7 @@ class CaseHandlers:
             hold=_plain(s.hold) if s.hold else None, contact_counts=dict(s.contact_counts),
             policy_name=s.policy.name, policy_version=s.policy.version, segment=s.policy.segment,
             rule_pack=s.policy.rule_pack.name, ceased=s.ceased, assigned_agent=s.assigned_agent,
-            run_count=s.run_count,
+            run_count=s.run_count, breaches=s.breaches, unapplied_payments=len(s.unapplied),
         )
 
     @workflow.query(name=Query.TIMELINE)
@@ -304,11 +325,28 @@ class CaseHandlers:
 
 
 def _open_task_for(case: Case, o: TaskOutcomeInput) -> OpenTask:
-    t = case.s.open_task
+    s = case.s
+    withdrawn = s.withdrawn_tasks.get(o.task_key)
+    if withdrawn is not None:
+        raise _refusal(f"task {o.task_key!r} was withdrawn: {withdrawn}")
+    t = s.open_task
     if t is None or t.task_key != o.task_key:
         raise _refusal(f"no open task {o.task_key!r} on this case")
     if t.outcome is not None:
         raise _refusal(f"task {o.task_key!r} already has an outcome")
+    if t.withdraws_on_hold:
+        # Withdrawn the moment the task's wait wakes; refused already, before it has.
+        if not s.active:
+            raise _refusal(f"task {o.task_key!r} was withdrawn: case closed ({s.state.value})")
+        if s.ceased:
+            raise _refusal(f"task {o.task_key!r} was withdrawn: borrower asked to cease contact")
+        if s.hold is not None:
+            raise _refusal(f"task {o.task_key!r} was withdrawn: {s.hold.kind} hold")
+        if o.at is not None:
+            at = o.at
+            _refused(lambda: negotiation.check_task_time(at, None, case.real_now()))
+            _refused(lambda: negotiation.check_task_time(case.clock.policy_time(at),
+                                                         t.created_at, case.now()))
     return t
 
 

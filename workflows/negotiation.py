@@ -6,14 +6,16 @@ do tests, without Temporal. Each refusal is one line an agent can read.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
 
+from contracts import loan_rules
 from contracts.messages import (
     CloseInput,
     ExtensionInput,
     HoldInput,
+    PaymentInput,
     PlanInput,
     PromiseInput,
     SettlementInput,
@@ -155,3 +157,31 @@ def check_close(case: CaseData, c: CloseInput) -> None:
     _open(case)
     if c.reason not in CLOSE_REASONS:
         raise Refusal(f"close reason must be one of {', '.join(CLOSE_REASONS)}, not {c.reason!r}")
+
+
+def check_payment_form(p: PaymentInput, now: datetime) -> None:
+    """What the `pay` update refuses outright: a report no loan system means. A well-formed payment
+    that cannot be applied (another currency, not positive) is accepted and kept as unapplied."""
+    if not p.payment_id.strip() or len(p.payment_id) > 128 or not p.payment_id.isprintable():
+        raise Refusal("payment_id must be 1-128 printable characters")
+    try:
+        loan_rules.check_currency(p.currency, "currency")
+    except loan_rules.FieldProblem as err:
+        raise Refusal(str(err)) from None
+    if not p.amount.is_finite():
+        raise Refusal("amount must be a finite decimal number")
+    if p.paid_at is not None:
+        if p.paid_at.tzinfo is None or p.paid_at.utcoffset() is None:
+            raise Refusal("paid_at must carry its UTC offset")
+        if p.paid_at > now + timedelta(minutes=5):
+            raise Refusal("paid_at is in the future")
+
+
+def check_task_time(at: datetime, created_at: datetime | None, now: datetime) -> None:
+    """When an agent says a call or visit happened: after its task was created, not ahead of now."""
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise Refusal("at must carry its UTC offset")
+    if at > now + timedelta(minutes=5):
+        raise Refusal("at is in the future")
+    if created_at is not None and at < created_at - timedelta(minutes=1):
+        raise Refusal(f"at is before the task was created ({created_at:%Y-%m-%d %H:%M} UTC)")

@@ -45,7 +45,8 @@ class Recorder:
     def has_pending(self) -> bool:
         s = self.case.s
         return bool(s.pending_events or s.pending_payments or s.pending_stage_changes
-                    or self.effects.contacts_pending() or s.snapshot_dirty)
+                    or s.pending_unapplied or self.effects.contacts_pending()
+                    or s.snapshot_dirty)
 
     async def run(self) -> None:
         s = self.case.s
@@ -55,13 +56,15 @@ class Recorder:
                 return
             batch = RecordBatch(case=self.snapshot(), events=s.pending_events[:],
                                 payments=s.pending_payments[:],
-                                stage_changes=s.pending_stage_changes[:])
+                                stage_changes=s.pending_stage_changes[:],
+                                unapplied=s.pending_unapplied[:])
             await self.effects.add_contacts(batch)
             s.snapshot_dirty = False
             await self.effects.write_records(batch)
             del s.pending_events[:len(batch.events)]
             del s.pending_payments[:len(batch.payments)]
             del s.pending_stage_changes[:len(batch.stage_changes)]
+            del s.pending_unapplied[:len(batch.unapplied)]
             self._upsert_search_attributes()
 
     def snapshot(self) -> CaseSnapshot:

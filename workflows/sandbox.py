@@ -14,10 +14,13 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     # replay tests and the review hook's grep are what keep them deterministic. The pydantic
     # models cross the boundary unchanged, and the contact-window rules
     # need real ZoneInfo objects (the sandbox's restricted proxy cannot be a tzinfo).
+    # `phonenumbers` (the start input's phone check, contracts/loan_rules.py) loads each region's
+    # metadata on first use, under a lock: deterministic, and shared like our own modules.
     defaults = SandboxRestrictions.default
+    unrestricted = defaults.invalid_module_members.with_child_unrestricted("zoneinfo")
     return SandboxedWorkflowRunner(
         restrictions=dataclasses.replace(
-            defaults,
-            invalid_module_members=defaults.invalid_module_members.with_child_unrestricted("zoneinfo"),
-        ).with_passthrough_modules("pydantic", "pydantic_core", "contracts", "policies", "workflows")
+            defaults, invalid_module_members=unrestricted,
+        ).with_passthrough_modules("pydantic", "pydantic_core", "phonenumbers", "contracts",
+                                   "policies", "workflows")
     )

@@ -34,31 +34,40 @@ def _for_caps(outcome: str | None) -> str:
 
 
 def reserve(attempts: list[SimulatedAttempt], req: ContactRequest) -> ContactDecision:
-    """The decision `reserve_contact` would make on these attempts; a granted one is added."""
+    """The decision `reserve_contact` would make on these attempts; a granted one is added
+    (unless only checked, leaving out the attempt `exclude_key`)."""
+    counted = [compliance.Attempt(at=a.at, channel=a.channel, loan_id=req.loan_id,
+                                  contact_key=a.contact_key, outcome=a.outcome)
+               for a in attempts if a.outcome != "failed" and a.key != req.exclude_key]
     decision = compliance.evaluate_caps(
         req.rule_pack, channel=req.channel, at=req.at, tz=req.timezone, loan_id=req.loan_id,
         contact_key=req.contact_key,
-        attempts=[compliance.Attempt(at=a.at, channel=a.channel, loan_id=req.loan_id,
-                                     contact_key=a.contact_key, outcome=a.outcome)
-                  for a in attempts if a.outcome != "failed"],
+        attempts=counted,
     )
-    if decision.allowed:
+    caps_left = compliance.caps_left(
+        req.rule_pack, channel=req.channel, at=req.at, tz=req.timezone, loan_id=req.loan_id,
+        contact_key=req.contact_key, attempts=counted,
+    )
+    if decision.allowed and not req.check_only:
+        caps_left = {cap: max(0, n - 1) for cap, n in caps_left.items()}
         attempts.append(SimulatedAttempt(key=req.key, at=req.at, channel=req.channel,
                                          contact_key=req.contact_key, outcome="pending"))
     return ContactDecision(allowed=decision.allowed, rule=decision.rule, reason=decision.reason,
-                           retry_at=decision.retry_at)
+                           retry_at=decision.retry_at, caps_left=caps_left)
 
 
 def record(attempts: list[SimulatedAttempt], rec: ContactRecord) -> None:
     """What writing `rec` to `contacts` does to the caps: set an attempt's outcome, or add one."""
     for a in attempts:
         if a.key == rec.key:
-            if rec.decision == "failed":
+            if rec.decision in ("failed", "withdrawn"):  # not made: it stops counting
                 a.outcome = "failed"
             elif rec.outcome is not None:
                 a.outcome = _for_caps(rec.outcome)
+            if rec.moved:
+                a.at = rec.at
             return
-    if rec.decision == "sent":
+    if rec.decision in ("sent", "breach"):
         attempts.append(SimulatedAttempt(key=rec.key, at=rec.at, channel=rec.channel,
                                          contact_key=rec.contact_key,
                                          outcome=_for_caps(rec.outcome)))

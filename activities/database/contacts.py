@@ -22,6 +22,8 @@ from contracts.activity_io import (
 from policies import compliance
 
 ATTEMPT = "sent"  # the decision written for a contact that was made
+# Decisions the caps count: contacts made, within the rules or not.
+MADE = ["sent", "breach"]
 
 
 def _outcome_for_caps(outcome: str | None) -> str:
@@ -36,19 +38,25 @@ async def write_contact(conn: asyncpg.Pool | asyncpg.Connection, rec: ContactRec
     await conn.execute(
         """
         INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key, channel,
-            step_id, stage, template, decision, rule, reason, outcome, occurred_at)
-        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)
+            step_id, stage, template, decision, rule, reason, outcome, occurred_at, local_date)
+        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)
         ON CONFLICT (idempotency_key) DO UPDATE SET
             -- A send the provider refused for good was not a contact: it stops counting
-            -- towards the caps.
-            decision = CASE WHEN EXCLUDED.decision = 'failed' THEN 'failed'
-                ELSE contacts.decision END,
+            -- towards the caps; nor was a task withdrawn before anyone called. A call made
+            -- outside the rules is a breach (it still counts, like 'sent').
+            decision = CASE WHEN EXCLUDED.decision IN ('failed', 'withdrawn', 'breach')
+                THEN EXCLUDED.decision ELSE contacts.decision END,
             outcome = COALESCE(EXCLUDED.outcome, contacts.outcome),
             rule = COALESCE(EXCLUDED.rule, contacts.rule),
-            reason = COALESCE(EXCLUDED.reason, contacts.reason)
+            reason = COALESCE(EXCLUDED.reason, contacts.reason),
+            -- An agent's call is recorded when it happened, not when its task was created.
+            occurred_at = CASE WHEN $15 THEN EXCLUDED.occurred_at ELSE contacts.occurred_at END,
+            local_date = CASE WHEN $15 THEN COALESCE(EXCLUDED.local_date, contacts.local_date)
+                ELSE contacts.local_date END
         """,
         rec.key, rec.loan_id, rec.borrower_key, rec.contact_key, rec.channel, rec.step_id,
         rec.stage, rec.template, rec.decision, rec.rule, rec.reason, rec.outcome, rec.at,
+        rec.local_date, rec.moved,
     )
 
 
@@ -63,7 +71,7 @@ class ContactActivities:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                                req.borrower_key)
-            earlier = await conn.fetchrow(
+            earlier = None if req.check_only else await conn.fetchrow(
                 "SELECT decision, rule, reason FROM contacts WHERE idempotency_key = $1", req.key
             )
             if earlier is not None:  # a retry of a reservation that went through
@@ -76,9 +84,10 @@ class ContactActivities:
             rows = await conn.fetch(
                 """
                 SELECT occurred_at, channel, loan_id, contact_key, outcome FROM contacts
-                WHERE borrower_key = $1 AND decision = $2 AND occurred_at > $3
+                WHERE borrower_key = $1 AND decision = ANY($2::text[]) AND occurred_at > $3
+                    AND idempotency_key IS DISTINCT FROM $4
                 """,
-                req.borrower_key, ATTEMPT, req.at - timedelta(days=lookback),
+                req.borrower_key, MADE, req.at - timedelta(days=lookback), req.exclude_key,
             )
             attempts = [
                 compliance.Attempt(
@@ -99,7 +108,12 @@ class ContactActivities:
                 contact_key=req.contact_key,
                 attempts=attempts,
             )
-            if decision.allowed:
+            caps_left = compliance.caps_left(
+                req.rule_pack, channel=req.channel, at=req.at, tz=req.timezone,
+                loan_id=req.loan_id, contact_key=req.contact_key, attempts=attempts,
+            )
+            if decision.allowed and not req.check_only:
+                caps_left = {cap: max(0, n - 1) for cap, n in caps_left.items()}
                 local_date = compliance.local(req.at, req.timezone).date()
                 await conn.execute(
                     """
@@ -109,7 +123,8 @@ class ContactActivities:
                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'pending',$12,$13)
                     """,
                     req.key, req.loan_id, req.borrower_key, req.contact_key, req.channel,
-                    req.step_id, req.stage, req.template, ATTEMPT, decision.rule,
+                    req.step_id, req.stage, req.template, ATTEMPT,
+                    decision.rule or f"{req.rule_pack.name}.window_and_caps",
                     decision.reason, req.at, local_date,
                 )
             return ContactDecision(
@@ -117,6 +132,7 @@ class ContactActivities:
                 rule=decision.rule,
                 reason=decision.reason,
                 retry_at=decision.retry_at,
+                caps_left=caps_left,
             )
 
     @activity.defn(name=RECORD_CONTACT)

@@ -72,6 +72,21 @@ class RecordActivities:
                     json.dumps(p.allocation),
                 )
                 written += status.endswith(" 1")
+            for u in batch.unapplied:
+                # Keyed by the payment id: a retry writes nothing twice; a later report of the
+                # same id that was applied resolves the row.
+                status = await conn.execute(
+                    """
+                    INSERT INTO unapplied_payments (loan_id, payment_id, amount, currency,
+                        received_at, reason, status)
+                    VALUES ($1,$2,$3,$4,$5,$6,$7)
+                    ON CONFLICT (loan_id, payment_id) DO UPDATE SET status = EXCLUDED.status
+                    WHERE unapplied_payments.status <> EXCLUDED.status
+                    """,
+                    u.loan_id, u.payment_id, u.amount, u.currency, u.received_at, u.reason,
+                    u.status,
+                )
+                written += status.endswith(" 1")
             for s in batch.stage_changes:
                 status = await conn.execute(
                     """

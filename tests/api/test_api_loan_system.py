@@ -3,6 +3,8 @@ payment that closes a case, Idempotency-Key repeats answered once, and the audit
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 from temporalio.client import WorkflowExecutionStatus
 
@@ -80,7 +82,8 @@ async def test_payment_closes_the_case_once(api: Api, pool: asyncpg.Pool) -> Non
         assert other.status_code == 409
         assert other.json()["kind"] == "idempotency_conflict"
 
-    result = await api.client.get_workflow_handle(workflow_id_for(loan_id)).result()
+    async with asyncio.timeout(60):
+        result = await api.client.get_workflow_handle(workflow_id_for(loan_id)).result()
     assert result.state == "paid" and result.outstanding == 0
     rows = await eventually(
         lambda: pool.fetch("SELECT payment_id, amount FROM payments WHERE loan_id = $1", loan_id),

@@ -1,0 +1,1 @@
+"""The web console for agents and operators: server-rendered pages over `service/`."""

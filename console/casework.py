@@ -1,0 +1,67 @@
+"""Reading what the console shows of a case and of a task: status, the borrower's zone and
+calling window, who holds the task. Only `service/` is called."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Final
+
+from temporalio.client import Client
+
+from contracts.messages import CaseStatus, LoanInput
+from service import cases
+from service.contact_window import CallWindow, borrower, call_window
+from service.errors import ServiceError
+from service.masking import mask_phone
+from service.tasks import TaskRow
+
+ANSWER_WITHIN: Final = 10.0
+
+
+@dataclass(frozen=True)
+class Borrower:
+    """What the console may keep of a borrower between requests: no name, no full number."""
+
+    timezone: str
+    lender: str
+    masked_phone: str
+
+
+_borrowers: dict[str, Borrower] = {}
+
+
+async def borrower_of(client: Client, loan_id: str) -> Borrower:
+    found = _borrowers.get(loan_id)
+    if found is None:
+        loan = await borrower(client, loan_id)
+        found = Borrower(loan.timezone, loan.lender, mask_phone(loan.phone))
+        if len(_borrowers) > 10_000:
+            _borrowers.clear()
+        _borrowers[loan_id] = found
+    return found
+
+
+async def full_borrower(client: Client, loan_id: str) -> LoanInput:
+    """The borrower's details in full: only for the agent holding the task (log the reveal)."""
+    return await borrower(client, loan_id)
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    task: TaskRow
+    status: CaseStatus | None
+    borrower: Borrower | None
+    window: CallWindow | None
+    holder: str | None
+    problem: str | None = None
+
+
+async def queue_row(client: Client, task: TaskRow, holder: str | None) -> QueueRow:
+    try:
+        status, who = await asyncio.gather(
+            cases.status(client, task.loan_id, answer_within=ANSWER_WITHIN),
+            borrower_of(client, task.loan_id))
+        return QueueRow(task, status, who, call_window(who.timezone, status.rule_pack), holder)
+    except ServiceError as err:
+        return QueueRow(task, None, None, None, holder, str(err))
