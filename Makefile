@@ -19,6 +19,7 @@ demo: $(STAMP)
 # Static checks first (ruff over the tree, then mypy as configured in pyproject.toml), then the
 # suite. Make stops at the first command that fails and exits non-zero, so CI fails with it.
 test: lint
+	sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q
 
 .PHONY: lint

@@ -27,7 +27,7 @@ from activities.wiring import Providers, activities_for, close_activities
 from contracts.names import TASK_QUEUE
 from infra import log_masking
 from infra.database import create_pool
-from infra.settings import SendGridSettings, Settings, TwilioSettings
+from infra.settings import SendGridSettings, Settings, TwilioSettings, WeComSettings
 from infra.shutdown import run_until_signalled
 from infra.stack import Endpoints, NoStack, open_stack
 from workflows.collection_workflow import CollectionWorkflow
@@ -37,7 +37,7 @@ log = logging.getLogger("worker")
 
 
 def providers_for(twilio: TwilioSettings, sendgrid: SendGridSettings,
-                  settings: Settings) -> Providers:
+                  settings: Settings, wecom: WeComSettings | None = None) -> Providers:
     """What the provider activities get: the accounts given, the settings' links and timeouts."""
     if twilio.account_sid is None or twilio.auth_token is None or sendgrid.api_key is None:
         raise ValueError("provider accounts not resolved (no credentials and no emulator)")
@@ -47,18 +47,26 @@ def providers_for(twilio: TwilioSettings, sendgrid: SendGridSettings,
         sendgrid_key=sendgrid.api_key, sendgrid_base_url=sendgrid.base_url,
         sendgrid_from=sendgrid.from_email, payment_link_base=settings.payment_link_base,
         http_timeout_seconds=settings.provider_timeout_seconds,
-        in_flight_for=timedelta(seconds=settings.send_in_flight_seconds))
+        in_flight_for=timedelta(seconds=settings.send_in_flight_seconds),
+        wecom_corp_id=(wecom or settings.wecom).corp_id or "",
+        wecom_secret=(wecom or settings.wecom).corp_secret or "",
+        wecom_base_url=(wecom or settings.wecom).base_url,
+        voice_callback_base=settings.webhook.base_url,
+        voice_agent_number=settings.voice_agent_number)
 
 
 def providers_from(ep: Endpoints, settings: Settings) -> Providers:
-    return providers_for(ep.twilio, ep.sendgrid, settings)
+    wecom = settings.wecom
+    if not wecom.configured and ep.emulator_url:
+        wecom = wecom.on_emulator(ep.emulator_url)
+    return providers_for(ep.twilio, ep.sendgrid, settings, wecom)
 
 
 def emulator_providers(url: str, settings: Settings | None = None) -> Providers:
     """Both providers on the emulator at `url`, whatever the environment says (tests, benches)."""
     settings = settings or Settings()
     return providers_for(settings.twilio.on_emulator(url), settings.sendgrid.on_emulator(url),
-                         settings)
+                         settings, settings.wecom.on_emulator(url))
 
 
 @asynccontextmanager

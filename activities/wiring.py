@@ -14,11 +14,20 @@ from typing import Any
 
 import asyncpg
 
-from activities.channels.base import ChannelAdapter, adapter_of, send_activity
+from activities.channels.base import (
+    ChannelAdapter,
+    adapter_of,
+    follow_up_activity,
+    send_activity,
+)
 from activities.channels.email import SendGridEmail, sendgrid_client
 from activities.channels.outbox import Outbox
 from activities.channels.sms import TwilioSms, twilio_client
+from activities.channels.voice import TwilioVoice
+from activities.channels.wecom import WeComMessages
+from activities.channels.wecom_client import DEFAULT_BASE_URL, WeComClient
 from activities.database.contacts import ContactActivities
+from activities.database.placements import PlacementActivities
 from activities.database.records import RecordActivities
 from activities.database.tasks import TaskActivities
 from activities.policies import resolve_policy
@@ -38,14 +47,28 @@ class Providers:
     payment_link_base: str = "https://pay.lender.example/loan"
     http_timeout_seconds: float = 20
     in_flight_for: timedelta = timedelta(seconds=30)
+    # WeCom (issue 17): the corp's id and the external-contact app's secret; empty: not configured
+    # (a WeCom step is refused, and falls back).
+    wecom_corp_id: str = ""
+    wecom_secret: str = ""
+    wecom_base_url: str | None = None
+    # Where Twilio calls back about voice reminders (the API's base URL), and the agents' line a
+    # borrower pressing 1 is connected to. Without a base, calls carry no callback and no "press 1".
+    voice_callback_base: str | None = None
+    voice_agent_number: str = ""
 
 
 def shipped_adapters(p: Providers) -> list[ChannelAdapter]:
     """The adapters of the channels this project ships, with their provider clients."""
     twilio = twilio_client(p.twilio_sid, p.twilio_token, p.twilio_base_url, p.http_timeout_seconds)
     sendgrid = sendgrid_client(p.sendgrid_key, p.sendgrid_base_url)
+    calls = twilio_client(p.twilio_sid, p.twilio_token, p.twilio_base_url, p.http_timeout_seconds)
+    wecom = WeComClient(p.wecom_corp_id, p.wecom_secret, p.wecom_base_url or DEFAULT_BASE_URL,
+                        p.http_timeout_seconds)
     return [TwilioSms(twilio, p.twilio_from),
-            SendGridEmail(sendgrid, p.sendgrid_from, p.http_timeout_seconds)]
+            SendGridEmail(sendgrid, p.sendgrid_from, p.http_timeout_seconds),
+            WeComMessages(wecom),
+            TwilioVoice(calls, p.twilio_from, p.voice_callback_base, p.voice_agent_number)]
 
 
 def _check_covers_table(names: Sequence[str]) -> None:
@@ -64,7 +87,8 @@ def activities_for(pool: asyncpg.Pool, p: Providers, *,
                    channels: Sequence[ChannelAdapter] = ()) -> list[Callable[..., Any]]:
     """Every activity a case worker runs; `channels` adds adapters beyond the shipped ones."""
     # Checked before any client exists: a refused wiring leaves no connection open.
-    _check_covers_table([TwilioSms.channel, SendGridEmail.channel, *(a.channel for a in channels)])
+    _check_covers_table([TwilioSms.channel, SendGridEmail.channel, WeComMessages.channel,
+                         TwilioVoice.channel, *(a.channel for a in channels)])
     adapters = [*shipped_adapters(p), *channels]
     outbox = Outbox(pool, in_flight_for=p.in_flight_for)
     links = LinkBuilder(p.payment_link_base)
@@ -74,8 +98,15 @@ def activities_for(pool: asyncpg.Pool, p: Providers, *,
         records.record, records.record_legal_action,
         contacts.reserve_contact, contacts.record_contact,
         *(send_activity(adapter, outbox, links) for adapter in adapters),
+        *(f for f in map(follow_up_activity, adapters) if f is not None),
         tasks.create_task, tasks.close_task,
+        *_placement_activities(pool),
     ]
+
+
+def _placement_activities(pool: asyncpg.Pool) -> list[Callable[..., Any]]:
+    placements = PlacementActivities(pool)
+    return [placements.agency_roster, placements.record_placement]
 
 
 async def close_activities(activities: Iterable[object]) -> None:

@@ -1,4 +1,5 @@
-"""The audit trail: every accepted write, who made it, what, when, on which case, and how it ended."""
+"""The audit trail: every accepted write, who made it, what, when, on which case, and how it
+ended."""
 
 from __future__ import annotations
 

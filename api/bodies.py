@@ -51,7 +51,8 @@ class PaymentBody(Body):
                                      "repeat is ignored by the case")]
     amount: Amount
     currency: Annotated[str, Field(max_length=10)]
-    paid_at: Annotated[str | None, Field(max_length=60, description="ISO date-time with offset")] = None
+    paid_at: Annotated[str | None, Field(max_length=60,
+                                         description="ISO date-time with offset")] = None
 
 
 class CloseBody(Body):

@@ -28,6 +28,8 @@ class Role(StrEnum):
     LOAN_SYSTEM = "loan-system"
     AGENT = "agent"
     OPERATOR = "operator"
+    # A collection agency (issue 19): the key's name is the agency's id in the roster.
+    AGENCY = "agency"
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ def write_local_keys(state_dir: Path) -> Path:
     if path.exists():
         return path
     state_dir.mkdir(parents=True, exist_ok=True)
-    names = {Role.LOAN_SYSTEM: "loan-system", Role.AGENT: "agent-1", Role.OPERATOR: "operator"}
+    names = {Role.LOAN_SYSTEM: "loan-system", Role.AGENT: "agent-1", Role.OPERATOR: "operator",
+             Role.AGENCY: "huaxin"}
     entries = [{"name": names[r], "role": r.value, "key": secrets.token_urlsafe(24)} for r in Role]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -26,7 +26,7 @@ def _problem(description: str) -> dict[str, Any]:
             "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
 
 
-_AUTH: Final = {401: _problem("missing or unknown API key"),
+_AUTH: Final[dict[int | str, dict[str, Any]]] = {401: _problem("missing or unknown API key"),
                 403: _problem("the key's role may not call this")}
 READ_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     **_AUTH, 404: _problem("no case for that loan"), 422: _problem("bad input, field named"),

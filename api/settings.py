@@ -17,7 +17,8 @@ class ApiSettings(BaseSettings):
     # so the plain key never sits in the configuration.
     keys: str | None = Field(None, description="API keys: name=role:secret, comma-separated")
     # Read when API_KEYS is unset; `python -m api.keys` writes one for the local stack.
-    key_file: Path | None = Field(None, description="JSON key file (default STATE_DIR/api-keys.json)")
+    key_file: Path | None = Field(None,
+                                  description="JSON key file (default STATE_DIR/api-keys.json)")
     # A claimed Idempotency-Key whose request never finished (a killed process) may be taken over
     # after this long.
     idempotency_stale_seconds: float = 300

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 import typer
 from rich.table import Table
 from temporalio.client import Client
 
-from cli.arguments import Actor, Agent, Cur, LoanArg, Money, Reason, ReviewBy
-from cli.plumbing import Commands, out, run, show_answer, when, with_temporal
+from cli.arguments import Actor, Agent, Cur, JsonFlag, LoanArg, Money, Reason, ReviewBy
+from cli.plumbing import Commands, out, run, show_answer, show_json, when, with_temporal
 from contracts.messages import UpdateResult
 from service import inputs, updates
 from service import tasks as work_queue
@@ -33,8 +34,12 @@ def answer(loan: str, make: Callable[[], T],
 @commands.command()
 def tasks(kind: Annotated[str | None, typer.Option(help="Only call or only visit tasks.")] = None,
           limit: Annotated[int, typer.Option(
-              min=1, max=work_queue.MAX_TASKS, help="At most this many.")] = 50) -> None:
-    """Open call and visit tasks for agents, most urgent first.
+              min=1, max=work_queue.MAX_TASKS, help="At most this many.")] = 50,
+          as_json: JsonFlag = False) -> None:
+    """Open call and visit tasks for agents, most urgent first, with when each may be worked: the
+    rule pack's window in the borrower's local time and zone, the next allowed period (local),
+    the calls left under each cap, and the deadline. Withdrawn tasks (a hold, a dispute, a cease,
+    a closed case) are not listed.
 
         collect tasks --kind call
     """
@@ -44,13 +49,39 @@ def tasks(kind: Annotated[str | None, typer.Option(help="Only call or only visit
         return await work_queue.open_tasks(c.dsn(), kind=wanted, limit=limit)
 
     rows = run(read)
+    if as_json:
+        show_json(rows, list[work_queue.TaskRow])
+        return
     if not rows:
         out.print("no open tasks")
         return
-    table = Table("loan", "kind", "step", "priority", "due by", "task key")
+    table = Table("loan", "kind", "step", "priority", "window (local)", "next allowed (local)",
+                  "caps left", "due by", "task key")
+    now = datetime.now(UTC)
     for r in rows:
-        table.add_row(r.loan_id, r.kind, r.step_id, str(r.priority), when(r.due_by), r.task_key)
+        table.add_row(r.loan_id, r.kind, r.step_id, str(r.priority), r.window or "-",
+                      next_allowed(r, now), caps_left(r), when(r.due_by), r.task_key)
     out.print(table)
+
+
+def next_allowed(task: work_queue.TaskRow, now: datetime) -> str:
+    """The next period the task may be worked, in the borrower's time: "now-22:00" while one is
+    open, else "06-03 08:00-22:00"; "none left" when the task's span has no allowed time left."""
+    if not task.work_windows:
+        return "-"
+    period = task.next_period(now)
+    if period is None:
+        return "none left"
+    start, end = (task.local(t) for t in period)
+    until = f"{end:%H:%M}" if end.date() == start.date() else f"{end:%m-%d %H:%M}"
+    return f"now-{until}" if start <= now else f"{start:%m-%d %H:%M}-{until}"
+
+
+def caps_left(task: work_queue.TaskRow) -> str:
+    """Room under each cap, the rule pack's prefix dropped: "nifa.connected_calls_per_day 2"."""
+    prefix = f"{task.rule_pack}." if task.rule_pack else ""
+    return ", ".join(f"{cap.removeprefix(prefix)} {n}"
+                     for cap, n in sorted(task.caps_left.items())) or "-"
 
 
 @commands.command()
@@ -155,11 +186,17 @@ def outcome(loan: LoanArg,
             outcome: Annotated[str, typer.Option(
                 help=f"What happened: {', '.join(inputs.TASK_OUTCOMES)}.")],
             agent: Agent,
-            note: Annotated[str | None, typer.Option(help="Free-text note.")] = None) -> None:
-    """Report the outcome of a call or visit task.
+            note: Annotated[str | None, typer.Option(help="Free-text note.")] = None,
+            at: Annotated[str | None, typer.Option(
+                help="When the call or visit happened, ISO with offset (default: now).")
+            ] = None) -> None:
+    """Report the outcome of a call or visit task. The contact is recorded when it happened
+    (--at); one made outside the borrower's window or over a cap is still recorded, as a
+    compliance breach of the rule it broke. A task withdrawn by a hold, dispute, cease or the
+    case's end is refused with the reason.
 
         collect outcome CN-1003 --task-key collection-CN-1003/early-call-1 --outcome reached \\
-            --agent a.chen
+            --agent a.chen --at 2026-12-01T10:40:00+08:00
     """
-    answer(loan, lambda: inputs.task_outcome_input(task_key, outcome, agent, note),
+    answer(loan, lambda: inputs.task_outcome_input(task_key, outcome, agent, note, at=at),
            updates.task_outcome)

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from cli.arguments import Actor, LoanArg
 from cli.loan_options import LoanValues, loan_flags, loan_from_flags, refuse_flags_with_file

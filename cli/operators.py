@@ -115,7 +115,8 @@ def list_cases(
     stage: Annotated[str | None, typer.Option(
         help="pre_due, early, middle, late, legal, written_off, closed")] = None,
     state: Annotated[str | None, typer.Option(
-        help="active, paid, settled, written_off, closed")] = None,
+        help="active, paid, settled, written_off, closed, or failed (a start whose input "
+             "broke the loan rules: never opened, so Temporal only)")] = None,
     min_outstanding: Annotated[int | None, typer.Option(
         help="Balance at least this many whole units.")] = None,
     max_outstanding: Annotated[int | None, typer.Option(
@@ -166,6 +167,9 @@ def list_cases(
                       "-" if r.outstanding is None else f"{r.outstanding:,}",
                       r.currency or "-", r.agent or "-", r.policy_version or "-")
     out.print(table)
+    for r in rows:
+        if r.failure:
+            out.print(Text(f"loan {r.loan_id}: start failed: {r.failure}"), soft_wrap=True)
     if len(rows) == limit:
         out.print(f"[dim]showing the first {limit}; raise --limit for more[/dim]")
     out.print("Same filter in the Temporal CLI (or paste the quoted part into the Web UI):")

@@ -1,4 +1,5 @@
-"""The portfolio report as three tables: money and rates, roll rates, cases by state."""
+"""The portfolio report as tables: money and rates, roll rates, cases by state, then compliance
+breaches by rule and unapplied money by currency."""
 
 from __future__ import annotations
 
@@ -62,3 +63,31 @@ def print_report(report: Report) -> None:
     for r in rows:
         by_state.add_row(name(r), r.segment, *[f"{r.by_state.get(s, 0):,}" for s in states])
     out.print(by_state)
+    print_compliance(report)
+
+
+def print_compliance(report: Report) -> None:
+    """Breaches by the rule broken, and unapplied money per currency; one line when neither."""
+    if not report.breaches and not report.unapplied:
+        out.print("no compliance breaches; no unapplied payments")
+        return
+    if report.breaches:
+        breaches = Table(Column("rule broken", no_wrap=True),
+                         Column("breaches", justify="right", no_wrap=True),
+                         title=f"Compliance breaches: {report.breach_total:,} agent call(s) or "
+                               "visit(s) outside the window or over a cap")
+        for rule, n in report.breaches.items():
+            breaches.add_row(rule, f"{n:,}")
+        out.print(breaches)
+    else:
+        out.print("no compliance breaches")
+    if report.unapplied:
+        money = Table(Column("currency", no_wrap=True),
+                      Column("payments", justify="right", no_wrap=True),
+                      Column("amount", justify="right", no_wrap=True),
+                      title="Unapplied payments (received, not applied: see each case's history)")
+        for u in report.unapplied:
+            money.add_row(u.currency, f"{u.count:,}", f"{u.amount:,}")
+        out.print(money)
+    else:
+        out.print("no unapplied payments")

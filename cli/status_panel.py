@@ -1,5 +1,5 @@
 """A case's status as a panel: state, stage, balance, next action, arrangements, contacts,
-compliance breaches and unapplied payments (when there are any) and policy."""
+compliance breaches, unapplied payments and policy."""
 
 from __future__ import annotations
 
@@ -55,12 +55,11 @@ def status_panel(s: CaseStatus) -> Panel:
             rows.append((name, arrangement(name, item, s.currency)))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(s.contact_counts.items()))
     rows.append(("contacts", counts or "none yet"))
-    if s.breaches:
-        rows.append(("breaches", f"{s.breaches} agent contact(s) outside the {s.rule_pack} "
-                                 "window or over a cap (see history)"))
-    if s.unapplied_payments:
-        rows.append(("unapplied", f"{s.unapplied_payments} payment(s) received but not applied "
-                                  "(see history)"))
+    rows.append(("breaches", f"{s.breaches} agent call(s) or visit(s) outside the "
+                             f"{s.rule_pack} window or over a cap (see history)"
+                 if s.breaches else "none"))
+    rows.append(("unapplied", f"{s.unapplied_payments} payment(s) received but not applied "
+                              "(see history)" if s.unapplied_payments else "none"))
     rows += [
         ("agent", s.assigned_agent or "-"),
         ("policy", f"{s.policy_name} {s.policy_version} (segment {s.segment}, "

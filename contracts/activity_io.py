@@ -109,6 +109,10 @@ class ContactDecision:
     retry_at: datetime | None
     # Room left under each cap on this channel once this contact is made (cap id -> count).
     caps_left: dict[str, int] = field(default_factory=dict)
+    # Refused because the address may not be used on this channel until someone lifts it (an SMS
+    # opt-out, a number that cannot take SMS, an e-mail address that bounced or unsubscribed):
+    # waiting will not help, so the step skips this channel. False in histories before it.
+    suppressed: bool = False
 
 
 @dataclass
@@ -236,3 +240,26 @@ class LegalInput:
     action: str
     created_at: datetime
     documents: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class FollowUpInput:
+    """Ask the provider what became of a message it accepted (`contracts/channels.py`'s
+    `follow_up`): "check" its state, "remind" the staff member once, or "cancel" it."""
+
+    channel: str
+    provider_id: str
+    action: str  # "check", "remind" or "cancel"
+    outbox_key: str
+    loan_id: str
+
+
+@dataclass
+class FollowUpResult:
+    # "pending" (not yet: staff not confirmed, call still ringing), "delivered" or "not_delivered".
+    state: str
+    # As the caps and the contact row record it: "connected", "unanswered" (voice), "sent"
+    # (a confirmed WeCom message), or None while pending.
+    outcome: str | None = None
+    # The provider's own words, no personal data: "completed/human", "no-answer", "unconfirmed".
+    detail: str = ""

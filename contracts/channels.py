@@ -33,6 +33,19 @@ class ChannelSpec:
     # Messages on this channel carry a subject: its templates start with a `Subject:` line, and
     # the rest keeps its lines. Without one a message is rendered to a single line.
     subject: bool = False
+    # The loan may lack this channel's address (an optional loan column): an empty one makes the
+    # channel unusable for the case, with `missing_reason`, and the step falls back.
+    optional_address: bool = False
+    missing_reason: str = ""
+    # The activity that asks the provider what became of a message it accepted (a WeCom task
+    # waiting for the staff member's confirmation, a call ringing): message channels whose
+    # acceptance is not yet the contact.
+    follow_up: str | None = None
+    # Accepted means a task for the lender's staff member who owns the contact: the message goes
+    # out only once they confirm it, and counts as not sent if they have not by the deadline.
+    confirmation: bool = False
+    # The caps count this channel as that one (an automated voice reminder is a call).
+    counts_as: str | None = None
 
 
 CHANNELS: dict[str, ChannelSpec] = {}
@@ -40,6 +53,10 @@ CHANNELS: dict[str, ChannelSpec] = {}
 # Recorded histories name these activities: they never change.
 SEND_SMS = "send_sms"
 SEND_EMAIL = "send_email"
+SEND_WECOM = "send_wecom"
+SEND_VOICE = "send_voice"
+FOLLOW_UP_WECOM = "follow_up_wecom"
+FOLLOW_UP_VOICE = "follow_up_voice"
 
 
 def register(spec: ChannelSpec) -> ChannelSpec:
@@ -53,6 +70,19 @@ SMS = register(ChannelSpec("sms", "message", "phone", "p", "phone", activity=SEN
 EMAIL = register(ChannelSpec("email", "message", "email", "e", "email", activity=SEND_EMAIL,
                              subject=True))
 CALL = register(ChannelSpec("call", "agent", "phone", "p", "phone", address_label="phone number"))
+# WeCom (enterprise WeChat) external-contact messages: a task for the staff member who owns the
+# contact, sent once they confirm it (issue 17). Counted under the external contact's own key.
+WECOM = register(ChannelSpec("wecom", "message", "wecom_external_userid", "w",
+                             "wecom_external_userid", activity=SEND_WECOM, fallback="sms",
+                             address_label="WeCom external contact", optional_address=True,
+                             missing_reason="not a WeCom external contact of the lender "
+                                            "(no wecom_external_userid on the loan)",
+                             follow_up=FOLLOW_UP_WECOM, confirmation=True))
+# Automated voice reminders (Twilio Calls, TwiML): a call to the borrower's phone, counted by the
+# caps as a call ("p" key, like SMS and agent calls).
+VOICE = register(ChannelSpec("voice", "message", "phone", "p", "phone", activity=SEND_VOICE,
+                             fallback="sms", address_label="phone number",
+                             follow_up=FOLLOW_UP_VOICE, counts_as="call"))
 # A visit goes to the borrower's address, and is counted under the phone key, as since the first
 # recorded histories.
 VISIT = register(ChannelSpec("visit", "agent", "address", "p", "phone",
@@ -69,6 +99,12 @@ def channel(name: str) -> ChannelSpec:
 
 def message_channels() -> list[str]:
     return [c.name for c in CHANNELS.values() if c.kind == "message"]
+
+
+def counted_as(name: str) -> str:
+    """The channel the caps count `name` as (itself, unless its row says otherwise)."""
+    spec = CHANNELS.get(name)
+    return spec.counts_as if spec is not None and spec.counts_as else name
 
 
 def unregister(name: str) -> None:

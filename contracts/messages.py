@@ -85,6 +85,12 @@ class LoanInput:
     # Channels the case may not use from the start, with why: {"sms": "a fixed-line number..."}
     # for a landline or toll-free phone (it may be called, not texted). Defaulted, as above.
     unusable_channels: dict[str, str] = field(default_factory=dict)
+    # The borrower's WeCom external-contact id with the lender (`wm...`); empty: not a contact, and
+    # the WeCom channel is unusable for the case. Defaulted, as above.
+    wecom_external_userid: str = ""
+    # Prior express consent to prerecorded (automated voice) calls, where the rule pack asks for it
+    # (the `us` pack, TCPA). Defaulted: no consent.
+    prerecorded_call_consent: bool = False
 
 
 @dataclass
@@ -245,6 +251,8 @@ class CaseStatus:
     breaches: int = 0
     # Payments reported as received that could not be applied (wrong currency, not positive).
     unapplied_payments: int = 0
+    # The agency the case is placed with (issue 19), or None.
+    placed_with: str | None = None
 
 
 @dataclass
@@ -259,3 +267,22 @@ class CaseResult:
     close_reason: str
     # Only a simulation returns its timeline: a real case's is queried and written to PostgreSQL.
     timeline: list[TimelineEvent] | None = None
+
+
+@dataclass
+class DeliveryReport:
+    """The `delivery_failed` signal: a provider could not deliver a message the case sent.
+
+    `outbox_key` is the message's (`<workflow id>/<step or notice key>/<channel>`, the contact
+    row's key too); `address_unusable` says the address itself is no good on this channel (a
+    landline, an unknown handset, a hard bounce) rather than this one message (30003, a soft
+    bounce). No address travels: the case knows its own."""
+
+    loan_id: str
+    outbox_key: str
+    step_id: str
+    channel: str
+    status: str  # "undelivered", "failed", "bounce", "dropped"
+    error_code: str
+    address_unusable: bool
+    at: datetime

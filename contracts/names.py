@@ -25,15 +25,26 @@ class Update(StrEnum):
     # A payment with an answer (applied, duplicate, unapplied and why); the `pay` signal stays
     # for signal-with-start, when the payment may arrive before the case exists.
     PAY = "record_payment"
+    # Agency placements (issue 19): an operator places or recalls a case; the agency it is placed
+    # with returns it, and reports its contacts and the promises it took.
+    PLACE = "place"
+    RECALL = "recall"
+    AGENCY_RETURN = "agency_return"
+    AGENCY_CONTACT = "agency_contact"
+    AGENCY_PROMISE = "agency_promise"
 
 
 class Query(StrEnum):
     STATUS = "status"
     TIMELINE = "timeline"
+    PLACEMENT = "placement"
 
 
 class Signal(StrEnum):
     PAY = "pay"
+    # A provider reported a message undelivered or failed (a `DeliveryReport`): the case falls
+    # back to the step's other channel. Sent by the webhooks when WEBHOOK_SIGNAL_CASES is on.
+    DELIVERY_FAILED = "delivery_failed"
 
 
 def workflow_id_for(loan_id: str) -> str:

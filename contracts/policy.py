@@ -117,6 +117,11 @@ class RulePack(_Strict):
     opt_out_required: bool = False
     validation_notice: bool = False
     allowed_after_cease: list[AllowedNotice] = ["collection_ending", "remedy_notice"]
+    # Channels the borrower must have consented to beforehand (TCPA: a prerecorded call needs
+    # prior express consent, the loan's `prerecorded_call_consent`); without it the step falls
+    # back, recorded under `prior_consent_rule`.
+    prior_consent_channels: list[Channel] = []
+    prior_consent_rule: str = ""
 
     @field_validator("quiet_weekdays")
     @classmethod
@@ -147,6 +152,8 @@ class RulePack(_Strict):
             raise ValueError(
                 f"window_start ({self.window_start}) must be before window_end ({self.window_end})"
             )
+        if self.prior_consent_channels and not self.prior_consent_rule:
+            raise ValueError("prior_consent_channels needs a prior_consent_rule id")
         if self.post_conversation_quiet_days and not self.post_conversation_rule:
             raise ValueError("post_conversation_quiet_days needs a post_conversation_rule id")
         return self
@@ -177,6 +184,9 @@ class PolicySettings(_Strict):
     hold_review_days: PositiveInt = 30
     call_deadline_days: PositiveInt = 1
     visit_deadline_days: PositiveInt = 7
+    # How long the lender's staff member has to confirm a WeCom message (a message step's own
+    # `deadline_days` overrides it); unconfirmed by then, it counts as not sent and falls back.
+    wecom_confirm_hours: PositiveInt = 4
     @field_validator("payment_order")
     @classmethod
     def _all_components(cls, v: list[str]) -> list[str]:

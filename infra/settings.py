@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from infra.emulator import sendgrid, twilio
+from infra.emulator import sendgrid, twilio, wecom
 
 PLACEHOLDER_SECRETS = {"", "changeme", "test", "secret"}
 
@@ -44,6 +44,9 @@ class SendGridSettings(BaseSettings):
     api_key: str | None = None
     from_email: str = "collections@lender.example"
     base_url: str | None = Field(None, description="override for api.sendgrid.com")
+    # The Signed Event Webhook's verification key, as SendGrid shows it (base64 DER, no PEM
+    # lines). Unset with the emulator: the local stack's key pair in STATE_DIR.
+    webhook_public_key: str | None = None
 
     @property
     def configured(self) -> bool:
@@ -51,6 +54,44 @@ class SendGridSettings(BaseSettings):
 
     def on_emulator(self, url: str) -> SendGridSettings:
         return self.model_copy(update={"api_key": sendgrid.API_KEY, "base_url": url})
+
+
+class WeComSettings(BaseSettings):
+    """WeCom external-contact messages (WECOM_*); without a corp id, the emulator's."""
+
+    model_config = SettingsConfigDict(env_prefix="WECOM_", extra="ignore", case_sensitive=False)
+
+    corp_id: str | None = None
+    # The secret of the app with the external-contact permission (客户联系 secret).
+    corp_secret: str | None = None
+    base_url: str | None = Field(None, description="override for qyapi.weixin.qq.com")
+
+    @property
+    def configured(self) -> bool:
+        return self.corp_id is not None
+
+    def on_emulator(self, url: str) -> WeComSettings:
+        return self.model_copy(update={"corp_id": wecom.CORP_ID, "corp_secret": wecom.CORP_SECRET,
+                                       "base_url": url})
+
+
+class WebhookSettings(BaseSettings):
+    """The providers' callbacks to us (WEBHOOK_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="WEBHOOK_", extra="ignore", case_sensitive=False)
+
+    # The base URL the providers call (`https://collect.lender.example`): Twilio signs the full
+    # URL it requested, so behind a proxy the app checks against this, not the URL it sees.
+    # The provider emulator calls the webhooks here when it is set.
+    base_url: str | None = None
+    # A SendGrid call whose signed timestamp is older than this (or as far ahead) is refused.
+    max_age_seconds: int = 300
+    # Tell the case when a message is undelivered (the `delivery_failed` signal); off until the
+    # workflow handles it (a signal without a handler waits in the case's history).
+    signal_cases: bool = False
+    # What HELP answers.
+    help_text: str = "Demo Lender collections: call +1 555 0100 or write to help@lender.example."
+    help_text_zh: str = "Demo Lender 催收服务：请致电 +1 555 0100 或发邮件至 help@lender.example。"  # noqa: RUF001
 
 
 class Settings(BaseSettings):
@@ -72,6 +113,10 @@ class Settings(BaseSettings):
     # Unset credentials mean the embedded provider emulator; set them for the real services.
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     sendgrid: SendGridSettings = Field(default_factory=SendGridSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    wecom: WeComSettings = Field(default_factory=WeComSettings)
+    # The agents' line a borrower pressing 1 in a voice reminder is connected to.
+    voice_agent_number: str = "+15005550100"
 
     payment_link_base: str = "https://pay.lender.example/loan"
     state_dir: Path = Path(".state")
@@ -107,6 +152,8 @@ class Settings(BaseSettings):
             update["twilio"] = self.twilio.on_emulator(url)
         if not self.sendgrid.configured and url is not None:
             update["sendgrid"] = self.sendgrid.on_emulator(url)
+        if not self.wecom.configured and url is not None:
+            update["wecom"] = self.wecom.on_emulator(url)
         return self.model_copy(update=update)
 
     def check_production(self) -> list[str]:
@@ -119,6 +166,12 @@ class Settings(BaseSettings):
                             "history must be encrypted with keys every worker and client shares")
         if self.twilio.configured and (self.twilio.auth_token or "") in PLACEHOLDER_SECRETS:
             problems.append("TWILIO_AUTH_TOKEN is missing or a placeholder")
+        if self.wecom.configured and (self.wecom.corp_secret or "") in PLACEHOLDER_SECRETS:
+            problems.append("WECOM_CORP_SECRET is missing or a placeholder")
         if self.sendgrid.api_key is not None and self.sendgrid.api_key in PLACEHOLDER_SECRETS:
             problems.append("SENDGRID_API_KEY is a placeholder")
+        if self.sendgrid.configured and self.webhook.base_url and not (
+                self.sendgrid.webhook_public_key):
+            problems.append("SENDGRID_WEBHOOK_PUBLIC_KEY is not set: SendGrid's events cannot "
+                            "be verified and are refused")
         return problems

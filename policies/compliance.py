@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from contracts.channels import counted_as
 from contracts.policy import CapRule, RulePack
 
 # Outcomes each kind of cap counts. A pending call task counts as unanswered (it has not been
@@ -125,6 +126,11 @@ def next_allowed(instant: datetime, tz: str, pack: RulePack) -> tuple[datetime, 
     raise ValueError(f"rule pack {pack.name}: no contact time allowed in {_MAX_SEARCH_DAYS} days")
 
 
+def _on(cap: CapRule, channel: str) -> bool:
+    """Whether `cap` counts contacts on `channel` (an automated voice call counts as a call)."""
+    return channel in cap.channels or counted_as(channel) in cap.channels
+
+
 def _counted(
     cap: CapRule, *, channel: str, at: datetime, zone: ZoneInfo, loan_id: str, contact_key: str,
     attempts: Sequence[Attempt],
@@ -138,7 +144,8 @@ def _counted(
             continue
         if cap.scope == "debt" and a.loan_id != loan_id:
             continue
-        if (a.channel != channel) if cap.per_channel else (a.channel not in cap.channels):
+        if ((counted_as(a.channel) != counted_as(channel)) if cap.per_channel
+                else not _on(cap, a.channel)):
             continue
         if a.outcome not in _COUNTED[cap.counts]:
             continue
@@ -155,7 +162,8 @@ def _counted(
 
 def _describe(cap: CapRule, channel: str, counted: list[Attempt]) -> str:
     adjective = {"attempts": "", "connected": "connected ", "unanswered": "unanswered "}[cap.counts]
-    if channel == "call" and (cap.per_channel or cap.channels == ["call"]):
+    if counted_as(channel) == "call" and (
+            cap.per_channel or all(counted_as(c) == "call" for c in cap.channels)):
         noun = "calls"
     else:
         noun = f"{channel} attempts" if cap.per_channel else "contact attempts"
@@ -179,7 +187,7 @@ def evaluate_caps(
     _aware(at)
     refusals: list[CapDecision] = []
     for cap in pack.caps:
-        if channel not in cap.channels:
+        if not _on(cap, channel):
             continue
         counted = _counted(
             cap, channel=channel, at=at, zone=zone, loan_id=loan_id, contact_key=contact_key,
@@ -196,7 +204,7 @@ def evaluate_caps(
         retry = next_allowed(retry, tz, pack)[0]
         refusals.append(CapDecision(False, cap.id, retry, _describe(cap, channel, counted)))
     quiet_days = pack.post_conversation_quiet_days
-    if channel == "call" and quiet_days:
+    if counted_as(channel) == "call" and quiet_days:
         talks = [
             a.at for a in attempts
             if a.loan_id == loan_id and a.outcome == "connected"
@@ -232,7 +240,7 @@ def caps_left(
         cap.id: max(0, cap.limit - len(_counted(
             cap, channel=channel, at=at, zone=zone, loan_id=loan_id, contact_key=contact_key,
             attempts=attempts)))
-        for cap in pack.caps if channel in cap.channels
+        for cap in pack.caps if _on(cap, channel)
     }
 
 

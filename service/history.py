@@ -101,7 +101,8 @@ async def _pg_history(pool: asyncpg.Pool, loan_id: str) -> list[HistoryEntry]:
             ))
         for r in await conn.fetch(
             "SELECT task_key, kind, step_id, priority, due_by, status, outcome, agent, note, "
-            "created_at, completed_at FROM tasks WHERE loan_id = $1 ORDER BY created_at, id",
+            "reason, breach_rule, created_at, completed_at FROM tasks WHERE loan_id = $1 "
+            "ORDER BY created_at, id",
             loan_id,
         ):
             detail = {"task_key": r["task_key"], "step": r["step_id"], "status": r["status"]}
@@ -113,10 +114,12 @@ async def _pg_history(pool: asyncpg.Pool, loan_id: str) -> list[HistoryEntry]:
             ))
             if r["completed_at"] is not None:
                 note = f" ({r['note']})" if r["note"] else ""
+                # Why it was withdrawn (a hold, a cease, the case's end); the rule a call broke.
+                why = r["reason"] if r["status"] == "withdrawn" and r["reason"] else r["outcome"]
                 out.append(HistoryEntry(
                     r["completed_at"], "tasks", f"task_{r['status']}",
-                    f"{r['kind']} task for step {r['step_id']} {r['status']}: {r['outcome']}{note}",
-                    None, r["agent"], {**detail, "outcome": r["outcome"]},
+                    f"{r['kind']} task for step {r['step_id']} {r['status']}: {why}{note}",
+                    r["breach_rule"], r["agent"], {**detail, "outcome": r["outcome"]},
                 ))
         for r in await conn.fetch(
             "SELECT action, documents, created_at FROM legal_actions "

@@ -130,8 +130,11 @@ def close_input(actor: str, reason: str) -> CloseInput:
 
 
 def task_outcome_input(task_key: str, outcome: str, agent: str,
-                       note: str | None = None) -> TaskOutcomeInput:
+                       note: str | None = None, *, at: str | None = None) -> TaskOutcomeInput:
+    """`at`: when the call or visit happened (ISO with offset; default: when it is reported).
+    The case refuses a time in the future or before the task was created."""
     return TaskOutcomeInput(
         parse_label(task_key, "task_key", 200),
         TaskOutcome(parse_choice(outcome, "outcome", TASK_OUTCOMES)),
-        parse_person(agent, "agent"), parse_note(note, "note", 500))
+        parse_person(agent, "agent"), parse_note(note, "note", 500),
+        at=parse_instant(at, "at") if at else None)

@@ -3,11 +3,14 @@ or from PostgreSQL's `cases` table, with the same filters meaning the same thing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Final
 
 import asyncpg
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistoryEventFilterType
+from temporalio.exceptions import FailureError
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts.messages import CaseState, Stage
@@ -20,6 +23,7 @@ from contracts.names import (
     POLICY_VERSION,
     STAGE,
     loan_id_from,
+    workflow_id_for,
 )
 from service.case_filters import case_filters, list_limit, sql_where, visibility_query
 from service.errors import Refused, Unreachable
@@ -36,6 +40,10 @@ class CaseRow:
     currency: str | None
     agent: str | None
     policy_version: str | None  # "name@version"
+    # A case whose start failed (state "failed": its input broke the loan-file rules; it never
+    # opened and has no `cases` row): the field and problem from the workflow's failure, e.g.
+    # "loan.timezone: is not an IANA time zone". Never a borrower's value.
+    failure: str | None = None
 
 
 async def list_cases(
@@ -48,6 +56,7 @@ async def list_cases(
     """Cases from Temporal visibility (eventually consistent: a second or so behind the cases).
 
     Most recently started first. Fields are None until the case has upserted its attributes.
+    A case whose start failed (`state="failed"`) carries the failure's field and problem.
     """
     query = visibility_query(
         stage=stage, state=state, min_outstanding=min_outstanding, max_outstanding=max_outstanding,
@@ -76,7 +85,41 @@ async def list_cases(
             raise Unreachable("cannot reach Temporal: is the worker running? (make run)") from None
         raise Refused(
             f"Temporal refused the list query ({err.status.name}): {err.message}") from None
+    failed = [i for i, r in enumerate(rows) if r.state == CaseState.FAILED.value]
+    if failed:
+        limit_calls = asyncio.Semaphore(_FAILURE_READS)
+
+        async def with_failure(i: int) -> None:
+            async with limit_calls:
+                rows[i] = replace(rows[i], failure=await start_failure(client, rows[i].loan_id))
+
+        await asyncio.gather(*(with_failure(i) for i in failed))
     return rows
+
+
+_FAILURE_READS: Final = 10  # close events read at once for the failed cases of one list
+_FAILURE_PREFIX: Final = "invalid case input: "
+
+
+async def start_failure(client: Client, loan_id: str) -> str | None:
+    """Why a case's start failed: the workflow's failure message (the field and the problem,
+    never the value), read from its close event alone; None if it did not fail or cannot say."""
+    case = client.get_workflow_handle(workflow_id_for(loan_id))
+    try:
+        async for event in case.fetch_history_events(
+                event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT):
+            if not event.HasField("workflow_execution_failed_event_attributes"):
+                return None
+            failure = event.workflow_execution_failed_event_attributes.failure
+            try:
+                error = await client.data_converter.decode_failure(failure)
+                message = error.message if isinstance(error, FailureError) else str(error)
+            except Exception:  # another process's keys: the message as stored, if plain
+                message = failure.message
+            return message.removeprefix(_FAILURE_PREFIX).splitlines()[0] if message else None
+    except RPCError:
+        return None
+    return None
 
 
 async def list_cases_db(

@@ -1,5 +1,5 @@
 """Portfolio figures aggregated in PostgreSQL: recovery, cure, roll and promise-kept rates per
-policy version and segment, and a monthly series.
+policy version and segment, a monthly series, compliance breaches and unapplied money.
 
 As of now they are read from the rollup the database keeps current
 (infra/migrations/003_report_rollup.sql); as of an earlier time, from scans of the base tables.
@@ -18,6 +18,7 @@ from typing import Any, Final
 import asyncpg
 
 from contracts.messages import CaseState
+from service import agency_report
 from service.case_filters import POLICY_NAME_RE, matching
 from service.report_figures import (
     ROLL_TRANSITIONS,
@@ -25,6 +26,7 @@ from service.report_figures import (
     Report,
     SegmentFigures,
     SeriesPoint,
+    UnappliedMoney,
 )
 from service.shapes import as_utc
 
@@ -94,6 +96,25 @@ SELECT {_KEYS}, s.rank,
 FROM s JOIN cases c ON c.loan_id = s.loan_id
 WHERE {_SCOPE} AND s.rank IS NOT NULL
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+"""
+
+# Compliance breaches and unapplied money, straight from their tables (both are small and have
+# partial indexes: infra/migrations/005_compliance.sql); the figures above are untouched. Breaches
+# are counted when the call happened, unapplied money when it was received; money a later report
+# of the same payment id applied ('resolved') no longer counts.
+_BREACHES_SQL: Final = """
+SELECT k.rule, count(*) AS n
+FROM contacts k LEFT JOIN cases c ON c.loan_id = k.loan_id
+WHERE k.decision = 'breach' AND k.occurred_at <= $1 AND ($2::text IS NULL OR c.policy_name = $2)
+GROUP BY 1
+"""
+
+_UNAPPLIED_SQL: Final = """
+SELECT u.currency, count(*) AS n, sum(u.amount) AS amount
+FROM unapplied_payments u LEFT JOIN cases c ON c.loan_id = u.loan_id
+WHERE u.status = 'unapplied' AND u.received_at <= $1
+      AND ($2::text IS NULL OR c.policy_name = $2)
+GROUP BY 1
 """
 
 # Large enough for the hash tables of a 100,000-case book to stay in memory; this transaction only.
@@ -194,7 +215,11 @@ async def portfolio_report(
       stage was worse than x (y, or a later one when the case skipped y: a case opened at 40 days
       past due goes early -> late);
     - promise kept rate: `promise_kept` events over `promise_kept` + `promise_broken` events;
-    - contacts per cure: contacts actually made (decision 'sent') over cured cases.
+    - contacts per cure: contacts actually made (decision 'sent') over cured cases;
+    - breaches: agent calls and visits made by `as_of` outside the rule pack's window or over a
+      cap, by the rule broken; unapplied: money received by `as_of` that the cases could not
+      apply (another currency, not positive) and that is still unapplied, count and sum per
+      currency.
     The series gives, per month, cumulative recovery (collected to date over placed to date) and
     monthly roll rates (of the cases in stage x at some time in the month, the share that moved
     to a worse stage in that month). Currencies are never added together: currency is part of
@@ -220,6 +245,7 @@ async def portfolio_report(
             fetch(_CASES_SQL), fetch(_PAYMENTS_SQL), fetch(_PROMISES_SQL), fetch(_CONTACTS_SQL),
             fetch(_SPANS_SQL),
         )
+    breach_rows, unapplied_rows = await asyncio.gather(fetch(_BREACHES_SQL), fetch(_UNAPPLIED_SQL))
     case_rows, payment_rows, promise_rows, contact_rows, span_rows = rolled_up
     rows: dict[_SegKey, SegmentFigures] = {}
     for r in case_rows:
@@ -260,8 +286,15 @@ async def portfolio_report(
     for f in rows.values():
         f.by_state = dict(sorted(f.by_state.items(), key=lambda kv: (
             _STATES.index(kv[0]) if kv[0] in _STATES else len(_STATES))))
+    breaches = sorted(((r["rule"] or "unknown", r["n"]) for r in breach_rows),
+                      key=lambda kv: (-kv[1], kv[0]))
+    unapplied = [UnappliedMoney(currency=r["currency"].strip(), count=r["n"], amount=r["amount"])
+                 for r in sorted(unapplied_rows, key=lambda r: r["currency"])]
+    # Per agency (issue 19): service/agency_report.py, from the placement rows.
+    agencies = agency_report.to_json(await agency_report.agency_report(pool))["agencies"]
     return Report(as_of=as_of, rows=[rows[k] for k in sorted(rows)],
-                  series=_series(as_of, case_rows, payment_rows, span_rows))
+                  series=_series(as_of, case_rows, payment_rows, span_rows),
+                  breaches=dict(breaches), unapplied=unapplied, agencies=agencies)
 
 
 def _series(as_of: datetime, case_rows: Sequence[Mapping[str, Any]],

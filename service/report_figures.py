@@ -1,4 +1,5 @@
-"""The portfolio report's figures: per policy version and segment, and a monthly series.
+"""The portfolio report's figures: per policy version and segment, a monthly series, and the
+compliance breaches and unapplied money of the whole portfolio.
 
 Money is `Decimal`. Rates are `Decimal` rounded to 4 places (`None` where the denominator is 0).
 """
@@ -6,7 +7,7 @@ Money is `Decimal`. Rates are `Decimal` rounded to 4 places (`None` where the de
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
@@ -110,10 +111,30 @@ class SeriesPoint:
 
 
 @dataclass
+class UnappliedMoney:
+    """Payments received in one currency that the cases could not apply (still unapplied)."""
+
+    currency: str
+    count: int
+    amount: Decimal
+
+
+@dataclass
 class Report:
     as_of: datetime
     rows: list[SegmentFigures]
     series: list[SeriesPoint]
+    # Agent calls and visits made outside the rule pack's window or over a cap, by the rule
+    # broken (contacts with decision 'breach'), most frequent first.
+    breaches: dict[str, int] = field(default_factory=dict)
+    # Money received that could not be applied, per currency (never added across currencies).
+    unapplied: list[UnappliedMoney] = field(default_factory=list)
+    # Per agency and currency (service/agency_report.py), as JSON-ready rows.
+    agencies: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def breach_total(self) -> int:
+        return sum(self.breaches.values())
 
     def by_policy_version(self) -> list[SegmentFigures]:
         """The rows summed over segments, one per policy version (and currency)."""
@@ -148,4 +169,7 @@ class Report:
             "rows": [r.to_json() for r in self.rows],
             "policy_versions": [r.to_json() for r in self.by_policy_version()],
             "series": [p.to_json() for p in self.series],
+            "breaches": {"total": self.breach_total, "by_rule": dict(self.breaches)},
+            "unapplied_payments": [jsonable(asdict(u)) for u in self.unapplied],
+            "agencies": self.agencies,
         }

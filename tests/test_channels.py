@@ -238,7 +238,7 @@ def test_policy_validation_refuses_a_channel_not_in_the_table() -> None:
                      templates=None)
     assert str(raised.value) == (
         "paging.toml: ladder 'standard' step 1 'page': unknown channel 'pager' "
-        "(allowed: sms, email)")
+        "(allowed: sms, email, wecom, voice)")
     with pytest.raises(ValueError, match="unknown_channel"):
         Step(id="x", day=1, stage=Stage.EARLY, kind="message", channels=[PAGER])
 
@@ -255,7 +255,8 @@ def test_policy_validation_accepts_a_registered_channel(pager_row: ChannelSpec) 
                      templates={**catalogue, "early_reminder": frozenset({"sms", "email"})})
     # A cap may count the new channel, and the unknown-channel message lists it.
     Step(id="x", day=1, stage=Stage.EARLY, kind="message", channels=["sms", PAGER])
-    with pytest.raises(PolicyError, match=r"unknown channel 'fax' \(allowed: sms, email, pager\)"):
+    with pytest.raises(PolicyError,
+                       match=r"unknown channel 'fax' \(allowed: sms, email, wecom, voice, pager\)"):
         parse_policy(POLICY.format(channel="fax"), "paging.toml", rule_packs=load_rule_packs(),
                      templates=None)
 

@@ -471,5 +471,13 @@ async def test_open_tasks_reads_the_work_queue(pool: asyncpg.Pool, pg_dsn: str,
     mine = [r for r in rows if r.loan_id == loan_id]
     assert [(r.kind, r.step_id, r.priority, r.task_key) for r in mine] == [
         ("visit", "late-visit", 9, f"{loan_id}/late-visit")]
+    # Recorded before tasks carried their window: no window, no caps, shown as "-".
+    assert (mine[0].window, mine[0].caps_left, mine[0].next_period()) == ("", {}, None)
+    await pool.execute(
+        "INSERT INTO tasks (task_key, loan_id, workflow_id, kind, step_id, priority, due_by, "
+        "created_at, status, reason) VALUES ($1, $2, $3, 'call', 'early-call', 5, $4, $5, "
+        "'withdrawn', 'dispute hold')",
+        f"{loan_id}/early-call", loan_id, workflow_id_for(loan_id), now + timedelta(days=1), now,
+    )
     calls = await tasks.open_tasks(pg_dsn, kind="call", limit=1000)
-    assert loan_id not in {r.loan_id for r in calls}
+    assert loan_id not in {r.loan_id for r in calls}  # withdrawn: out of the queue

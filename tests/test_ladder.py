@@ -217,14 +217,13 @@ async def test_small_balance_goes_to_an_agency_without_filing(
     tasks = await _rows(pool, "tasks", loan.loan_id)
     assert [(t["kind"], t["step_id"], t["status"], t["outcome"]) for t in tasks] == [
         *[("call", s, "expired", "deadline_missed") for s in CALLS],
-        ("call", "late-call", "expired", "deadline_missed"),
-    ]
+    ]  # late-call (D+45) came due while placed with an agency (D+35 to D+125): superseded
     legal = await _rows(pool, "legal_actions", loan.loan_id)
     assert [a["action"] for a in legal] == ["agency_placement", "lawyer_letter"]
     assert legal[0]["created_at"] - _at(loan, 35, 10) < timedelta(seconds=5)
     timeline = await handle.query(CollectionWorkflow.timeline)
     skipped = [e.detail["step"] for e in timeline if e.kind == "step_skipped"]
-    assert skipped == ["field-visit", "filing"]
+    assert skipped == ["field-visit", "filing", "late-call"]
 
 
 # ------------------------------------------------------------------------------ field visits
@@ -360,13 +359,13 @@ async def test_cease_stops_everything_but_notices_the_rules_allow(
     assert [_kind(m) for m in _messages(emulator, loan)] == [
         ("sms", "pre_due_reminder"), ("email", "pre_due_reminder"),
         ("email", "agency_placement_notice"),  # remedy_notice
-        ("email", "lawyer_letter"),  # remedy_notice
+        # placed D+35 to D+125: the lawyer's letter (D+60) is superseded by the filing (D+90)
         ("email", "litigation_notice"),  # remedy_notice
         ("email", "write_off_notice"),  # collection_ending
     ]
     assert await _rows(pool, "tasks", loan.loan_id) == []
     assert [a["action"] for a in await _rows(pool, "legal_actions", loan.loan_id)] == [
-        "agency_placement", "lawyer_letter", "filing"]
+        "agency_placement", "filing"]
     skipped = await pool.fetch(
         "SELECT step_id, channel, rule FROM contacts WHERE loan_id = $1 AND decision = 'skipped' "
         "ORDER BY occurred_at, id", loan.loan_id)
@@ -375,7 +374,7 @@ async def test_cease_stops_everything_but_notices_the_rules_allow(
         ("early-call", "call"), ("firm-reminder", "sms"), ("firm-reminder", "email"),
         ("middle-call-1", "call"), ("middle-call-2", "call"), ("formal-notice", "email"),
         ("middle-call-3", "call"), ("middle-call-4", "call"), ("late-notice", "sms"),
-        ("late-notice", "email"), ("late-call", "call"),
+        ("late-notice", "email"),
     ]
     assert {s["rule"] for s in skipped} == {"cn.cease_communication"}
     status = await handle.query(CollectionWorkflow.status)

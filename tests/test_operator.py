@@ -508,3 +508,59 @@ async def test_cli_rejects_bad_filters(database_env: str) -> None:
     assert result.exit_code == 2 and "agent" in result.stderr
     result = await asyncio.to_thread(CliRunner().invoke, cli_app(), ["report", "--as-of", "2024-01-01T00:00"])
     assert result.exit_code == 2
+
+
+async def test_report_counts_breaches_by_rule_and_unapplied_money_by_currency(
+    pool: asyncpg.Pool, known_book: str, database_env: str,
+) -> None:
+    """Read from their tables, as of the report's time and for its policy; the other figures do
+    not move (a breach is no contact 'sent')."""
+    before = (await portfolio_report(pool, as_of=AS_OF, policy_name=known_book)).to_json()
+    assert (before["breaches"], before["unapplied_payments"]) == ({"total": 0, "by_rule": {}}, [])
+    breaches = [("A", "cn.cba.quiet_hours_22_08", days(2)), ("B", "cn.cba.quiet_hours_22_08",
+                                                               days(9)),
+                ("B", "cn.nifa.connected_calls_per_day", days(20)),
+                ("C", "cn.cba.quiet_hours_22_08", days(50))]  # after AS_OF
+    unapplied = [("A", "u1", "100.00", "USD", days(3), "unapplied"),
+                 ("B", "u2", "50.50", "USD", days(4), "unapplied"),
+                 ("B", "u3", "-5.00", "CNY", days(5), "unapplied"),
+                 ("C", "u4", "70.00", "EUR", days(6), "resolved"),  # applied later: not counted
+                 ("D", "u5", "9.00", "EUR", days(55), "unapplied")]  # after AS_OF
+    async with pool.acquire() as conn:
+        for i, (case, rule, at) in enumerate(breaches):
+            loan_id = f"{known_book}-{case}"
+            await conn.execute(
+                """INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key,
+                       channel, step_id, stage, decision, rule, occurred_at)
+                   VALUES ($1, $2, $3, $3, 'call', 'call', 'early', 'breach', $4, $5)""",
+                f"{loan_id}/b{i}", loan_id, f"b:{loan_id}", rule, at)
+        for case, payment_id, amount, currency, at, status in unapplied:
+            await conn.execute(
+                """INSERT INTO unapplied_payments (loan_id, payment_id, amount, currency,
+                       received_at, reason, status) VALUES ($1, $2, $3, $4, $5, 'test', $6)""",
+                f"{known_book}-{case}", payment_id, Decimal(amount), currency, at, status)
+    report = await portfolio_report(pool, as_of=AS_OF, policy_name=known_book)
+    assert report.breaches == {"cn.cba.quiet_hours_22_08": 2, "cn.nifa.connected_calls_per_day": 1}
+    assert [(u.currency, u.count, u.amount) for u in report.unapplied] == [
+        ("CNY", 1, d("-5.00")), ("USD", 2, d("150.50"))]
+    doc = report.to_json()
+    assert {k: v for k, v in doc.items() if k not in ("breaches", "unapplied_payments")} == {
+        k: v for k, v in before.items() if k not in ("breaches", "unapplied_payments")}
+    assert doc["breaches"] == {"total": 3, "by_rule": {"cn.cba.quiet_hours_22_08": 2,
+                                                       "cn.nifa.connected_calls_per_day": 1}}
+    assert doc["unapplied_payments"] == [{"currency": "CNY", "count": 1, "amount": "-5.00"},
+                                         {"currency": "USD", "count": 2, "amount": "150.50"}]
+    scanned = await portfolio_report(pool, as_of=AS_OF, policy_name=known_book, rollup=False)
+    assert scanned.to_json() == doc
+    later = await portfolio_report(pool, as_of=days(70), policy_name=known_book)
+    assert later.breach_total == 4 and {u.currency: u.count for u in later.unapplied} == {
+        "CNY": 1, "EUR": 1, "USD": 2}
+    elsewhere = await portfolio_report(pool, as_of=days(70), policy_name="no-such-policy")
+    assert (elsewhere.breaches, elsewhere.unapplied) == ({}, [])
+    # The CLI prints both tables.
+    result = await asyncio.to_thread(CliRunner().invoke, cli_app(), [
+        "report", "--policy", known_book, "--as-of", AS_OF.isoformat()], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Compliance breaches: 3" in result.stdout
+    assert "cn.nifa.connected_calls_per_day" in result.stdout
+    assert "Unapplied payments" in result.stdout and "150.50" in result.stdout

@@ -180,3 +180,4 @@ async def test_unpatched_change_fails_replay() -> None:
 async def test_patched_change_still_replays(path: Path) -> None:
     result = await replayer(PatchedChange).replay_workflow(history(path))
     assert result.replay_failure is None
+

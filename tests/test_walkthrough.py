@@ -28,7 +28,7 @@ from infra.emulator import ProviderEmulator
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 # The draft; once the lead merges it, README.md (same heading).
-WALKTHROUGH: Final = ROOT / "README_WALKTHROUGH.md"
+WALKTHROUGH: Final = ROOT / "README.md"
 HEADING: Final = "## Try it on the sample book"
 BIN: Final = ROOT / ".venv" / "bin"
 QUEUE: Final = "dev-collections"  # the session's dev worker
@@ -138,6 +138,7 @@ async def test_every_command_of_the_walkthrough(
                     or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.5)
+        print(f"$ {command}\n{out}{err}")  # the run so far, shown when a step fails
         assert code == 0, (command, code, err)
         assert not missing, (command, missing, out)
     assert (tmp_path / "report.png").stat().st_size > 0

@@ -31,9 +31,22 @@ def borrower_key(loan: LoanInput) -> str:
 
 def unusable_reason(s: CaseData, name: str) -> str | None:
     """Why the case may not use this channel, or None if it may."""
+    spec = channel(name)
+    if spec.optional_address and not address(s.loan, name).strip():
+        # An optional loan column left empty (no WeCom external contact): the row says why.
+        return spec.missing_reason or f"no {spec.address_label} on the loan"
     if name not in s.unusable:
         return None
-    return f"no valid {channel(name).address_label}"
+    return f"no valid {spec.address_label}"
+
+
+def consent_missing(s: CaseData, name: str) -> str | None:
+    """The rule a contact on this channel would break for want of the borrower's prior consent
+    (the `us` pack's prerecorded calls), or None."""
+    pack = s.policy.rule_pack
+    if name in pack.prior_consent_channels and not s.loan.prerecorded_call_consent:
+        return pack.prior_consent_rule or f"{pack.name}.prior_consent"
+    return None
 
 
 def fallback(name: str) -> str | None:

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from contracts.activity_io import PaymentRecord, UnappliedPayment
 from contracts.messages import CaseState, PaymentInput, PaymentStatus
+from workflows import placement
 from workflows.case import Case
 from workflows.case_state import CaseData, Notice, PlanState
 from workflows.ledger import Balance, format_amount
@@ -154,6 +155,7 @@ def apply_payment(case: Case, p: PaymentInput) -> tuple[PaymentStatus, str]:
     if excess > 0:
         alloc["excess"] = str(excess)
         s.excess += excess
+    placement.credit(case, p.amount - excess)  # recovered while placed, if placed
     s.pending_payments.append(PaymentRecord(s.loan.loan_id, p.payment_id, p.amount, p.currency,
                                             paid_at, alloc))
     case.event("payment", f"payment {p.payment_id} of {p.amount} {p.currency} applied "
@@ -166,11 +168,13 @@ def apply_payment(case: Case, p: PaymentInput) -> tuple[PaymentStatus, str]:
         s.set_balance(Balance(Decimal("0"), Decimal("0"), Decimal("0")))
         case.event("settled", f"settlement of {st.amount} paid; remaining {waived} waived",
                    actor=st.agent, detail={"waived": str(waived)})
+        placement.end(case, "settled")
         case.notify("settlement_receipt", ["sms", "email"],
                     {"settlement_amount": format_amount(st.amount)})
         check_deadlines(case, case.now(), closing=True)  # a promise or plan it fulfilled
         case.close(CaseState.SETTLED, "settled")
     elif s.outstanding <= 0:
+        placement.end(case, "paid_in_full")
         case.notify("payment_receipt", ["sms", "email"],
                     {"excess": format_amount(s.excess) if s.excess > 0 else ""})
         check_deadlines(case, case.now(), closing=True)  # a promise or plan it fulfilled

@@ -13,7 +13,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from contracts.messages import CaseState, Stage
     from contracts.policy import Step
-    from workflows import arrangements, ladder
+    from workflows import arrangements, ladder, placement
     from workflows.case import Case
     from workflows.contacts import DOCUMENT_CHANNEL, CaseContacts
     from workflows.effects import CaseEffects
@@ -27,6 +27,7 @@ class CaseRun:
         self.contacts = CaseContacts(case, effects, workflow_id)
         self.recorder = Recorder(case, effects, workflow_id)
         self._notices_done = False
+        self._placements_done = False
 
     async def run(self) -> bool:
         """Run until the case closes or its history grows long; True to continue as new."""
@@ -35,14 +36,20 @@ class CaseRun:
         # waiting for the contact window never holds back the records.
         recorder = asyncio.create_task(self.recorder.run())
         notifier = asyncio.create_task(self._notifier())
+        placements = asyncio.create_task(
+            placement.write_all(s, lambda: self._placements_done))
         continue_as_new = False
         while s.active:
             if self._history_is_long():
                 continue_as_new = True
                 break
             await self._advance()
+        if not s.active:
+            placement.end(self.case, "case_closed")  # closed another way while placed
         self._notices_done = True
         await notifier
+        self._placements_done = True
+        await placements
         self.recorder.stopping = True
         await recorder
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -60,6 +67,9 @@ class CaseRun:
         wake_times = arrangements.check_deadlines(case, now)
         if not s.active:
             return
+        term_end = placement.check_term(case, now)  # a placement's term is a durable timer
+        if term_end is not None:
+            wake_times.append(term_end)
         if s.paused_by is None:
             step = case.take_due_step(now)
             if step is not None:
@@ -101,6 +111,12 @@ class CaseRun:
             if not s.pending_notices:
                 return
             notice = s.pending_notices[0]
+            if s.placement is not None and notice.template != placement.PLACEMENT_NOTICE:
+                # While placed the lender sends nothing: the agency contacts the borrower.
+                self.case.event("notice_withheld", f"{notice.template} not sent: placed with "
+                                f"agency {s.placement.agency_id}", rule=placement.PLACED_RULE)
+                s.pending_notices.pop(0)
+                continue
             for name in notice.channels:
                 await self.contacts.contact(None, name, notice.template, key_base=notice.key,
                                             extra=notice.extra, caps=False)

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from contracts.activity_io import EventRecord, PaymentRecord, StageChange, UnappliedPayment
+from contracts.agency import PlacementRecord
 from contracts.channels import CHANNELS
 from contracts.messages import CaseState, Installment, LoanInput, Stage, TimelineEvent
 from contracts.policy import ResolvedPolicy
@@ -82,6 +83,28 @@ class OpenTask:
 
 
 @dataclass
+class PlacementState:
+    """The case's placement with a collection agency (workflows/placement.py)."""
+
+    key: str
+    agency_id: str
+    agency_name: str
+    placed_at: datetime
+    ends_at: datetime
+    amount_at_placement: Decimal
+    commission_rate: Decimal
+    actor: str
+    reason: str
+    after: str = "resume"  # the roster's `after_placement` when it was placed
+    recovered: Decimal = Decimal("0")
+    breaches: int = 0
+    contacts: int = 0
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    commission: Decimal = Decimal("0")
+
+
+@dataclass
 class Notice:
     """A message the case owes the borrower outside the ladder (receipts, confirmations)."""
 
@@ -139,6 +162,10 @@ class CaseData:
     pending_notices: list[Notice] = field(default_factory=list)
     pending_unapplied: list[UnappliedPayment] = field(default_factory=list)
     snapshot_dirty: bool = True
+    # With an agency now (the ladder paused), and every placement so far, ended ones included.
+    placement: PlacementState | None = None
+    placements: list[PlacementState] = field(default_factory=list)
+    pending_placements: list[PlacementRecord] = field(default_factory=list)
     # A simulation (workflows/simulation.py) keeps its contact attempts here instead of PostgreSQL.
     simulate: bool = False
     simulated_attempts: list[SimulatedAttempt] = field(default_factory=list)
@@ -175,6 +202,8 @@ class CaseData:
     @property
     def paused_by(self) -> str | None:
         """What holds the ladder back, if anything."""
+        if self.placement is not None:
+            return f"placed with agency {self.placement.agency_id}"
         if self.hold is not None:
             return f"{self.hold.kind} hold"
         if self.promise is not None and self.promise.status == "open":

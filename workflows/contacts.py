@@ -11,22 +11,26 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.activity_io import (
         ContactDecision,
         ContactRecord,
         ContactRequest,
+        FollowUpInput,
+        FollowUpResult,
         LegalInput,
         SendInput,
+        SendResult,
         TaskClose,
         TaskInput,
     )
-    from contracts.channels import channel
+    from contracts.channels import ChannelSpec, channel
     from contracts.messages import TaskOutcome
     from contracts.policy import Step
     from policies import compliance
-    from workflows import addresses
+    from workflows import addresses, placement
     from workflows.case import Case
     from workflows.case_state import OpenTask
     from workflows.effects import CaseEffects
@@ -48,6 +52,11 @@ ONE_FALLBACK_PATCH = "channel-table-fallback"
 # recorded at the time the agent reports and checked against the window and caps then (a breach
 # is still recorded, as one), and a hold, a dispute, a cease or the case's end withdraws it.
 TASK_RULES_PATCH = "agent-tasks-within-rules"
+# Channels whose acceptance is not yet the contact (contracts/channels.py `follow_up`: WeCom's
+# staff confirmation, a voice call's outcome) are followed up since this patch (issue 17). No
+# execution before it could name them (policy validation refused unknown channels), so none
+# replays without it; the marker keeps the rule that a changed command sequence is patched.
+FOLLOW_UP_PATCH = "channel-follow-up"
 # Rule codes of the decisions no rule pack makes.
 UNUSABLE_ADDRESS_RULE = "case.address_unusable"
 PAUSED_RULE = "case.ladder_paused"
@@ -55,6 +64,7 @@ PROVIDER_REFUSED_RULE = "provider.refused"
 CLOSED_RULE = "case.closed"
 HOLD_RULE = "case.hold"
 NO_OUTCOME_RULE = "case.no_outcome_by_deadline"
+UNCONFIRMED_RULE = "wecom.unconfirmed_by_deadline"
 
 
 class CaseContacts:
@@ -91,6 +101,12 @@ class CaseContacts:
         if unusable is not None:
             self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
                          rule=UNUSABLE_ADDRESS_RULE, reason=unusable)
+            return True
+        consent_rule = addresses.consent_missing(s, name)
+        if consent_rule is not None:
+            self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
+                         rule=consent_rule,
+                         reason="no prior express consent to prerecorded calls on the loan")
             return True
         return False
 
@@ -180,6 +196,9 @@ class CaseContacts:
             timedelta(seconds=s.policy.settings.send_timeout_seconds),
         )
         pack = s.policy.rule_pack.name
+        if result.status == "sent" and spec.follow_up and workflow.patched(FOLLOW_UP_PATCH):
+            return await self._followed_up(step, step_id, spec, template, attempt_key, result,
+                                           key_base=key_base, extra=extra)
         if result.status == "sent":
             s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
             self._record(step_id, name, "sent", key=attempt_key,
@@ -214,6 +233,98 @@ class CaseContacts:
                 return False
             key = key_base or step.id
         return await self.contact(step, to, template, key_base=key, extra=extra)
+
+    # ------------------------------------------- WeCom confirmations, voice outcomes
+
+    async def _follow_up(self, spec: ChannelSpec, result: SendResult, attempt_key: str,
+                         action: str) -> FollowUpResult | None:
+        """The provider's word on an accepted message; None when it gave none in time."""
+        assert spec.follow_up is not None
+        inp = FollowUpInput(channel=spec.name, provider_id=result.provider_id or "",
+                            action=action, outbox_key=attempt_key,
+                            loan_id=self.case.s.loan.loan_id)
+        try:
+            return await self.effects.follow_up(spec.follow_up, inp)
+        except ActivityError:
+            return None
+
+    async def _followed_up(self, step: Step | None, step_id: str, spec: ChannelSpec,
+                           template: str, attempt_key: str, result: SendResult, *,
+                           key_base: str | None, extra: dict[str, str] | None) -> bool:
+        """A message the provider accepted but that is not yet a contact: a WeCom task waits for
+        its staff member's confirmation (reminded once, cancelled at the deadline, then the step
+        falls back); a voice call is recorded with how it ended."""
+        s, name = self.case.s, spec.name
+        pack = s.policy.rule_pack.name
+        if not spec.confirmation:
+            checked = await self._follow_up(spec, result, attempt_key, "check")
+            outcome = checked.outcome if checked is not None else "unanswered"
+            detail = checked.detail if checked is not None else "no call status in time"
+            s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
+            self._record(step_id, name, "sent", key=attempt_key, rule=f"{pack}.window_and_caps",
+                         template=template, outcome=outcome,
+                         reason=f"{template} call {outcome} ({detail}), within the {pack} "
+                                f"window and caps")
+            self.case.event("call_outcome", f"{name} reminder {outcome}: {detail}",
+                            rule=f"{pack}.window_and_caps",
+                            detail={"step": step_id, "channel": name, "outcome": outcome,
+                                    "call_status": detail})
+            return True
+        checked = await self._await_confirmation(step, step_id, spec, result, attempt_key)
+        if checked.state == "delivered":
+            s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
+            self._record(step_id, name, "sent", key=attempt_key, rule=f"{pack}.window_and_caps",
+                         template=template, outcome="sent",
+                         reason=f"{template} sent after staff confirmation, within the {pack} "
+                                f"window and caps")
+            return True
+        not_contact = checked.detail.startswith("wecom_84061")
+        rule = PROVIDER_REFUSED_RULE if not_contact else UNCONFIRMED_RULE
+        reason = ("not a WeCom external contact of the lender (wecom_84061)" if not_contact
+                  else f"not confirmed by the lender's staff member: {checked.detail}")
+        self._record(step_id, name, "failed", key=attempt_key, rule=rule, template=template,
+                     outcome="failed", reason=reason)
+        if not_contact:
+            s.mark_unusable(spec.address_field, reason)
+        if not s.active:
+            return False
+        return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
+                                     refused=True)
+
+    async def _await_confirmation(self, step: Step | None, step_id: str, spec: ChannelSpec,
+                                  result: SendResult, attempt_key: str) -> FollowUpResult:
+        """Check at once, remind once halfway to the deadline, cancel at the deadline (or when
+        the case closes first)."""
+        case, s = self.case, self.case.s
+        hours = (step.deadline_days * 24 if step is not None and step.deadline_days
+                 else s.policy.settings.wecom_confirm_hours)
+        start = case.now()
+        deadline = start + timedelta(hours=hours)
+        local_deadline = compliance.local(deadline, s.loan.timezone)
+        case.event("contact_pending",
+                   f"{spec.name} message awaiting the staff member's confirmation until "
+                   f"{local_deadline:%Y-%m-%d %H:%M} local",
+                   detail={"step": step_id, "channel": spec.name})
+        unknown = FollowUpResult("pending", None, "no answer from WeCom")
+        checked = await self._follow_up(spec, result, attempt_key, "check") or unknown
+        for wake, remind in ((start + (deadline - start) / 2, True), (deadline, False)):
+            if checked.state != "pending":
+                return checked
+            await sleep_until(case, wake, lambda: not s.active)
+            checked = await self._follow_up(spec, result, attempt_key, "check") or unknown
+            if checked.state == "pending" and remind and s.active:
+                await self._follow_up(spec, result, attempt_key, "remind")
+                case.event("contact_reminded",
+                           f"{spec.name} staff member reminded to confirm the message",
+                           detail={"step": step_id, "channel": spec.name})
+            if not s.active:
+                break
+        if checked.state != "pending":
+            return checked
+        await self._follow_up(spec, result, attempt_key, "cancel")
+        why = "the case closed first" if not s.active else (
+            f"unconfirmed at {local_deadline:%Y-%m-%d %H:%M} local; task cancelled")
+        return FollowUpResult("not_delivered", "failed", why)
 
     def _template_context(self, extra: dict[str, str]) -> dict[str, Any]:
         case, s = self.case, self.case.s
@@ -302,6 +413,8 @@ class CaseContacts:
                     "borrower asked to cease contact")
         if s.hold is not None:
             return f"{HOLD_RULE}.{s.hold.kind}", f"{s.hold.kind} hold"
+        if s.placement is not None:
+            return placement.PLACED_RULE, f"placed with agency {s.placement.agency_id}"
         return None
 
     async def _task_within_rules(self, step: Step, task_key: str) -> None:
@@ -451,5 +564,13 @@ class CaseContacts:
         )
         case.event("legal_action", f"legal action recorded: {action}",
                    detail={"step": step.id, "action": action})
+        extra: dict[str, str] = {}
+        if action == "agency_placement" and not s.simulate and workflow.patched(
+                placement.PLACEMENT_PATCH):
+            placed, _ = await placement.place(case, actor="policy", reason=f"step {step.id}",
+                                              channels=[])
+            if placed is None:
+                return  # no agency takes it: no notice of a placement that did not happen
+            extra = {"agency_name": placed.agency_name}
         for name in step.channels or [DOCUMENT_CHANNEL]:
-            await self.contact(step, name, step.template or action)
+            await self.contact(step, name, step.template or action, extra=extra)

@@ -24,6 +24,8 @@ with workflow.unsafe.imports_passed_through():
         ContactDecision,
         ContactRecord,
         ContactRequest,
+        FollowUpInput,
+        FollowUpResult,
         LegalInput,
         RecordBatch,
         SendInput,
@@ -58,6 +60,16 @@ SEND_RETRY = RetryPolicy(
     non_retryable_error_types=["UnknownTemplateError", "UndefinedError"],
 )
 
+# A provider's follow-up (contracts/channels.py `follow_up`): a call still ringing is retried
+# until it ends; the whole wait is bounded, after which the case records the outcome as unknown.
+FOLLOW_UP_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(minutes=1),
+    non_retryable_error_types=["ProviderRefused"],
+)
+FOLLOW_UP_WITHIN = timedelta(hours=1)
+
 
 class CaseEffects(Protocol):
     """Every side effect a case has. Contact decisions are noted as they are made and travel
@@ -70,6 +82,8 @@ class CaseEffects(Protocol):
     def contacts_pending(self) -> bool: ...
 
     async def send(self, activity: str, inp: SendInput, send_timeout: timedelta) -> SendResult: ...
+
+    async def follow_up(self, activity: str, inp: FollowUpInput) -> FollowUpResult: ...
 
     async def create_task(self, inp: TaskInput) -> None: ...
 
@@ -121,6 +135,14 @@ class DurableEffects:
         result: SendResult = await workflow.execute_activity(
             activity, inp, result_type=SendResult, start_to_close_timeout=send_timeout,
             retry_policy=SEND_RETRY,
+        )
+        return result
+
+    async def follow_up(self, activity: str, inp: FollowUpInput) -> FollowUpResult:
+        result: FollowUpResult = await workflow.execute_activity(
+            activity, inp, result_type=FollowUpResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            schedule_to_close_timeout=FOLLOW_UP_WITHIN, retry_policy=FOLLOW_UP_RETRY,
         )
         return result
 

@@ -18,6 +18,8 @@ from contracts.activity_io import (
     ContactDecision,
     ContactRecord,
     ContactRequest,
+    FollowUpInput,
+    FollowUpResult,
     LegalInput,
     RecordBatch,
     SendInput,
@@ -91,6 +93,15 @@ class SimulatedEffects:
 
     async def send(self, activity: str, inp: SendInput, send_timeout: timedelta) -> SendResult:
         return SendResult(status="sent")
+
+    async def follow_up(self, activity: str, inp: FollowUpInput) -> FollowUpResult:
+        """Staff confirm every WeCom message at once; nobody answers a voice reminder (as no
+        agent answers a simulated call task)."""
+        if inp.action == "cancel":
+            return FollowUpResult("not_delivered", "failed", "simulated")
+        if inp.channel == "voice":
+            return FollowUpResult("not_delivered", "unanswered", "simulated")
+        return FollowUpResult("delivered", "sent", "simulated")
 
     async def create_task(self, inp: TaskInput) -> None:
         return None

@@ -25,7 +25,7 @@ from activities.channels.outbox import (
     body_hash,
 )
 from activities.templates import LinkBuilder, RenderedMessage, render
-from contracts.activity_io import SendInput, SendResult
+from contracts.activity_io import FollowUpInput, FollowUpResult, SendInput, SendResult
 from contracts.channels import ChannelSpec, channel
 
 SendActivity = Callable[[SendInput], Awaitable[SendResult]]
@@ -74,6 +74,10 @@ class ChannelAdapter(ABC):
         """Whether a permanent error code says the address itself is no good."""
         return error_code == MALFORMED_ADDRESS
 
+    async def follow_up(self, inp: FollowUpInput) -> FollowUpResult:
+        """What became of a message the provider accepted (rows with `follow_up` only)."""
+        raise NotImplementedError(f"channel {self.channel!r} has no follow-up")
+
     async def close(self) -> None:  # noqa: B027 (most adapters hold nothing to close)
         """Release the provider client's connections."""
 
@@ -118,6 +122,23 @@ def send_activity(adapter: ChannelAdapter, outbox: Outbox, links: LinkBuilder) -
     defined: SendActivity = activity.defn(name=name)(send)
     # Lets the wiring close the adapter's client when the worker stops.
     defined.channel_adapter = adapter  # type: ignore[attr-defined]
+    return defined
+
+
+FollowUpActivity = Callable[[FollowUpInput], Awaitable[FollowUpResult]]
+
+
+def follow_up_activity(adapter: ChannelAdapter) -> FollowUpActivity | None:
+    """The adapter's follow-up as an activity named by its row, or None if the row has none."""
+    name = adapter.spec.follow_up
+    if name is None:
+        return None
+
+    async def follow_up(inp: FollowUpInput) -> FollowUpResult:
+        return await adapter.follow_up(inp)
+
+    follow_up.__name__ = follow_up.__qualname__ = name
+    defined: FollowUpActivity = activity.defn(name=name)(follow_up)
     return defined
 
 

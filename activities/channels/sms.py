@@ -14,14 +14,16 @@ from twilio.rest import Client
 
 from activities.channels.base import ChannelAdapter
 from activities.channels.outbox import (
+    Outbox,
     PermanentSendError,
     TransientSendError,
     body_hash,
     retry_after,
 )
-from activities.templates import RenderedMessage
-from contracts.activity_io import SendInput
+from activities.templates import LinkBuilder, RenderedMessage
+from contracts.activity_io import SendInput, SendResult
 from contracts.channels import SMS
+from contracts.contact_keys import OPT_OUT_RULE, phone_key
 
 # Twilio error codes that no retry will fix: invalid, unreachable or opted-out numbers, and a
 # destination the account may not send to.
@@ -30,6 +32,8 @@ PERMANENT_CODES = {21211, 21214, 21217, 21408, 21610, 21612, 21614}
 # permissions, not the borrower's number).
 ADDRESS_CODES = {21211, 21214, 21217, 21610, 21612, 21614}
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+# Twilio refuses a send to a number that replied STOP: as good as an opt-out from it.
+UNSUBSCRIBED = "twilio_21610"
 
 
 class RetryAfterHttpClient(AsyncTwilioHttpClient):
@@ -103,6 +107,23 @@ class TwilioSms(ChannelAdapter):
             # left is not classified: the outbox reconciles those.)
             return TransientSendError("connect_failed")
         return None
+
+    async def send(self, inp: SendInput, outbox: Outbox, links: LinkBuilder) -> SendResult:
+        result = await super().send(inp, outbox, links)
+        if result.status == "failed" and result.error_code == UNSUBSCRIBED:
+            # Every loan of this number stops texting it (until START), as after a STOP.
+            await outbox.pool.execute(
+                """
+                INSERT INTO contact_suppressions (contact_key, channel, kind, rule, reason, source)
+                VALUES ($1, 'sms', 'opt_out', $2, 'Twilio 21610: the recipient unsubscribed', $3)
+                ON CONFLICT (contact_key, channel, kind) DO UPDATE SET
+                    rule = EXCLUDED.rule, reason = EXCLUDED.reason, source = EXCLUDED.source,
+                    created_at = now(), lifted_at = NULL, lifted_by = NULL
+                WHERE contact_suppressions.lifted_at IS NOT NULL
+                """,
+                phone_key(inp.to), OPT_OUT_RULE, f"twilio:refused:{inp.outbox_key}",
+            )
+        return result
 
     def address_unusable(self, error_code: str) -> bool:
         return super().address_unusable(error_code) or error_code in {

@@ -81,6 +81,20 @@ class ContactActivities:
                     reason=earlier["reason"] or "",
                     retry_at=None,
                 )
+            # An opt-out or a suppressed address (the webhooks write them, keyed by the hashed
+            # address, so they hold across every loan of that number or address) comes first.
+            suppressed = await conn.fetchrow(
+                """
+                SELECT rule, reason FROM contact_suppressions
+                WHERE contact_key = $1 AND channel = $2 AND lifted_at IS NULL
+                ORDER BY created_at LIMIT 1
+                """,
+                req.contact_key, req.channel,
+            )
+            if suppressed is not None:
+                return ContactDecision(allowed=False, rule=suppressed["rule"],
+                                       reason=suppressed["reason"], retry_at=None,
+                                       suppressed=True)
             rows = await conn.fetch(
                 """
                 SELECT occurred_at, channel, loan_id, contact_key, outcome FROM contacts

@@ -112,7 +112,7 @@ async def pay(loan_id: str, body: PaymentBody, write: LoanSystemWrite,
 @router.post("/cases/{loan_id}/close", response_model=UpdateResult, responses=WRITE_ERRORS)
 async def close(loan_id: str, body: CloseBody, write: LoanSystemWrite,
                 client: Temporal) -> Response:
-    """Close a case for good (paid elsewhere, sold, bankruptcy, deceased, fraud): no more contact."""
+    """Close a case for good (bankruptcy, deceased, sold, fraud, other): no more contact."""
     case = parse_loan_id(loan_id, "loan_id")
     arg = inputs.close_input(write.caller.name, body.reason)
     return await write.update("close", case, lambda: updates.close(client, case, arg))

@@ -16,9 +16,23 @@ import os
 import signal
 from pathlib import Path
 
-from infra.emulator.server import ProviderEmulator
+from infra.emulator import twilio
+from infra.emulator.server import ProviderEmulator, WebhookTargets
+from infra.settings import Settings
+from infra.webhook_keys import local_key_pair
 
 READY_PREFIX = "provider emulator listening on "
+
+
+def webhook_targets(base_url: str | None, key_dir: Path | None) -> WebhookTargets | None:
+    """Call our webhooks at `base_url` (default WEBHOOK_BASE_URL), signed with the emulator's
+    auth token and the local SendGrid key pair in `key_dir` (default STATE_DIR)."""
+    settings = Settings()
+    url = base_url or settings.webhook.base_url
+    if not url:
+        return None
+    pair = local_key_pair(key_dir or settings.state_dir)
+    return WebhookTargets(url, twilio.AUTH_TOKEN, pair.private_pem)
 
 
 async def _watch_parent(pid: int, stopping: asyncio.Event) -> None:
@@ -30,8 +44,10 @@ async def _watch_parent(pid: int, stopping: asyncio.Event) -> None:
     stopping.set()
 
 
-async def serve(host: str, port: int, url_file: Path | None, parent_pid: int | None) -> None:
+async def serve(host: str, port: int, url_file: Path | None, parent_pid: int | None,
+                webhooks: WebhookTargets | None = None) -> None:
     emulator = ProviderEmulator()
+    emulator.configure_webhooks(webhooks)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -62,10 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8099, help="0 picks a free port")
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is gone")
+    parser.add_argument("--webhook-url", help="call our webhooks here (default WEBHOOK_BASE_URL)")
+    parser.add_argument("--key-dir", type=Path,
+                        help="where the SendGrid webhook key pair is (default STATE_DIR)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(args.host, args.port, args.url_file, args.parent_pid))
+    asyncio.run(serve(args.host, args.port, args.url_file, args.parent_pid,
+                      webhook_targets(args.webhook_url, args.key_dir)))
 
 
 if __name__ == "__main__":

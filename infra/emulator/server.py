@@ -3,17 +3,24 @@ faults and stats, and an access log that names routes, never paths (they carry b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from infra.emulator.faults import ANY, EMAIL, SMS, Fault, new_fault, norm, take
 from infra.emulator.sendgrid import SendGridApi
 from infra.emulator.twilio import TwilioApi
+from infra.emulator.twilio_calls import VOICE, TwilioCallsApi
+from infra.emulator.wecom import WECOM, WeComApi
 
 log = logging.getLogger("infra.emulator")  # one name for every module of the package
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,6 +34,28 @@ class Provider(Protocol):
     def reset(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class WebhookTargets:
+    """Where the emulated providers call back, and what they sign with: the account's auth token
+    (Twilio), the Signed Event Webhook's private key (SendGrid, PEM)."""
+
+    base_url: str
+    twilio_auth_token: str
+    sendgrid_private_key_pem: bytes
+    # How long after a send its first callback comes (Twilio and SendGrid take seconds).
+    delay_seconds: float = 0.3
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    @property
+    def sendgrid_key(self) -> ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.sendgrid_private_key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the SendGrid webhook key must be an EC (P-256) private key")
+        return key
+
+
 class ProviderEmulator:
     """In-memory Twilio + SendGrid server with fault injection and a JSON control API."""
 
@@ -34,11 +63,18 @@ class ProviderEmulator:
         self._messages: list[dict[str, Any]] = []
         self._faults: list[Fault] = []
         self._stats: defaultdict[str, Counter[str]] = defaultdict(Counter)
-        self._channels = {SMS, EMAIL, ANY}
-        self._providers: list[Provider] = [TwilioApi(self), SendGridApi(self)]
+        self._channels = {SMS, EMAIL, ANY, WECOM, VOICE}
+        self.twilio = TwilioApi(self)
+        self.sendgrid = SendGridApi(self)
+        self.wecom = WeComApi(self)  # issue 17: WeCom external-contact messages
+        self.calls = TwilioCallsApi(self)  # issue 17: Twilio's Calls API, for voice reminders
+        self._providers: list[Provider] = [self.twilio, self.sendgrid, self.wecom, self.calls]
         self._extra_routes: list[web.RouteDef] = []
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self.webhooks: WebhookTargets | None = None
+        self._session: ClientSession | None = None
+        self._callbacks: set[asyncio.Task[None]] = set()
 
     # ----- lifecycle -------------------------------------------------------------------------
     @property
@@ -68,9 +104,51 @@ class ProviderEmulator:
         return self._url
 
     async def stop(self) -> None:
+        for task in list(self._callbacks):
+            task.cancel()
+        for task in list(self._callbacks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner, self._url = None, None
+
+    # ----- webhooks --------------------------------------------------------------------------
+    def configure_webhooks(self, targets: WebhookTargets | None) -> None:
+        """Call our webhooks from now on (None: stop calling them)."""
+        if targets is not None:
+            _ = targets.sendgrid_key  # a bad key fails here, not in a callback later
+        self.webhooks = targets
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a callback in the background, as the providers do after answering the request."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._callbacks.add(task)
+        task.add_done_callback(self._callbacks.discard)
+
+    async def callbacks_done(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait for the callbacks under way (tests)."""
+        async with asyncio.timeout(timeout):
+            while self._callbacks:
+                await asyncio.gather(*self._callbacks, return_exceptions=True)
+
+    async def post_webhook(self, url: str, data: bytes, headers: dict[str, str],
+                           kind: str) -> tuple[int, str]:
+        """POST one callback; (status, body), or (0, "") if our side did not answer."""
+        if self._session is None:
+            self._session = ClientSession(timeout=ClientTimeout(total=10))
+        try:
+            async with self._session.post(url, data=data, headers=headers) as resp:
+                text = await resp.text()
+                self.count("webhook", f"{kind}_{resp.status}")
+                return resp.status, text
+        except (ClientError, TimeoutError) as err:
+            self.count("webhook", f"{kind}_unreachable")
+            log.info("webhook %s not delivered: %s", kind, type(err).__name__)
+            return 0, ""
 
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[_log_middleware])
@@ -84,6 +162,7 @@ class ProviderEmulator:
             web.delete("/_emulator/messages", self._ctl_reset),
             web.get("/_emulator/stats", self._ctl_stats),
             web.get("/_emulator/health", self._ctl_health),
+            web.post("/_emulator/webhooks", self._ctl_webhooks),
         ])
         return app
 
@@ -164,6 +243,20 @@ class ProviderEmulator:
 
     async def _ctl_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+    async def _ctl_webhooks(self, request: web.Request) -> web.Response:
+        """{"base_url": ..., "twilio_auth_token": ..., "sendgrid_private_key_pem": ...} or
+        {"base_url": null} to stop calling back."""
+        try:
+            spec = await request.json()
+            targets = None if not spec.get("base_url") else WebhookTargets(
+                spec["base_url"], spec["twilio_auth_token"],
+                spec["sendgrid_private_key_pem"].encode(),
+                float(spec.get("delay_seconds", 0.3)))
+            self.configure_webhooks(targets)
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": type(exc).__name__}, status=400)
+        return web.Response(status=204)
 
     async def _ctl_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

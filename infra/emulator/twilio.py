@@ -2,6 +2,13 @@
 
 Basic auth whose user is the URL's AccountSid; every message is stored and later read back as
 delivered, so a worker reconciling after a crash finds what it sent.
+
+With webhooks configured (`ProviderEmulator.configure_webhooks`), it calls back as Twilio does,
+signed with the auth token (X-Twilio-Signature): a status callback for every message ("sent",
+then "delivered", or "undelivered" with the ErrorCode a number was told to fail with), to the
+message's StatusCallback or else the configured one; and a borrower's reply played through the
+control API to the inbound webhook, with Twilio's own opt-out handling (a number that sent STOP
+is refused with 21610 until it sends START) and the TwiML answer sent back as a message.
 """
 
 from __future__ import annotations
@@ -13,34 +20,133 @@ from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
+from xml.etree import ElementTree
 
 from aiohttp import web
+from twilio.request_validator import RequestValidator
 
-from infra.emulator.faults import SMS, Fault
+from infra.emulator.faults import SMS, Fault, norm
 
 if TYPE_CHECKING:
     from infra.emulator.server import ProviderEmulator
+
+# Where our webhooks live under the configured base URL (api/routes/webhooks.py).
+TWILIO_INBOUND_PATH = "/webhooks/twilio/inbound"
+TWILIO_STATUS_PATH = "/webhooks/twilio/status"
 
 # The local stack's account: the emulator takes any SID, this is the one everything local uses.
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "emulator-token"
 MESSAGES = "/2010-04-01/Accounts/{account_sid}/Messages"
+# The keywords Twilio itself acts on for a long code (single word, any case).
+OPT_OUT_KEYWORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+OPT_IN_KEYWORDS = {"START", "UNSTOP", "YES"}
+# Error codes a number may be told to fail delivery with.
+UNDELIVERED_CODES = {30003, 30005, 30006, 30007}
 
 
 class TwilioApi:
     def __init__(self, emulator: ProviderEmulator) -> None:
         self._emu = emulator
         self._resources: dict[str, dict[str, Any]] = {}  # sid -> Twilio Message resource
+        self._undeliverable: dict[str, int] = {}  # number -> ErrorCode its messages fail with
+        self._opted_out: set[str] = set()  # numbers that sent STOP (Twilio blocks them)
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post(MESSAGES + ".json", self._create),
             web.get(MESSAGES + ".json", self._list),
             web.get(MESSAGES + "/{sid}.json", self._fetch),
+            web.post("/_emulator/twilio/inbound", self._ctl_inbound),
+            web.post("/_emulator/twilio/undeliverable", self._ctl_undeliverable),
         ]
 
     def reset(self) -> None:
         self._resources.clear()
+        self._undeliverable.clear()
+        self._opted_out.clear()
+
+    # ----- what a test or the demo plays -----------------------------------------------------
+    def undeliverable(self, number: str, error_code: int = 30006) -> None:
+        """Messages to `number` are accepted, then reported undelivered with `error_code`."""
+        if error_code not in UNDELIVERED_CODES:
+            raise ValueError(f"error code must be one of {sorted(UNDELIVERED_CODES)}")
+        self._undeliverable[norm(number)] = error_code
+
+    def opted_out(self, number: str) -> bool:
+        return norm(number) in self._opted_out
+
+    async def inbound(self, sender: str, body: str) -> dict[str, Any]:
+        """The borrower at `sender` texts `body` to our number: Twilio's keyword handling, then
+        the signed call to the inbound webhook; its TwiML answer goes back as messages."""
+        word = body.strip().upper()
+        if word in OPT_OUT_KEYWORDS:
+            self._opted_out.add(norm(sender))
+        elif word in OPT_IN_KEYWORDS:
+            self._opted_out.discard(norm(sender))
+        targets = self._emu.webhooks
+        if targets is None:
+            return {"status": None, "replies": []}
+        sid = "SM" + secrets.token_hex(16)
+        ours = self._our_number()
+        params = {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "Body": body,
+                  "From": sender, "To": ours, "MessageSid": sid, "SmsSid": sid,
+                  "SmsMessageSid": sid, "NumMedia": "0", "NumSegments": "1"}
+        status, text = await self._post(targets.url(TWILIO_INBOUND_PATH), params, "inbound")
+        replies = _twiml_messages(text) if status == 200 else []
+        for reply in replies:  # Twilio sends the TwiML <Message>s to the sender
+            resource = self._resource(ACCOUNT_SID, sender, ours, reply, None)
+            self._emu.store(SMS, resource["sid"], sender, ours, body=reply, reply_to=sid)
+            self._emu.count(SMS, "twiml_reply")
+        return {"status": status, "message_sid": sid, "replies": replies}
+
+    def _our_number(self) -> str:
+        sent = [r["from"] for r in self._resources.values() if r.get("from")]
+        return sent[-1] if sent else "+15005550006"
+
+    async def _post(self, url: str, params: dict[str, str], kind: str) -> tuple[int, str]:
+        targets = self._emu.webhooks
+        assert targets is not None
+        signature = RequestValidator(targets.twilio_auth_token).compute_signature(url, params)
+        return await self._emu.post_webhook(
+            url, urlencode(params).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded",
+             "X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1"}, kind)
+
+    async def _report(self, sid: str, callback: str | None) -> None:
+        """Status callbacks for one message, as Twilio sends them: sent, then the outcome."""
+        targets = self._emu.webhooks
+        resource = self._resources.get(sid)
+        if targets is None or resource is None:
+            return
+        await asyncio.sleep(targets.delay_seconds)
+        code = self._undeliverable.get(norm(resource["to"]))
+        outcome = "undelivered" if code else "delivered"
+        resource["status"] = outcome
+        resource["error_code"] = code
+        for status in ("sent", outcome):
+            params = {"AccountSid": resource["account_sid"], "ApiVersion": "2010-04-01",
+                      "From": resource["from"] or "", "To": resource["to"], "MessageSid": sid,
+                      "SmsSid": sid, "MessageStatus": status, "SmsStatus": status}
+            if status == "undelivered":
+                params["ErrorCode"] = str(code)
+            await self._post(callback or targets.url(TWILIO_STATUS_PATH), params, "status")
+
+    async def _ctl_inbound(self, request: web.Request) -> web.Response:
+        try:
+            spec = await request.json()
+            sender, body = str(spec["from"]), str(spec["body"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": type(exc).__name__}, status=400)
+        return web.json_response(await self.inbound(sender, body))
+
+    async def _ctl_undeliverable(self, request: web.Request) -> web.Response:
+        try:
+            spec = await request.json()
+            self.undeliverable(str(spec["to"]), int(spec.get("error_code", 30006)))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": type(exc).__name__}, status=400)
+        return web.Response(status=204)
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         if (denied := _auth_error(request)) is not None:
@@ -58,14 +164,19 @@ class TwilioApi:
         if invalid:
             self._emu.count(SMS, "bad_request")
             return _error(400, *invalid)
+        if norm(to) in self._opted_out:
+            self._emu.count(SMS, "unsubscribed")
+            return _error(400, 21610, "Attempt to send to unsubscribed recipient")
         fault = self._emu.take_fault(SMS, [to])
         if fault is not None and fault.kind != "slow":
             return self._fault(fault)
         account_sid = request.match_info["account_sid"]
         resource = self._resource(account_sid, to, sender, body, service)
-        self._emu.store(SMS, resource["sid"], to, sender, body=body,
-                        status_callback=str(form.get("StatusCallback", "")) or None)
+        callback = str(form.get("StatusCallback", "")) or None
+        self._emu.store(SMS, resource["sid"], to, sender, body=body, status_callback=callback)
         self._emu.count(SMS, "slow" if fault else "accepted")
+        if self._emu.webhooks is not None:
+            self._emu.later(self._report(resource["sid"], callback))
         if fault is not None:
             await asyncio.sleep(fault.delay)
         return web.json_response({**resource, "status": "queued"}, status=201)
@@ -136,6 +247,15 @@ class TwilioApi:
         if resource is None or resource["account_sid"] != request.match_info["account_sid"]:
             return _error(404, 20404, f"The requested resource {request.path} was not found")
         return web.json_response(_public(resource))
+
+
+def _twiml_messages(text: str) -> list[str]:
+    """The <Message> texts of a TwiML answer (our own API's: no external entities to fear)."""
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError:
+        return []
+    return [m.text or "" for m in root.iter("Message")]
 
 
 def _auth_error(request: web.Request) -> web.Response | None:

@@ -27,8 +27,9 @@ from worker import running_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK_QUEUE = "api-collections"
-ROLES = ("loan-system", "agent", "operator")
+ROLES = ("loan-system", "agent", "operator", "agency")
 AGENT_ID = "agent-7"
+AGENCY_ID = "huaxin"  # an agency of policies/agencies/roster.toml
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +52,7 @@ async def api_worker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, providers
 async def api(api_worker: Client, dev_env: WorkflowEnvironment, pg_dsn: str, state_dir: Path,
               encryption_keys: str) -> AsyncIterator[Api]:
     keys = {role: secrets.token_urlsafe(24) for role in ROLES}
-    names = {"loan-system": "erp", "agent": AGENT_ID, "operator": "ops"}
+    names = {"loan-system": "erp", "agent": AGENT_ID, "operator": "ops", "agency": AGENCY_ID}
     port = free_port()
     log = state_dir / "api.log"
     env = {
@@ -66,9 +67,7 @@ async def api(api_worker: Client, dev_env: WorkflowEnvironment, pg_dsn: str, sta
         "API_PORT": str(port),
         "API_KEYS": ",".join(f"{names[r]}={r}:{keys[r]}" for r in ROLES),
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+    proc = _spawn(env, log)
     url = f"http://127.0.0.1:{port}"
     try:
         await _wait_ready(url, proc, log)
@@ -82,17 +81,27 @@ async def api(api_worker: Client, dev_env: WorkflowEnvironment, pg_dsn: str, sta
             proc.wait()
 
 
+def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def _fail(why: str, log: Path) -> AssertionError:
+    return AssertionError(f"{why}:\n{log.read_text()}")
+
+
 async def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = asyncio.get_running_loop().time() + 60
     async with httpx.AsyncClient(base_url=url, timeout=5) as http:
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"the API exited ({proc.returncode}):\n{log.read_text()}")
+                raise _fail(f"the API exited ({proc.returncode})", log)
             try:
                 if (await http.get("/readyz")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"the API was not ready within 60s:\n{log.read_text()}")
+                raise _fail("the API was not ready within 60s", log)
             await asyncio.sleep(0.2)

@@ -82,19 +82,40 @@ async def test_payment_closes_the_case_once(api: Api, pool: asyncpg.Pool) -> Non
         assert other.status_code == 409
         assert other.json()["kind"] == "idempotency_conflict"
 
-    async with asyncio.timeout(60):
-        result = await api.client.get_workflow_handle(workflow_id_for(loan_id)).result()
-    assert result.state == "paid" and result.outstanding == 0
-    rows = await eventually(
-        lambda: pool.fetch("SELECT payment_id, amount FROM payments WHERE loan_id = $1", loan_id),
-        lambda rows: len(rows) >= 1)
+        closed = await eventually(
+            lambda: http.get(f"/v1/cases/{loan_id}", headers=api.auth("operator")),
+            lambda r: r.json().get("state") == "paid", timeout=30)
+        assert closed.json()["outstanding"] == "0.00"
+    # The case is paid; its run ends once the receipt is out, inside the borrower's contact hours.
+    row = await eventually(
+        lambda: pool.fetchrow("SELECT state, outstanding FROM cases WHERE loan_id = $1", loan_id),
+        lambda r: r is not None and r["state"] == "paid")
+    assert row["outstanding"] == 0
+    rows = await pool.fetch("SELECT payment_id, amount FROM payments WHERE loan_id = $1", loan_id)
     assert [(r["payment_id"], str(r["amount"])) for r in rows] == [(f"P-{loan_id}", "1200.00")]
     audit = await pool.fetchval(
         "SELECT count(*) FROM api_audit WHERE idempotency_key = $1", headers["Idempotency-Key"])
     assert audit == 1
 
-    async with api.http() as http:  # the case is closed now: another payment is refused
-        late = await http.post(url, json=payment | {"payment_id": "P-late"},
+
+async def test_close_then_pay_is_409_closed(api: Api) -> None:
+    loan_id = new_id()
+    async with api.http() as http:
+        started = await http.post("/v1/cases", json=loan_body(loan_id),
+                                  headers=api.auth("loan-system") | idem())
+        assert started.status_code == 200, started.text
+        bad = await http.post(f"/v1/cases/{loan_id}/close", json={"reason": "abducted"},
+                              headers=api.auth("loan-system") | idem())
+        assert (bad.status_code, bad.json()["field"]) == (422, "reason")
+        closed = await http.post(f"/v1/cases/{loan_id}/close", json={"reason": "sold"},
+                                 headers=api.auth("loan-system") | idem())
+        assert closed.status_code == 200, closed.text
+        assert closed.json()["accepted"] is True
+        async with asyncio.timeout(30):
+            result = await api.client.get_workflow_handle(workflow_id_for(loan_id)).result()
+        assert result["state"] == "closed"
+        late = await http.post(f"/v1/cases/{loan_id}/payments",
+                               json={"payment_id": "P-late", "amount": "1.00", "currency": "CNY"},
                                headers=api.auth("loan-system") | idem())
     assert late.status_code == 409, late.text
     assert late.json()["kind"] == "closed"

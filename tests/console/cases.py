@@ -3,6 +3,7 @@ chosen so that the borrower's local time now is the hour a test needs."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,6 +18,8 @@ from temporalio.client import Client
 from contracts.messages import LoanInput
 from service.cases import start_loan
 from tests.helpers import eventually
+
+CALL_SCREEN = re.compile(r"/console/call\?task=")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ async def claim_and_verify(page: Page, loan_id: str) -> None:
     await page.goto("/console/queue")
     row = queue_row(page, loan_id)
     await row.locator("button.claim").click()
-    await page.wait_for_url("**/console/call?task=*")
+    await page.wait_for_url(CALL_SCREEN)
     for box in await page.locator("#verify input[type=checkbox]").all():
         await box.check()
     await page.click("#verify button[type=submit]")

@@ -12,6 +12,7 @@ from playwright.async_api import Page, expect
 
 from service.cases import start_loan, status
 from tests.console.cases import (
+    CALL_SCREEN,
     Console,
     claim_and_verify,
     loan,
@@ -35,7 +36,7 @@ async def test_agent_claims_verifies_and_records_a_promise(
     await expect(row.locator(".window")).to_contain_text("Allowed")
     await expect(row.locator(".phone")).not_to_contain_text(new.phone)
     await row.locator("button.claim").click()
-    await page.wait_for_url("**/console/call?task=*")
+    await page.wait_for_url(CALL_SCREEN)
     # Verification first: the number to dial, no debt detail yet.
     await expect(page.locator("#phone")).to_have_text(new.phone)
     assert await page.locator("#summary").count() == 0
