@@ -12,7 +12,7 @@ from typing import Final
 
 from fastapi import FastAPI
 
-from api import problems
+from api import metrics, problems
 from api.deps import Services
 from api.keys import KEY_FILE, ApiKey, parse_keys, read_key_file, store_keys
 from api.routes import agency, agents, health, loan_system, operators, tasks, webhooks
@@ -63,4 +63,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for module in (health, loan_system, agents, tasks, operators, webhooks, agency):
         app.include_router(module.router)
     app.include_router(console_pages.router)  # the web console, /console (issue 16)
+    app.include_router(metrics.router)  # /metrics, Prometheus
+    app.add_middleware(metrics.CountRequests)
     return app

@@ -3,29 +3,38 @@ close cases. Every call is a write: it takes an Idempotency-Key."""
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from api.audit import AuditRow
 from api.bodies import (
     BatchAnswer,
     BatchBody,
     CloseBody,
     LoanBody,
-    PaymentAnswer,
     PaymentBody,
     RowAnswer,
     StartAnswer,
 )
 from api.deps import Svc, Temporal
-from api.responses import WRITE_ERRORS
+from api.encoding import plain
+from api.problems import MEDIA_TYPE, problem_body
+from api.responses import WRITE_ERRORS, ProblemDetails
 from api.writes import Answer, LoanSystemWrite
-from contracts.messages import LoanInput, UpdateResult
+from contracts.messages import LoanInput, PaymentResult, PaymentStatus, UpdateResult
 from service import cases, inputs, updates
-from service.errors import BadInput
+from service.errors import BadInput, ErrorKind
 from service.loan_file import validate_loan_record
 from service.values import parse_loan_id
 
 router = APIRouter(prefix="/v1", tags=["loan system"])
+PAYMENT_UNAPPLIED: Final[dict[str, Any]] = {
+    "description": "bad input (field named), refused by the case, or the payment received but "
+                   "unapplied: `status` is `unapplied` and the detail is the reason",
+    "model": ProblemDetails,
+    "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
 
 
 @router.post("/cases", response_model=StartAnswer, responses=WRITE_ERRORS)
@@ -92,19 +101,25 @@ async def start_batch(body: BatchBody, write: LoanSystemWrite, client: Temporal,
     return await write.once("start_batch", None, run)
 
 
-@router.post("/cases/{loan_id}/payments", status_code=202, response_model=PaymentAnswer,
-             responses=WRITE_ERRORS)
+@router.post("/cases/{loan_id}/payments", response_model=PaymentResult,
+             responses=WRITE_ERRORS | {422: PAYMENT_UNAPPLIED})
 async def pay(loan_id: str, body: PaymentBody, write: LoanSystemWrite,
               client: Temporal) -> Response:
-    """Report a payment; the case allocates it (fees, interest, principal) and closes when paid.
-    A repeated payment id is applied once."""
+    """Report a payment and get the case's answer: `applied` (fees, interest, then principal;
+    the case closes when paid) or `duplicate` (this payment id was reported before: nothing
+    changed), both 200; `unapplied` (money received that cannot be applied, such as another
+    currency: kept with the reason) is a 422 problem whose detail is the reason."""
     case = parse_loan_id(loan_id, "loan_id")
     payment = inputs.payment_input(body.payment_id, body.amount, body.currency, body.paid_at)
 
     async def run() -> Answer:
-        await cases.pay(client, case, payment)
-        return Answer(202, {"loan_id": case, "payment_id": payment.payment_id, "outcome": "sent"},
-                      [(case, f"payment {payment.payment_id} sent")])
+        result = await cases.pay(client, case, payment)
+        audit: list[AuditRow] = [(case, f"payment {payment.payment_id}: {result.status.value}")]
+        if result.status == PaymentStatus.UNAPPLIED:
+            problem = problem_body(422, ErrorKind.REFUSED.value, result.reason or result.message)
+            return Answer(422, problem | {"payment_id": result.payment_id,
+                                          "status": result.status.value}, audit)
+        return Answer(200, plain(result), audit)
 
     return await write.once("pay", case, run)
 

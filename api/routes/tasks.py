@@ -1,23 +1,69 @@
-"""The agents' work queue and the outcome of a call or visit."""
+"""The agents' work queue, claims on its tasks, one task with the borrower's contact details (in
+full only to the agent holding the claim, every reveal in the access log), and the outcome of a
+call or visit."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
-from api.auth import Agent
-from api.bodies import TaskOutcomeBody
-from api.deps import Svc, Temporal
+from api.auth import Agent, allow
+from api.bodies import TaskOutcomeBody, Text
+from api.deps import Db, Svc, Temporal
+from api.encoding import plain
+from api.keys import ApiKey, Role
 from api.responses import READ_ERRORS, WRITE_ERRORS
-from api.writes import AgentWrite
+from api.writes import AgentWrite, Answer
 from contracts.messages import UpdateResult
-from service import inputs, updates
+from service import inputs, task_claims, updates
 from service import tasks as work_queue
-from service.values import parse_loan_id
+from service.errors import Conflict
+from service.task_access import task_view
+from service.values import parse_label, parse_loan_id
 
 router = APIRouter(prefix="/v1/tasks", tags=["agents"])
+TaskKey = Annotated[str, Field(max_length=200)]
+
+
+class ClaimAnswer(BaseModel):
+    task_key: str
+    loan_id: str
+    agent: str
+    lease_until: datetime = Field(description="the claim lapses then unless claimed again")
+
+
+class TaskContact(BaseModel):
+    phone: str = Field(description="in full only to the agent holding the claim, else masked")
+    email: str = Field(description="always masked")
+    address: str | None = Field(None, description="the postal address, for loans with one")
+    revealed: bool
+
+
+class TaskDetail(BaseModel):
+    task_key: str
+    loan_id: str
+    kind: str
+    step_id: str
+    priority: int
+    due_by: datetime
+    status: str = Field(description="open, done, expired or withdrawn")
+    outcome: str | None
+    held_by: str | None = Field(description="the agent holding a live claim, if any")
+    lease_until: datetime | None
+    contact: TaskContact
+
+
+class OutcomeBody(TaskOutcomeBody):
+    at: Text | None = Field(None, description="when the call or visit happened (ISO 8601 with "
+                                              "offset); default: when it is reported")
+
+
+def _key(task_key: str) -> str:
+    return parse_label(task_key, "task_key", 200)
 
 
 @router.get("", response_model=list[work_queue.TaskRow], responses=READ_ERRORS)
@@ -30,11 +76,46 @@ async def queue(agent: Agent, svc: Svc,
     return await work_queue.open_tasks(svc.dsn(), kind=kind, limit=limit)
 
 
+@router.post("/{task_key:path}/claim", response_model=ClaimAnswer,
+             responses=WRITE_ERRORS)
+async def claim(task_key: str, write: AgentWrite, pool: Db) -> Response:
+    """Hold an open task for 30 minutes, so no other agent works it (409 while another agent
+    holds it; claiming it again renews the lease). A claim not worked lapses on its own."""
+    key = _key(task_key)
+
+    async def run() -> Answer:
+        held = await task_claims.claim_task(pool, key, write.caller.name)
+        return Answer(200, plain(ClaimAnswer(task_key=held.task_key, loan_id=held.loan_id,
+                                             agent=held.agent, lease_until=held.lease_until)),
+                      [(held.loan_id, f"claimed {held.task_key}")])
+
+    return await write.once("claim", None, run)
+
+
+@router.get("/{task_key:path}", response_model=TaskDetail, responses=READ_ERRORS)
+async def task(task_key: str, caller: Annotated[ApiKey, Depends(allow(Role.AGENT,
+                                                                      Role.OPERATOR))],
+               pool: Db, client: Temporal) -> TaskDetail:
+    """One task. The borrower's phone (and address) in full only to the agent holding its claim,
+    and each such answer is written to the access log; everybody else sees them masked."""
+    viewer = caller.name if caller.role == Role.AGENT else None
+    view = await task_view(pool, client, _key(task_key), viewer=viewer, surface="api")
+    return TaskDetail.model_validate(plain(view))
+
+
 @router.post("/{task_key:path}/outcome", response_model=UpdateResult, responses=WRITE_ERRORS)
-async def outcome(task_key: str, body: TaskOutcomeBody, write: AgentWrite,
+async def outcome(task_key: str, body: OutcomeBody, write: AgentWrite, pool: Db,
                   client: Temporal) -> Response:
-    """Report what happened on a call or visit; the case acts on it (a promise, a wrong number)."""
+    """Report what happened on a call or visit, and when; the case acts on it (a promise, a
+    wrong number). 409 while another agent holds the task's claim."""
     case = parse_loan_id(body.loan_id, "loan_id")
-    arg = inputs.task_outcome_input(task_key, body.outcome, write.caller.name, body.note)
-    return await write.update("task_outcome", case,
-                        lambda: updates.task_outcome(client, case, arg))
+    arg = inputs.task_outcome_input(task_key, body.outcome, write.caller.name, body.note,
+                                    at=body.at)
+
+    async def run() -> UpdateResult:
+        holder = (await task_claims.holders(pool, [arg.task_key])).get(arg.task_key)
+        if holder is not None and holder != write.caller.name:
+            raise Conflict(f"task {arg.task_key} is held by another agent")
+        return await updates.task_outcome(client, case, arg)
+
+    return await write.update("task_outcome", case, run)
