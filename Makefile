@@ -27,9 +27,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The local stack (Temporal dev server, PostgreSQL, provider emulator) in the background and one
-# worker in the foreground, until Ctrl-C. More workers: `make worker` (or `python worker.py`) in
-# another terminal; they find the stack through .state/endpoints.json.
+# The local stack (Temporal dev server with its Web UI on the codec server, PostgreSQL, provider
+# emulator) and the HTTP API with the console (`python -m api.keys`, then `python -m api`) in the
+# background, one worker in the foreground, until Ctrl-C; the addresses and the key file are
+# printed. More workers: `make worker` (or `python worker.py`) in another terminal; they find the
+# stack through .state/endpoints.json.
 run: $(STAMP)
 	$(BIN)/python -m infra.run
 

@@ -46,6 +46,7 @@ from contracts.names import workflow_id_for
 from demo_progress import Progress, finished, give_up_message
 from infra.database import create_pool
 from infra.endpoints import free_port
+from infra.run import start_api, stop
 from infra.settings import Settings
 from infra.shutdown import run_until_signalled
 from infra.stack import LocalStack
@@ -206,7 +207,15 @@ async def run_demo() -> int:
                                       task_queue=settings.task_queue):
                 console.print(f"Temporal Web UI: [link]{ep.ui_url}[/]  (workflows are encrypted; "
                               f"the data is readable through the codec server, see README)")
-                return await drive(ep.client, pool, settings.task_queue)
+                api = await asyncio.to_thread(start_api, state_dir, API_PORT=str(free_port()),
+                                              TASK_QUEUE=settings.task_queue)
+                if api is not None:
+                    console.print(f"Console: [link]{api[1]}/console[/]  (the demo's cases, while "
+                                  f"it runs; API keys in {state_dir / 'api-keys.json'})")
+                try:
+                    return await drive(ep.client, pool, settings.task_queue)
+                finally:
+                    await asyncio.to_thread(stop, api[0] if api else None)
         finally:
             await pool.close()
 

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -21,6 +22,7 @@ from typing import Any
 
 import asyncpg
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkflowRunner
 
 from activities.wiring import Providers, activities_for, close_activities
@@ -90,6 +92,19 @@ async def running_worker(client: Client, pool: asyncpg.Pool, providers: Provider
         await close_activities(activities)
 
 
+def serve_sdk_metrics(bind: str | None = None) -> str | None:
+    """The SDK's own metrics (workflow and activity task latencies, polls, cache) at
+    http://<bind>/metrics in Prometheus format, from `METRICS_PORT` (`9464`, or `host:port`);
+    before any client connects, since the runtime is chosen then. None when not asked for."""
+    bind = bind or os.environ.get("METRICS_PORT", "").strip() or None
+    if bind is None:
+        return None
+    address = bind if ":" in bind else f"0.0.0.0:{bind}"
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(
+        metrics=PrometheusConfig(bind_address=address, counters_total_suffix=True))))
+    return address
+
+
 def freeze_startup_objects() -> None:
     """Take what exists once the worker runs (modules, schemas, clients: ~95,000 objects that live
     as long as the process) out of the garbage collector's scans. A full collection then walks only
@@ -107,6 +122,9 @@ async def main(embedded: bool) -> None:
     problems = settings.check_production()
     if problems:
         raise SystemExit("refusing to start: " + "; ".join(problems))
+    metrics_at = serve_sdk_metrics()
+    if metrics_at:
+        log.info("worker metrics (Prometheus): http://%s/metrics", metrics_at)
     try:
         async with open_stack(settings, embedded=embedded) as ep:
             await serve(ep, settings)

@@ -15,7 +15,16 @@ from fastapi import FastAPI
 from api import metrics, problems
 from api.deps import Services
 from api.keys import KEY_FILE, ApiKey, parse_keys, read_key_file, store_keys
-from api.routes import agency, agents, health, loan_system, operators, tasks, webhooks
+from api.routes import (
+    agency,
+    agents,
+    health,
+    loan_system,
+    operators,
+    tasks,
+    voice_webhooks,
+    webhooks,
+)
 from api.settings import ApiSettings
 from console import pages as console_pages
 from service.connection import Connections
@@ -60,7 +69,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                   lifespan=lifespan)
     app.state.api_settings = api_settings
     problems.install(app)
-    for module in (health, loan_system, agents, tasks, operators, webhooks, agency):
+    for module in (health, loan_system, agents, tasks, operators, webhooks,
+                   voice_webhooks, agency):
         app.include_router(module.router)
     app.include_router(console_pages.router)  # the web console, /console (issue 16)
     app.include_router(metrics.router)  # /metrics, Prometheus

@@ -33,6 +33,7 @@ READ_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     503: _problem("Temporal or PostgreSQL unreachable")}
 WRITE_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     **READ_ERRORS,
+    400: _problem("the body cannot be parsed (not JSON, or not UTF-8)"),
     409: _problem("the case is closed, the request conflicts, or the Idempotency-Key was used "
                   "for another request"),
     422: _problem("bad input (field named) or refused by the case (its reason)")}

@@ -197,7 +197,7 @@ def _case(rng: random.Random, i: int, end: datetime, rows: _Rows) -> None:
                 agent = f"agent-{rng.randint(1, 50)}"
                 event("promise", "promise to pay", made, agent)
                 event("promise_broken", "promise broken", broken_at, agent)
-        if next_at is None or next_at >= end:
+        if following is None or next_at is None or next_at >= end:
             break
         rows.stages.append((key(), loan_id, stage, following, next_at))
         event("stage_changed", f"stage {stage} -> {following}", next_at)
@@ -212,11 +212,11 @@ def _case(rng: random.Random, i: int, end: datetime, rows: _Rows) -> None:
                 _between(rng, opened, closed_at or end))
     outstanding = Decimal("0") if state in ("paid", "settled") else placed - paid
     until = closed_at or end
-    agent = f"agent-{rng.randint(1, 50)}" if rng.random() < 0.3 else None
+    assigned_agent = f"agent-{rng.randint(1, 50)}" if rng.random() < 0.3 else None
     rows.cases.append((
         loan_id, f"collection-{loan_id}", borrower, BOOK_POLICY, version, segment, "cn", "CNY",
-        placed, outstanding, paid, stage, state, (until.date() - due).days, agent, due, opened,
-        closed_at, close_reason, until,
+        placed, outstanding, paid, stage, state, (until.date() - due).days, assigned_agent, due,
+        opened, closed_at, close_reason, until,
     ))
 
 

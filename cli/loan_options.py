@@ -51,6 +51,12 @@ LOAN_FLAGS: Final = (
              OPTIONAL),
     LoanFlag("jurisdiction", "--jurisdiction", "Whose contact rules apply: ISO 3166 country or "
              "subdivision, e.g. US-NY (default: the phone number's country).", OPTIONAL),
+    LoanFlag("wecom_external_userid", "--wecom-external-userid",
+             "The borrower's WeCom external_userid with the lender (wm...); without it the "
+             "WeCom channel is unusable.", OPTIONAL),
+    LoanFlag("prerecorded_call_consent", "--prerecorded-call-consent",
+             "Prior express consent to prerecorded calls: yes/no, true/false, 1/0 (default: "
+             "no).", OPTIONAL),
 )
 _BY_COLUMN: Final = {f.column: f for f in LOAN_FLAGS}
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import agents, loan_system, operators, policy
+from cli import agents, loan_system, operators, placements, policy
 from cli.exit_codes import exit_code_help
 from cli.help_style import PlainHelpGroup
 from cli.plumbing import OneLineErrors, reflow
@@ -47,4 +47,5 @@ app.add_typer(policy_app, name="policy", rich_help_panel="Policies")
 loan_system.commands.register(app)
 agents.commands.register(app)
 operators.commands.register(app)
+placements.commands.register(app)
 policy.commands.register(policy_app)

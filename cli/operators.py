@@ -18,6 +18,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from cli.arguments import JsonFlag, LoanArg
+from cli.experiment_tables import print_experiments
 from cli.plumbing import (
     Commands,
     complain,
@@ -33,7 +34,7 @@ from cli.plumbing import (
 from cli.report_tables import print_report, utc_time
 from cli.status_panel import status_panel
 from contracts.messages import CaseStatus, TimelineEvent
-from service import cases, listing
+from service import cases, experiment_report, listing
 from service import history as case_history
 from service import report as portfolio
 from service.case_filters import list_limit, visibility_query
@@ -128,6 +129,9 @@ def list_cases(
     policy_version: Annotated[str | None, typer.Option(
         help="name@version, or a policy name for all its versions.")] = None,
     currency: Annotated[str | None, typer.Option(help="ISO 4217 code.")] = None,
+    arm: Annotated[str | None, typer.Option(
+        help="experiment:arm (champion or a challenger's policy name), or an experiment name "
+             "for all its arms.")] = None,
     source: Annotated[Source, typer.Option(
         help="Temporal visibility, or the cases table.")] = Source.TEMPORAL,
     limit: Annotated[int, typer.Option(help="At most this many cases.")] = 100,
@@ -142,7 +146,7 @@ def list_cases(
     filters: dict[str, Any] = dict(
         stage=stage, state=state, min_outstanding=min_outstanding,
         max_outstanding=max_outstanding, min_dpd=min_dpd, max_dpd=max_dpd, agent=agent,
-        policy_version=policy_version, currency=currency)
+        policy_version=policy_version, currency=currency, arm=arm)
     query = visibility_query(**filters)
     limit = list_limit(limit)  # before connecting: --limit 0 or -1 is bad input, not a query
 
@@ -158,14 +162,16 @@ def list_cases(
         err.print(f"temporal workflow list --query {_shell_query(query)}", soft_wrap=True)
         return
     origin = "Temporal" if source == Source.TEMPORAL else "PostgreSQL"
+    arms = any(r.arm for r in rows)  # an experiment's arm column only where a case has one
     table = Table(Column("loan", no_wrap=True), "state", "stage", Column("dpd", justify="right"),
                   Column("outstanding", justify="right"), "cur", "agent", "policy",
-                  title=f"{len(rows)} case(s) from {origin}")
+                  *(["arm"] if arms else []), title=f"{len(rows)} case(s) from {origin}")
     for r in rows:
         table.add_row(r.loan_id, r.state or "-", r.stage or "-",
                       "-" if r.days_past_due is None else str(r.days_past_due),
                       "-" if r.outstanding is None else f"{r.outstanding:,}",
-                      r.currency or "-", r.agent or "-", r.policy_version or "-")
+                      r.currency or "-", r.agent or "-", r.policy_version or "-",
+                      *([r.arm or "-"] if arms else []))
     out.print(table)
     for r in rows:
         if r.failure:
@@ -231,10 +237,15 @@ def report(
     as_of: Annotated[str | None, typer.Option(
         help="ISO date-time with offset (default: now).")] = None,
     policy: Annotated[str | None, typer.Option(help="Only this policy (name).")] = None,
+    min_arm_cases: Annotated[int, typer.Option(
+        min=1, help="Champion/challenger: an arm with fewer cases is too small to read.")
+    ] = experiment_report.MIN_ARM_CASES,
 ) -> None:
     """Portfolio figures per policy version and segment, from PostgreSQL: cases, amount placed,
     collected, recovery, cure, promise-kept and roll rates, contacts per cured case, cases by
-    state; and a monthly series of recovery and roll rates (in --json and the --chart).
+    state; and a monthly series of recovery and roll rates (in --json and the --chart). Then
+    champion/challenger arms side by side: each challenger's difference from its champion in
+    recovery and cure rate, with a 95% interval and the cases behind each arm.
 
         collect report --chart report.png
     """
@@ -242,17 +253,21 @@ def report(
     if chart is not None:
         check_chart_target(chart)  # before reading: a chart that cannot be written is bad input
 
-    async def read(c: Connections) -> Report:
-        return await portfolio.portfolio_report(await c.pool(), as_of=moment, policy_name=policy)
+    async def read(c: Connections) -> tuple[Report, experiment_report.ExperimentReport]:
+        pool = await c.pool()
+        return (await portfolio.portfolio_report(pool, as_of=moment, policy_name=policy),
+                await experiment_report.experiment_report(
+                    pool, as_of=moment, policy_name=policy, min_cases=min_arm_cases))
 
-    figures = run(read)
+    figures, arms = run(read)
     if chart is not None:
         render_chart(figures, chart)
     if as_json:
-        echo_json(figures.to_json())
+        echo_json({**figures.to_json(), "experiments": arms.to_json()})
         if chart is not None:
             err.print(f"chart written to {chart}")
         return
     print_report(figures)
+    print_experiments(arms)
     if chart is not None:
         out.print(f"chart written to {chart}")

@@ -47,6 +47,9 @@ class CaseSnapshot:
     updated_at: datetime
     closed_at: datetime | None = None
     close_reason: str | None = None
+    # Champion/challenger (policies/experiments.py): pinned with the policy when the case opened.
+    experiment: str | None = None
+    arm: str | None = None
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Names every process agrees on: task queue, workflow type and ids, message names, search attributes."""
+"""Names every process agrees on: task queue, workflow type and ids, message names, search
+attributes."""
 
 from enum import StrEnum
 from typing import Any
@@ -59,12 +60,15 @@ def loan_id_from(workflow_id: str) -> str:
 STAGE = SearchAttributeKey.for_keyword("CollectionStage")
 CASE_STATE = SearchAttributeKey.for_keyword("CollectionState")
 DAYS_PAST_DUE = SearchAttributeKey.for_int("DaysPastDue")
-# Whole currency units, rounded down: `OutstandingAmount >= 10000` then means exactly amount >= 10000,
-# and money never passes through a float.
+# Whole currency units, rounded down: `OutstandingAmount >= 10000` then means exactly
+# amount >= 10000, and money never passes through a float.
 OUTSTANDING = SearchAttributeKey.for_int("OutstandingAmount")
 CURRENCY = SearchAttributeKey.for_keyword("Currency")
 ASSIGNED_AGENT = SearchAttributeKey.for_keyword("AssignedAgent")
 POLICY_VERSION = SearchAttributeKey.for_keyword("PolicyVersion")
+# "experiment:arm" (policies/experiments.py), set only on cases assigned in an experiment.
+EXPERIMENT_ARM = SearchAttributeKey.for_keyword("ExperimentArm")
 
 SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [
-    STAGE, CASE_STATE, DAYS_PAST_DUE, OUTSTANDING, CURRENCY, ASSIGNED_AGENT, POLICY_VERSION]
+    STAGE, CASE_STATE, DAYS_PAST_DUE, OUTSTANDING, CURRENCY, ASSIGNED_AGENT, POLICY_VERSION,
+    EXPERIMENT_ARM]

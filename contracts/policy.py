@@ -202,9 +202,21 @@ class PolicySettings(_Strict):
     max_history_events: PositiveInt = 5000
 
 
+class Challenger(_Strict):
+    """A policy run on a share of the champion's new loans (policies/experiments.py)."""
+
+    policy: str  # the challenger policy's name
+    share: float  # of the champion's new loans, in (0, 1); checked by the loader
+
+
 class PolicyFile(PolicySettings):
     segments: list[Segment]
     ladders: dict[str, list[Step]]
+    # Champion/challenger: this policy is the champion; each challenger takes its share of the new
+    # loans that would follow it, chosen by a hash of the loan id and `experiment` (the name keys
+    # the assignment: a new name draws new arms). Not part of what a case pins.
+    experiment: str = ""
+    challengers: list[Challenger] = []
 
 
 class ResolvedPolicy(_Strict):
@@ -216,6 +228,11 @@ class ResolvedPolicy(_Strict):
     steps: list[Step]
     rule_pack: RulePack
     source_sha256: str
+    # The experiment the loan was assigned in and its arm ("champion", or the challenger's policy
+    # name, whose settings and ladder are the ones above); None outside any experiment, and in
+    # cases pinned before experiments existed.
+    experiment: str | None = None
+    arm: str | None = None
 
     @property
     def name(self) -> str:
@@ -224,6 +241,14 @@ class ResolvedPolicy(_Strict):
     @property
     def version(self) -> str:
         return self.settings.version
+
+    @property
+    def experiment_arm(self) -> str | None:
+        """`experiment:arm`, as the ExperimentArm search attribute and `list --arm` write it (a
+        bare experiment name then finds all its arms); None outside any experiment."""
+        if self.experiment is None or self.arm is None:
+            return None
+        return f"{self.experiment}:{self.arm}"
 
 
 def _matches(value: str, allowed: list[str]) -> bool:

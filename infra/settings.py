@@ -86,9 +86,9 @@ class WebhookSettings(BaseSettings):
     base_url: str | None = None
     # A SendGrid call whose signed timestamp is older than this (or as far ahead) is refused.
     max_age_seconds: int = 300
-    # Tell the case when a message is undelivered (the `delivery_failed` signal); off until the
-    # workflow handles it (a signal without a handler waits in the case's history).
-    signal_cases: bool = False
+    # Tell the case when a message is undelivered (the `delivery_failed` signal): the case marks
+    # an unusable address and sends the step's fallback. WEBHOOK_SIGNAL_CASES=false turns it off.
+    signal_cases: bool = True
     # What HELP answers.
     help_text: str = "Demo Lender collections: call +1 555 0100 or write to help@lender.example."
     help_text_zh: str = "Demo Lender 催收服务：请致电 +1 555 0100 或发邮件至 help@lender.example。"  # noqa: RUF001

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -106,6 +107,12 @@ async def attach(settings: Settings) -> Endpoints:
                      emulator_url=local.get("emulator_url"), ui_url=local.get("ui_url"))
 
 
+def _ui_codec_args() -> list[str]:
+    """The Web UI's codec server, when `make run` starts one (`infra/run.py`)."""
+    endpoint = os.environ.get("TEMPORAL_UI_CODEC_ENDPOINT", "").strip()
+    return ["--ui-codec-endpoint", endpoint] if endpoint else []
+
+
 class LocalStack:
     """`async with LocalStack(settings) as ep:` gives the endpoints, stopping what it started."""
 
@@ -149,6 +156,7 @@ class LocalStack:
                     ui_port=s.ui_port if self.fixed_ports else None,
                     namespace=s.temporal_namespace,
                     data_converter=data_converter(codec_from_env(dev_key_file=key_file)),
+                    extra_args=_ui_codec_args(),
                 )
                 self._exit.push_async_callback(env.shutdown)
                 client = env.client

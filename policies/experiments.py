@@ -39,8 +39,3 @@ def assign(experiment: str, challengers: Sequence[Challenger], loan_id: str) -> 
             return challenger.policy
     return CHAMPION
 
-
-def arm_label(experiment: str, arm: str) -> str:
-    """How an arm is written in the `ExperimentArm` search attribute and the `list --arm` filter:
-    `experiment:arm`, so that a bare experiment name finds all its arms."""
-    return f"{experiment}:{arm}"

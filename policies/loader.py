@@ -23,6 +23,7 @@ from contracts.channels import EMAIL
 from contracts.messages import LoanInput
 from contracts.policy import (
     UNKNOWN_CHANNEL,
+    Challenger,
     PolicyFile,
     PolicySettings,
     ResolvedPolicy,
@@ -30,7 +31,7 @@ from contracts.policy import (
     Step,
     select_segment,
 )
-from policies import jurisdiction
+from policies import experiments, jurisdiction
 
 POLICIES_DIR = Path(__file__).parent
 RULES_DIR = Path(__file__).parent / "rules"
@@ -241,6 +242,7 @@ def _check_policy(
             f"rule_pack '{policy.rule_pack}' covers none of the policy's jurisdictions "
             f"({', '.join(policy.jurisdictions)})"
         )
+    problems += _challenger_problems(policy)
     if not policy.segments:
         problems.append("at least one [[segments]] entry is required")
     if not policy.ladders:
@@ -286,6 +288,68 @@ def _check_policy(
                 "a write_off step"
             )
     return problems
+
+
+# An experiment's name goes into a search attribute and a `list --arm` filter, as policy names do.
+_EXPERIMENT_RE = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+
+
+def _challenger_problems(policy: PolicyFile) -> list[str]:
+    """What one file can say about its challengers: names, shares, the experiment's name."""
+    if not policy.challengers:
+        return []
+    problems: list[str] = []
+    if not policy.experiment:
+        problems.append("experiment: name the experiment the challengers run in "
+                        '(e.g. experiment = "fast-ladder-2026q3"); the name keys the assignment')
+    elif not _EXPERIMENT_RE.fullmatch(policy.experiment):
+        problems.append(f"experiment: {_short(policy.experiment)} must be 1-64 letters, digits "
+                        "or . _ -")
+    seen: set[str] = set()
+    for i, c in enumerate(policy.challengers, start=1):
+        where = f"challenger {i} '{c.policy}'"
+        if not 0 < c.share < 1:
+            problems.append(f"{where}: share must lie between 0 and 1 (exclusive), got {c.share}")
+        if c.policy == policy.name:
+            problems.append(f"{where}: a policy cannot challenge itself")
+        if c.policy == experiments.CHAMPION:
+            problems.append(f"{where}: '{experiments.CHAMPION}' names the champion's arm; "
+                            "rename the challenger policy")
+        if c.policy in seen:
+            problems.append(f"{where}: named twice")
+        seen.add(c.policy)
+    total = sum(c.share for c in policy.challengers)
+    if total >= 1 and all(0 < c.share < 1 for c in policy.challengers):
+        problems.append(f"challenger shares add up to {total:g}: they must leave the champion "
+                        "some loans (a sum below 1)")
+    return problems
+
+
+def _challenger_references(policy: PolicyFile, known: Mapping[str, PolicyFile]) -> list[str]:
+    """What needs the other policies: each challenger exists, runs no experiment of its own, and
+    takes every loan the champion does (or a share of the champion's loans would fail to start)."""
+    problems: list[str] = []
+    for i, c in enumerate(policy.challengers, start=1):
+        where = f"challenger {i} '{c.policy}'"
+        other = known.get(c.policy)
+        if other is None:
+            names = ", ".join(sorted(n for n in known if n != policy.name)) or "none"
+            problems.append(f"{where}: no policy named '{c.policy}' (known: {names})")
+            continue
+        if other.challengers:
+            problems.append(f"{where}: has challengers of its own; an experiment is one level")
+        if other.jurisdictions and not _covers_all(other, policy):
+            mine = ", ".join(policy.jurisdictions) or "any jurisdiction"
+            problems.append(f"{where}: takes only {', '.join(other.jurisdictions)}, the champion "
+                            f"takes {mine}")
+    return problems
+
+
+def _covers_all(challenger: PolicyFile, champion: PolicyFile) -> bool:
+    if not champion.jurisdictions:
+        return False
+    return all(jurisdiction.covers(challenger.jurisdictions, code)
+               for code in champion.jurisdictions if _canonical(code))
 
 
 def _check_step(step: Step, templates: Templates | None) -> list[str]:
@@ -363,6 +427,10 @@ def load_policies(
             problem = f"policy '{policy.name}' is also defined in {origin[policy.name]}"
             raise _fail(path.name, [problem])
         policies[policy.name], origin[policy.name] = (policy, digest), path.name
+    files = {name: policy for name, (policy, _) in policies.items()}
+    for name, policy in files.items():
+        if problems := _challenger_references(policy, files):
+            raise _fail(origin[name], problems)
     return policies
 
 
@@ -393,12 +461,33 @@ def validate_files(paths: Iterable[Path | str], *, templates: Templates | None,
                 policies.append((source, text))
         except PolicyError as exc:
             errors += exc.problems
+    parsed: list[tuple[str, PolicyFile]] = []
     for source, text in policies:
         try:
-            parse_policy(text, source, rule_packs=packs, templates=templates)
+            parsed.append((source, parse_policy(text, source, rule_packs=packs,
+                                                templates=templates)))
         except PolicyError as exc:
             errors += exc.problems
+    # Challengers may be among `paths` (drafts) or shipped; a file given wins over a shipped one.
+    known = _shipped_policies(packs)
+    known.update({policy.name: policy for _, policy in parsed})
+    for source, policy in parsed:
+        if problems := _challenger_references(policy, known):
+            errors += _fail(source, problems).problems
     return errors
+
+
+def _shipped_policies(packs: Mapping[str, RulePack]) -> dict[str, PolicyFile]:
+    """The shipped policies, each parsed alone; one that does not parse is left out (its own
+    problems are reported when it is validated)."""
+    found: dict[str, PolicyFile] = {}
+    for path in sorted(POLICIES_DIR.glob("*.toml")):
+        try:
+            policy = parse_policy(_read(path)[1], path.name, rule_packs=packs, templates=None)
+        except PolicyError:
+            continue
+        found.setdefault(policy.name, policy)
+    return found
 
 
 def resolve_policy(
@@ -421,6 +510,14 @@ def resolve_policy(
         known = ", ".join(sorted(policies)) or "none"
         raise PolicyError(f"loan {loan.loan_id}: policy '{name}' is not known (known: {known})")
     policy, digest = policies[name]
+    experiment, arm = _arm(loan, policy)
+    if arm not in (None, experiments.CHAMPION):
+        if arm not in policies:
+            known = ", ".join(sorted(policies)) or "none"
+            raise PolicyError(f"loan {loan.loan_id}: challenger '{arm}' of experiment "
+                              f"'{experiment}' is not a known policy (known: {known})")
+        name = arm
+        policy, digest = policies[name]
     if policy.rule_pack not in rule_packs:
         known = ", ".join(sorted(rule_packs)) or "none"
         raise PolicyError(
@@ -430,7 +527,7 @@ def resolve_policy(
     choice = jurisdiction.explain_jurisdiction(loan, policy, rule_packs)
     segment = select_segment(policy, loan.product, loan.risk_grade, loan.amount_overdue)
     settings = PolicySettings.model_validate(
-        policy.model_dump(exclude={"segments", "ladders"})
+        policy.model_dump(exclude={"segments", "ladders", "experiment", "challengers"})
     )
     return ResolvedPolicy(
         settings=settings,
@@ -439,4 +536,15 @@ def resolve_policy(
         steps=list(policy.ladders[segment.ladder]),
         rule_pack=rule_packs[choice.pack],
         source_sha256=digest,
+        experiment=experiment,
+        arm=arm,
     )
+
+
+def _arm(loan: LoanInput, policy: PolicyFile) -> tuple[str | None, str | None]:
+    """The experiment the champion `policy` runs and the loan's arm in it; (None, None) if none.
+    A loan asking for the champion by name takes part like any other: the experiment decides."""
+    challengers: list[Challenger] = policy.challengers
+    if not challengers:
+        return None, None
+    return policy.experiment, experiments.assign(policy.experiment, challengers, loan.loan_id)

@@ -18,6 +18,7 @@ from contracts.names import (
     CASE_STATE,
     CURRENCY,
     DAYS_PAST_DUE,
+    EXPERIMENT_ARM,
     OUTSTANDING,
     POLICY_VERSION,
     STAGE,
@@ -40,6 +41,8 @@ class CaseFilters:
     policy_name: str | None = None
     policy_version: str | None = None  # None with a policy_name: any version of that policy
     currency: str | None = None
+    experiment: str | None = None
+    arm: str | None = None  # None with an experiment: any arm of it
 
 
 _AGENT_RE = re.compile(r"[\w .@:-]{1,64}")  # \w is Unicode: agent names may be 王芳
@@ -93,7 +96,7 @@ def matching(value: Any, name: str, pattern: re.Pattern[str], what: str) -> str 
 def case_filters(
     *, stage: Any = None, state: Any = None, min_outstanding: Any = None,
     max_outstanding: Any = None, min_dpd: Any = None, max_dpd: Any = None, agent: Any = None,
-    policy_version: Any = None, currency: Any = None,
+    policy_version: Any = None, currency: Any = None, arm: Any = None,
 ) -> CaseFilters:
     """Validate every filter value; nothing unvalidated ever reaches a query."""
     lo = _whole(min_outstanding, "min_outstanding", minimum=0)
@@ -117,6 +120,17 @@ def case_filters(
             matching(version, "policy_version", _POLICY_VERSION_RE, what)
         else:
             version = None
+    experiment = arm_name = None
+    if arm is not None:
+        if not isinstance(arm, str):
+            raise BadInput("arm", f"must be text, got {arm!r}")
+        experiment, sep, arm_name = arm.partition(":")
+        what = "experiment:arm or an experiment name"
+        matching(experiment, "arm", POLICY_NAME_RE, what)
+        if sep:
+            matching(arm_name, "arm", POLICY_NAME_RE, what)
+        else:
+            arm_name = None
     if isinstance(agent, str) and agent != agent.strip():
         raise BadInput("agent", f"must not start or end with spaces; got {agent!r}")
     return CaseFilters(
@@ -126,6 +140,7 @@ def case_filters(
         agent=matching(agent, "agent", _AGENT_RE, "1-64 letters, digits, spaces or . _ @ : -"),
         policy_name=name, policy_version=version,
         currency=matching(currency, "currency", _CURRENCY_RE, "an ISO 4217 code such as CNY"),
+        experiment=experiment, arm=arm_name,
     )
 
 
@@ -162,6 +177,11 @@ def _visibility(f: CaseFilters) -> str:
             parts.append(f"{POLICY_VERSION.name} STARTS_WITH {_quote(f'{f.policy_name}@')}")
     if f.currency is not None:
         parts.append(f"{CURRENCY.name} = {_quote(f.currency)}")
+    if f.experiment is not None:
+        if f.arm is not None:
+            parts.append(f"{EXPERIMENT_ARM.name} = {_quote(f'{f.experiment}:{f.arm}')}")
+        else:
+            parts.append(f"{EXPERIMENT_ARM.name} STARTS_WITH {_quote(f'{f.experiment}:')}")
     return " AND ".join(parts)
 
 
@@ -169,19 +189,21 @@ def visibility_query(
     *, stage: str | Stage | None = None, state: str | CaseState | None = None,
     min_outstanding: int | Decimal | None = None, max_outstanding: int | Decimal | None = None,
     min_dpd: int | None = None, max_dpd: int | None = None, agent: str | None = None,
-    policy_version: str | None = None, currency: str | None = None,
+    policy_version: str | None = None, currency: str | None = None, arm: str | None = None,
 ) -> str:
     """A Temporal list filter for the cases matching every given filter.
 
     Outstanding bounds are whole currency units, both inclusive, compared with the
     `OutstandingAmount` search attribute (the balance rounded down). `policy_version` is
-    `name@version`, or a bare policy name for any of its versions. Raises `BadInput` (a
-    `ValueError`) for a value of the wrong type or with characters a filter cannot carry safely.
+    `name@version`, or a bare policy name for any of its versions; `arm` is `experiment:arm`
+    (`champion` or a challenger's policy name), or a bare experiment name for all its arms.
+    Raises `BadInput` (a `ValueError`) for a value of the wrong type or with characters a filter
+    cannot carry safely.
     """
     return _visibility(case_filters(
         stage=stage, state=state, min_outstanding=min_outstanding, max_outstanding=max_outstanding,
         min_dpd=min_dpd, max_dpd=max_dpd, agent=agent, policy_version=policy_version,
-        currency=currency,
+        currency=currency, arm=arm,
     ))
 
 
@@ -222,4 +244,8 @@ def sql_where(f: CaseFilters) -> tuple[str, list[Any]]:
             conds.append(f"policy_version = {arg(f.policy_version)}")
     if f.currency is not None:
         conds.append(f"currency = {arg(f.currency)}")
+    if f.experiment is not None:
+        conds.append(f"experiment = {arg(f.experiment)}")
+        if f.arm is not None:
+            conds.append(f"arm = {arg(f.arm)}")
     return (" AND ".join(conds) or "TRUE"), args

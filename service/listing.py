@@ -19,6 +19,7 @@ from contracts.names import (
     CASE_STATE,
     CURRENCY,
     DAYS_PAST_DUE,
+    EXPERIMENT_ARM,
     OUTSTANDING,
     POLICY_VERSION,
     STAGE,
@@ -44,6 +45,7 @@ class CaseRow:
     # opened and has no `cases` row): the field and problem from the workflow's failure, e.g.
     # "loan.timezone: is not an IANA time zone". Never a borrower's value.
     failure: str | None = None
+    arm: str | None = None  # "experiment:arm" for a case assigned in an experiment
 
 
 async def list_cases(
@@ -51,7 +53,7 @@ async def list_cases(
     state: str | CaseState | None = None, min_outstanding: int | Decimal | None = None,
     max_outstanding: int | Decimal | None = None, min_dpd: int | None = None,
     max_dpd: int | None = None, agent: str | None = None, policy_version: str | None = None,
-    currency: str | None = None,
+    currency: str | None = None, arm: str | None = None,
 ) -> list[CaseRow]:
     """Cases from Temporal visibility (eventually consistent: a second or so behind the cases).
 
@@ -61,7 +63,7 @@ async def list_cases(
     query = visibility_query(
         stage=stage, state=state, min_outstanding=min_outstanding, max_outstanding=max_outstanding,
         min_dpd=min_dpd, max_dpd=max_dpd, agent=agent, policy_version=policy_version,
-        currency=currency,
+        currency=currency, arm=arm,
     )
     limit = list_limit(limit)
     rows: list[CaseRow] = []
@@ -78,7 +80,7 @@ async def list_cases(
                 days_past_due=sa.get(DAYS_PAST_DUE),
                 outstanding=None if amount is None else Decimal(amount),
                 currency=sa.get(CURRENCY), agent=sa.get(ASSIGNED_AGENT),
-                policy_version=sa.get(POLICY_VERSION),
+                policy_version=sa.get(POLICY_VERSION), arm=sa.get(EXPERIMENT_ARM),
             ))
     except RPCError as err:
         if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
@@ -127,21 +129,22 @@ async def list_cases_db(
     state: str | CaseState | None = None, min_outstanding: int | Decimal | None = None,
     max_outstanding: int | Decimal | None = None, min_dpd: int | None = None,
     max_dpd: int | None = None, agent: str | None = None, policy_version: str | None = None,
-    currency: str | None = None,
+    currency: str | None = None, arm: str | None = None,
 ) -> list[CaseRow]:
     """Cases from the `cases` table (as of the last record the workflows wrote), the same filters
     with the same meaning as `list_cases`; largest balance first. One indexed query."""
     f = case_filters(
         stage=stage, state=state, min_outstanding=min_outstanding, max_outstanding=max_outstanding,
         min_dpd=min_dpd, max_dpd=max_dpd, agent=agent, policy_version=policy_version,
-        currency=currency,
+        currency=currency, arm=arm,
     )
     where, args = sql_where(f)
     args.append(list_limit(limit))
     rows = await pool.fetch(
         f"""
         SELECT loan_id, state, stage, days_past_due, outstanding, currency, assigned_agent,
-               policy_name || '@' || policy_version AS policy_version
+               policy_name || '@' || policy_version AS policy_version,
+               experiment || ':' || arm AS arm
         FROM cases WHERE {where}
         ORDER BY outstanding DESC, loan_id
         LIMIT ${len(args)}
@@ -152,6 +155,6 @@ async def list_cases_db(
         CaseRow(loan_id=r["loan_id"], state=r["state"], stage=r["stage"],
                 days_past_due=r["days_past_due"], outstanding=r["outstanding"],
                 currency=r["currency"], agent=r["assigned_agent"],
-                policy_version=r["policy_version"])
+                policy_version=r["policy_version"], arm=r["arm"])
         for r in rows
     ]

@@ -40,6 +40,8 @@ from service.values import (
     parse_name,
     parse_phone,
     parse_timezone,
+    parse_wecom_userid,
+    parse_yes_no,
     sms_unusable_reason,
 )
 
@@ -63,6 +65,8 @@ OPTIONAL_COLUMNS: Final = (
     "fees",
     "policy",
     "jurisdiction",
+    "wecom_external_userid",
+    "prerecorded_call_consent",
 )
 ALL_COLUMNS: Final = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
@@ -190,6 +194,9 @@ _OPTIONAL_PARSERS: Final[dict[str, Callable[[Any, str], Any]]] = {
     "fees": _json_fraction_refused(lambda value, name: parse_amount(value, name, True)),
     "policy": parse_identifier,
     "jurisdiction": _jurisdiction,
+    # The borrower's WeCom id: never quoted, like a phone number.
+    "wecom_external_userid": parse_wecom_userid,
+    "prerecorded_call_consent": parse_yes_no,
 }
 
 

@@ -45,6 +45,11 @@ _IDENTIFIER_RE = re.compile(rf"[A-Za-z0-9._-]{{1,{MAX_IDENTIFIER_LENGTH}}}", re.
 # Digits plus the punctuation people put in numbers; letters (vanity numbers) and extensions
 # are not E.164 and an SMS gateway would reject them later.
 _PHONE_RE = re.compile(r"\+[0-9 ().-]{1,40}", re.ASCII)
+# WeCom's external_userid (`wm...`, `wo...`): 32 characters today; room for more, never quoted.
+MAX_WECOM_USERID: Final = 64
+_WECOM_USERID_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_WECOM_USERID}}}", re.ASCII)
+YES_WORDS: Final = frozenset({"true", "yes", "1"})
+NO_WORDS: Final = frozenset({"false", "no", "0"})
 # Present in some tz databases but never a borrower's zone: "localtime" is the server's own.
 _NOT_BORROWER_ZONES: Final = frozenset({"localtime", "Factory", "posixrules"})
 _TOO_LARGE: Final = f"is too large (at most {MAX_INTEGER_DIGITS} digits before the point)"
@@ -372,3 +377,28 @@ def parse_choice(value: str, field: str, options: tuple[str, ...]) -> str:
     if value not in options:
         raise BadInput(field, f"{quoted(value)}is not one of {', '.join(options)}")
     return value
+
+
+def parse_wecom_userid(value: str, field: str = "wecom_external_userid") -> str:
+    """The borrower's WeCom external-contact id with the lender. It identifies the borrower, so
+    it is never quoted back, not even masked."""
+    text = text_of(value, field)
+    if not _WECOM_USERID_RE.fullmatch(text):
+        raise BadInput(field, f"must be 1-{MAX_WECOM_USERID} characters of letters, digits, _ "
+                              "and - (the external_userid WeCom gives, e.g. wm...)")
+    return text
+
+
+def parse_yes_no(value: str | bool | int, field: str) -> bool:
+    """A yes-or-no field: true/false, yes/no, 1/0 in any case (a JSON boolean, or 1 and 0)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in YES_WORDS:
+            return True
+        if word in NO_WORDS:
+            return False
+    raise BadInput(field, "must be true or false (or yes/no, 1/0)")

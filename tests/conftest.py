@@ -86,7 +86,11 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def ts_worker(ts_env: WorkflowEnvironment, pool: asyncpg.Pool, providers: Providers) -> AsyncIterator[Worker]:
+async def ts_worker(
+    ts_env: WorkflowEnvironment,
+    pool: asyncpg.Pool,
+    providers: Providers,
+) -> AsyncIterator[Worker]:
     async with running_worker(ts_env.client, pool, providers, task_queue="ts-collections") as w:
         yield w
 
@@ -101,7 +105,11 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def dev_worker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, providers: Providers) -> AsyncIterator[Worker]:
+async def dev_worker(
+    dev_env: WorkflowEnvironment,
+    pool: asyncpg.Pool,
+    providers: Providers,
+) -> AsyncIterator[Worker]:
     async with running_worker(dev_env.client, pool, providers, task_queue="dev-collections") as w:
         yield w
 

@@ -126,7 +126,8 @@ def test_unknown_columns_never_list_data(tmp_path: Path) -> None:
     assert str(error) == (
         "line 1: unknown columns: 'notes', 2 not shown (not a column name); allowed are "
         "loan_id, borrower_name, phone, email, locale, timezone, currency, amount_overdue, "
-        "due_date, product, risk_grade, lender, borrower_id, interest, fees, policy, jurisdiction")
+        "due_date, product, risk_grade, lender, borrower_id, interest, fees, policy, jurisdiction, "
+        "wecom_external_userid, prerecorded_call_consent")
 
 
 def test_json_unknown_key_that_is_a_name(tmp_path: Path) -> None:

@@ -21,19 +21,23 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from infra.emulator import ProviderEmulator
-from tests.helpers import eventually, make_loan, pinned, start_case, today_of
-from policies import compliance
-from workflows.collection_workflow import CollectionWorkflow
+from contracts.contact_keys import OPT_OUT_RULE, phone_key
 from contracts.messages import (
     CaseState,
     CeaseInput,
+    DeliveryReport,
     LoanInput,
     Stage,
     TaskOutcome,
     TaskOutcomeInput,
 )
+from contracts.names import workflow_id_for
 from contracts.policy import ResolvedPolicy, Step
+from infra.emulator import ProviderEmulator
+from policies import compliance
+from service.provider_events import lift, suppress
+from tests.helpers import eventually, make_loan, pinned, start_case, today_of
+from workflows.collection_workflow import CollectionWorkflow
 
 POLICIES_DIR = Path(__file__).resolve().parent.parent / "policies"
 STAGES = ["pre_due", "early", "middle", "late", "legal", "written_off"]
@@ -93,11 +97,11 @@ async def _rows(pool: asyncpg.Pool, table: str, loan_id: str,
 
 
 async def _task_row(pool: asyncpg.Pool, loan_id: str, step_id: str,
-                    timeout: float = 15) -> asyncpg.Record:
+                    within: float = 15) -> asyncpg.Record:
     return await eventually(
         lambda: pool.fetchrow("SELECT * FROM tasks WHERE loan_id = $1 AND step_id = $2",
                               loan_id, step_id),
-        lambda r: r is not None, timeout=timeout,
+        lambda r: r is not None, timeout=within,
     )
 
 
@@ -113,7 +117,8 @@ async def _assert_written_off(pool: asyncpg.Pool, handle: WorkflowHandle, loan: 
     assert (case["state"], case["stage"]) == ("written_off", "written_off")
     assert case["closed_at"] is not None
     history = await _rows(pool, "stage_history", loan.loan_id)
-    assert [(h["from_stage"], h["to_stage"]) for h in history] == list(zip([None, *stages], stages))
+    assert [(h["from_stage"], h["to_stage"]) for h in history] == list(
+        zip([None, *stages], stages, strict=False))
 
 
 def _policy(loan: LoanInput, steps: list[Step], **settings: Any) -> ResolvedPolicy:
@@ -338,6 +343,86 @@ async def test_wrong_number_stops_sms_and_calls_but_not_email(
         ("late-call", "call"),
     ]
     assert all(s["reason"] == "no valid phone number" for s in skipped)
+
+
+# ------------------------------------------------------ suppressed addresses, delivery reports
+
+SMS_THEN_BOTH = [
+    Step(id="early-sms", day=1, hour=10, stage=Stage.EARLY, kind="message", channels=["sms"],
+         template="early_reminder"),
+    Step(id="firm-reminder", day=3, hour=10, stage=Stage.MIDDLE, kind="message",
+         channels=["sms", "email"], template="firm_reminder", tone="firm"),
+    Step(id="late-sms", day=5, hour=10, stage=Stage.LATE, kind="message", channels=["sms"],
+         template="late_notice"),
+    _write_off(7),
+]
+
+
+async def _decisions(pool: asyncpg.Pool, loan_id: str) -> list[tuple[str, str, str, str]]:
+    rows = await pool.fetch(
+        "SELECT step_id, channel, decision, rule, idempotency_key FROM contacts "
+        "WHERE loan_id = $1 ORDER BY occurred_at, id", loan_id)
+    return [(r["step_id"], r["channel"], r["decision"], r["idempotency_key"].split("/", 1)[1])
+            for r in rows]
+
+
+async def test_an_opted_out_sms_is_skipped_falls_back_and_resumes_once_lifted(
+    ts_env: WorkflowEnvironment, ts_worker: Worker, pool: asyncpg.Pool,
+    emulator: ProviderEmulator, loan_id: str,
+) -> None:
+    today = today_of(await ts_env.get_current_time())
+    loan = make_loan(loan_id, due=today + timedelta(days=1))
+    key = phone_key(loan.phone)
+    await suppress(pool, key, "sms", "opt_out", OPT_OUT_RULE, "opted out", "test")
+    handle = await start_case(ts_env.client, loan, ts_worker.task_queue,
+                              _policy(loan, SMS_THEN_BOTH))
+    await _sleep_until(ts_env, _at(loan, 4, 12))  # early-sms and firm-reminder are done
+    await lift(pool, key, "sms", "opt_out", "test")  # START
+    await _assert_written_off(pool, handle, loan, [*STAGES[:4], "written_off"])
+    skipped = await pool.fetch("SELECT step_id, rule, reason FROM contacts WHERE loan_id = $1 "
+                               "AND decision = 'skipped' ORDER BY id", loan.loan_id)
+    assert [(r["step_id"], r["rule"]) for r in skipped] == [
+        ("early-sms", OPT_OUT_RULE), ("firm-reminder", OPT_OUT_RULE)]
+    assert skipped[0]["reason"] == "opted out"
+    decisions = await _decisions(pool, loan.loan_id)
+    assert ("early-sms", "email", "sent", "early-sms-fallback/email") in decisions
+    assert ("firm-reminder", "email", "sent", "firm-reminder/email") in decisions
+    # Not marked unusable: once lifted, the next SMS step sends by SMS, nothing deferred.
+    assert ("late-sms", "sms", "sent", "late-sms/sms") in decisions
+    assert not any(d[2] == "deferred" for d in decisions), decisions
+    assert [_kind(m)[1] for m in emulator.messages(channel="sms", to=loan.phone)] == [
+        "late_notice"]
+
+
+async def test_a_delivery_report_marks_the_number_unusable_and_falls_back_once(
+    ts_env: WorkflowEnvironment, ts_worker: Worker, pool: asyncpg.Pool,
+    emulator: ProviderEmulator, loan_id: str,
+) -> None:
+    today = today_of(await ts_env.get_current_time())
+    loan = make_loan(loan_id, due=today + timedelta(days=1))
+    handle = await start_case(ts_env.client, loan, ts_worker.task_queue,
+                              _policy(loan, SMS_THEN_BOTH))
+    await _sleep_until(ts_env, _at(loan, 1, 11))  # early-sms went out by SMS
+    report = DeliveryReport(
+        loan_id=loan.loan_id, outbox_key=f"{workflow_id_for(loan.loan_id)}/early-sms/sms",
+        step_id="early-sms", channel="sms", status="undelivered", error_code="twilio_30005",
+        address_unusable=True, at=await ts_env.get_current_time())
+    stranger = DeliveryReport(**{**report.__dict__, "outbox_key": "collection-x/early-sms/sms"})
+    for r in (stranger, report, report):  # not its send; then one reported twice
+        await handle.signal(CollectionWorkflow.delivery_failed, r)
+    await _assert_written_off(pool, handle, loan, [*STAGES[:4], "written_off"])
+    decisions = await _decisions(pool, loan.loan_id)
+    assert [d for d in decisions if d[0] == "early-sms"] == [
+        ("early-sms", "sms", "sent", "early-sms/sms"),
+        ("early-sms", "email", "sent", "early-sms-fallback/email")]
+    # The number is unusable from the report on: later SMS skipped, late-sms falls back too.
+    assert ("firm-reminder", "sms", "skipped", "firm-reminder/sms/skipped") in decisions
+    assert ("late-sms", "email", "sent", "late-sms-fallback/email") in decisions
+    assert len(emulator.messages(channel="sms", to=loan.phone)) == 1
+    failed = [e for e in await handle.query(CollectionWorkflow.timeline)
+              if e.kind == "delivery_failed"]
+    assert len(failed) == 2 and "address unusable" in failed[0].summary
+    assert failed[0].detail["outbox_key"] == report.outbox_key
 
 
 # ---------------------------------------------------------------------------- cease contact
@@ -739,7 +824,8 @@ def test_wrong_number_makes_every_phone_channel_unusable() -> None:
 
     s = _case_state(_PURE_STEPS, due=date(2026, 3, 1))
     s.mark_unusable("phone", "wrong number")
-    assert s.unusable == {"sms": "wrong number", "call": "wrong number"}
+    # Every channel of the table on the phone field: SMS, agent calls, voice reminders.
+    assert s.unusable == {"sms": "wrong number", "call": "wrong number", "voice": "wrong number"}
     assert addresses.unusable_reason(s, "sms") == "no valid phone number"
     assert addresses.unusable_reason(s, "email") is None
     assert addresses.unusable_reason(s, "visit") is None  # goes to the postal address
@@ -760,7 +846,7 @@ def test_state_from_older_runs_keeps_its_unusable_channels() -> None:
     raw.update(phone_ok=False, email_ok=True)
     old.data = json.dumps(raw).encode()
     (back,) = converter.from_payloads([old], [CaseData])
-    assert set(back.unusable) == {"sms", "call"}
+    assert set(back.unusable) == {"sms", "call", "voice"}
     assert "phone_ok" not in json.loads(converter.to_payloads([back])[0].data)
 
 

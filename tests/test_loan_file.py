@@ -432,7 +432,7 @@ def test_missing_columns(tmp_path: Path) -> None:
 
 
 def test_unknown_and_repeated_columns(tmp_path: Path) -> None:
-    columns = (*REQUIRED_COLUMNS, "ammount", "notes")
+    columns: tuple[str, ...] = (*REQUIRED_COLUMNS, "ammount", "notes")
     result = load_loan_file(write_csv(tmp_path / "u.csv", [good_record()], columns))
     assert result.loans == []
     (error,) = result.errors
@@ -724,3 +724,105 @@ def test_valid_files_round_trip(
             assert loan.amount_overdue == expected["amount_overdue"]
             assert loan.due_date == expected["due_date"]
             assert loan.phone == expected["phone"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The WeCom id and the consent to prerecorded calls (optional columns and `start` flags)
+
+WECOM_ID = "wmAbC123_xyz-0987654321abcdefABCD"
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("true", True), ("TRUE", True), ("yes", True), (" Yes ", True), ("1", True),
+    ("false", False), ("no", False), ("NO", False), ("0", False), (True, True), (False, False),
+    (1, True), (0, False),
+])
+def test_prerecorded_call_consent_reads_yes_and_no(given: Any, expected: bool) -> None:
+    loan = validate_loan_record(good_record(prerecorded_call_consent=given))
+    assert loan.prerecorded_call_consent is expected
+
+
+@pytest.mark.parametrize("given", ["y", "n", "on", "2", "consent", "-1", 2, Decimal("1"),
+                                   [True]])
+def test_prerecorded_call_consent_refuses_anything_else_naming_the_field(given: Any) -> None:
+    with pytest.raises(RowError) as caught:
+        validate_loan_record(good_record(prerecorded_call_consent=given))
+    assert str(caught.value) == (
+        "prerecorded_call_consent: must be true or false (or yes/no, 1/0)")
+
+
+def test_wecom_id_is_kept_and_optional_columns_default() -> None:
+    loan = validate_loan_record(good_record(wecom_external_userid=f" {WECOM_ID} "))
+    assert loan.wecom_external_userid == WECOM_ID
+    plain = validate_loan_record(good_record(wecom_external_userid="",
+                                             prerecorded_call_consent=" "))
+    assert (plain.wecom_external_userid, plain.prerecorded_call_consent) == ("", False)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("wm secret id", "must be 1-64 characters of letters, digits, _ and - (the external_userid "
+                     "WeCom gives, e.g. wm...)"),
+    ("wm" + "a" * 63, "must be 1-64 characters of letters, digits, _ and - (the external_userid "
+                      "WeCom gives, e.g. wm...)"),
+    ("wm微信id", "must be 1-64 characters of letters, digits, _ and - (the external_userid "
+               "WeCom gives, e.g. wm...)"),
+    (12345678, "expected text, got a number"),
+])
+def test_wecom_id_refused_without_echo(given: Any, message: str) -> None:
+    with pytest.raises(RowError) as caught:
+        validate_loan_record(good_record(wecom_external_userid=given))
+    text = str(caught.value)
+    assert text.startswith(f"wecom_external_userid: {message}")
+    assert str(given) not in text and "secret" not in text
+
+
+def test_the_two_columns_in_csv_and_json_lines(tmp_path: Path) -> None:
+    columns = (*REQUIRED_COLUMNS, "wecom_external_userid", "prerecorded_call_consent")
+    rows = [good_record(loan_id="W1", wecom_external_userid=WECOM_ID,
+                        prerecorded_call_consent="yes"),
+            good_record(loan_id="W2", prerecorded_call_consent="perhaps"),
+            good_record(loan_id="W3", wecom_external_userid="wm/" + WECOM_ID)]
+    result = load_loan_file(write_csv(tmp_path / "l.csv", rows, columns))
+    assert error_strings(result) == [
+        "line 3: prerecorded_call_consent: must be true or false (or yes/no, 1/0)",
+        "line 4: wecom_external_userid: must be 1-64 characters of letters, digits, _ and - "
+        "(the external_userid WeCom gives, e.g. wm...)"]
+    [(line, loan)] = result.loans
+    assert (line, loan.wecom_external_userid, loan.prerecorded_call_consent) == (
+        2, WECOM_ID, True)
+
+    rows[0]["prerecorded_call_consent"], rows[1]["prerecorded_call_consent"] = True, "1"
+    rows[2]["wecom_external_userid"] = None
+    result = load_loan_file(write_jsonl(tmp_path / "l.jsonl", rows))
+    assert result.ok, error_strings(result)
+    assert [(n, loan.wecom_external_userid, loan.prerecorded_call_consent)
+            for n, loan in result.loans] == [(1, WECOM_ID, True), (2, "", True), (3, "", False)]
+    fraction = write_jsonl(tmp_path / "f.jsonl", [good_record(prerecorded_call_consent=1.0)])
+    assert load_loan_file(fraction).errors == [LineError(
+        1, "prerecorded_call_consent", "must be true or false (or yes/no, 1/0)")]
+
+
+def test_start_flags_for_the_two_columns() -> None:
+    """`start`'s loan flags (shared with `policy explain`, which needs no server) read them as
+    the file does, and name the flag at fault."""
+    from typer.testing import CliRunner
+
+    import starter
+
+    flags = ["--loan-id", "C1", "--name", "Li Lei", "--phone", "+8613800138000",
+             "--email", "li@example.com", "--locale", "en", "--timezone", "Asia/Shanghai",
+             "--currency", "CNY", "--amount", "1200.00", "--due-date", "2026-06-01"]
+    env = {"TEMPORAL_ADDRESS": "127.0.0.1:1", "DATABASE_URL": None, "COLUMNS": "200"}
+
+    def explain(*extra: str) -> Any:
+        return CliRunner().invoke(starter.app, ["policy", "explain", *flags, *extra], env=env)
+
+    good = explain("--wecom-external-userid", WECOM_ID, "--prerecorded-call-consent", "yes")
+    assert good.exit_code == 0, good.output
+    bad = explain("--wecom-external-userid", "wm bad id", "--prerecorded-call-consent", "sure")
+    assert bad.exit_code == 2
+    assert bad.stderr.splitlines() == [
+        "--wecom-external-userid: must be 1-64 characters of letters, digits, _ and - (the "
+        "external_userid WeCom gives, e.g. wm...)",
+        "--prerecorded-call-consent: must be true or false (or yes/no, 1/0)"]
+    assert "bad id" not in bad.output and "sure" not in bad.output

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from tests.helpers import make_loan, pinned
-from workflows import negotiation
-from workflows.case_state import CaseData, HoldState
-from workflows.ledger import balance_of
 from contracts.messages import (
     CaseState,
     CloseInput,
@@ -24,6 +20,10 @@ from contracts.messages import (
     SettlementInput,
     WaiverInput,
 )
+from tests.helpers import make_loan, pinned
+from workflows import negotiation
+from workflows.case_state import CaseData, HoldState
+from workflows.ledger import balance_of
 
 D = Decimal
 TODAY = date(2026, 3, 10)
@@ -34,7 +34,7 @@ _POLICY = pinned(make_loan("R1", DUE))
 def case(**changes: Any) -> CaseData:
     loan = make_loan("R1", DUE)
     b = balance_of(loan.amount_overdue, loan.interest, loan.fees)
-    at = datetime(2026, 3, 5, tzinfo=timezone.utc)
+    at = datetime(2026, 3, 5, tzinfo=UTC)
     c = CaseData(loan=loan, policy=_POLICY, clock_origin=at, opened_at=at, due_date=DUE,
                  principal=b.principal, interest=b.interest, fees=b.fees, borrower_key="p:x")
     return replace(c, **changes)
@@ -55,7 +55,8 @@ def promise(amount: str = "100.00", by: date = TODAY + timedelta(days=3), curren
 
 
 @pytest.mark.parametrize("p, reason", [
-    (promise(by=TODAY - timedelta(days=1)), "promised date 2026-03-09 is in the past (today is 2026-03-10)"),
+    (promise(by=TODAY - timedelta(days=1)),
+     "promised date 2026-03-09 is in the past (today is 2026-03-10)"),
     (promise(by=TODAY + timedelta(days=15)),
      "promised date 2026-03-25 is beyond the policy's horizon of 14 days (2026-03-24)"),
     (promise("0"), "promised amount must be positive, got 0"),
@@ -74,7 +75,8 @@ def test_promise_refusals(p, reason):
 
 def test_promise_refused_on_a_closed_case():
     closed = case(state=CaseState.CLOSED, close_reason="bankruptcy")
-    assert refusal(negotiation.check_promise, closed, promise(), TODAY) == "case is closed (closed: bankruptcy)"
+    assert refusal(negotiation.check_promise, closed, promise(), TODAY) == \
+        "case is closed (closed: bankruptcy)"
     paid = case(state=CaseState.PAID)
     assert refusal(negotiation.check_promise, paid, promise(), TODAY) == "case is closed (paid)"
 
@@ -90,7 +92,8 @@ def test_promise_edges_accepted(p):
 def test_promise_horizon_is_the_policys():
     c = case(policy=pinned(make_loan("R1", DUE), promise_max_days=3))
     negotiation.check_promise(c, promise(by=TODAY + timedelta(days=3)), TODAY)
-    assert "horizon of 3 days" in refusal(negotiation.check_promise, c, promise(by=TODAY + timedelta(days=4)), TODAY)
+    assert "horizon of 3 days" in refusal(
+        negotiation.check_promise, c, promise(by=TODAY + timedelta(days=4)), TODAY)
 
 
 def test_promise_checks_the_balance_after_payments():
@@ -110,13 +113,16 @@ def plan(*parts: tuple[str, int], currency: str = "CNY", agent: str = "a1") -> P
 @pytest.mark.parametrize("p, reason", [
     (plan(), "a plan needs at least one installment"),
     (plan(*[("100.00", i) for i in range(12)]), None),
-    (plan(*[("100.00", i) for i in range(13)]), "13 installments exceed the policy's maximum of 12"),
-    (plan(("600.00", -1), ("600.00", 5)), "first installment date 2026-03-09 is in the past (today is 2026-03-10)"),
+    (plan(*[("100.00", i) for i in range(13)]),
+     "13 installments exceed the policy's maximum of 12"),
+    (plan(("600.00", -1), ("600.00", 5)),
+     "first installment date 2026-03-09 is in the past (today is 2026-03-10)"),
     (plan(("600.00", 5), ("600.00", 5)), "installment dates must be strictly increasing"),
     (plan(("600.00", 5), ("600.00", 3)), "installment dates must be strictly increasing"),
     (plan(("600.00", 1), ("500.00", 5)), "installments add up to 1100.00, not the balance 1200.00"),
     (plan(("1200.00", 1), ("0", 5)), "installment 2 amount must be positive, got 0"),
-    (plan(("1200.00", 1), currency="USD"), "installment 1 currency USD differs from the loan's CNY"),
+    (plan(("1200.00", 1), currency="USD"),
+     "installment 1 currency USD differs from the loan's CNY"),
     (plan(("1200.00", 1), agent=""), "agent is required"),
 ])
 def test_plan_checks(p, reason):
@@ -139,8 +145,8 @@ def test_extension():
     assert refusal(negotiation.check_extension, case(), ext(DUE)) == \
         f"new due date {DUE} is not after the current one {DUE}"
     assert refusal(negotiation.check_extension, case(), ext(DUE + timedelta(days=61))) == (
-        f"new due date {DUE + timedelta(days=61)} is beyond the policy's maximum extension of 60 days "
-        f"from the original due date ({DUE + timedelta(days=60)})")
+        f"new due date {DUE + timedelta(days=61)} is beyond the policy's maximum extension of "
+        f"60 days from the original due date ({DUE + timedelta(days=60)})")
 
 
 def waiver(component: str, amount: str, currency: str = "CNY") -> WaiverInput:
@@ -163,7 +169,8 @@ def test_waiver():
 
 
 def settlement(amount: str, days: int = 5) -> SettlementInput:
-    return SettlementInput(agent="a1", amount=D(amount), currency="CNY", pay_by=TODAY + timedelta(days=days))
+    return SettlementInput(agent="a1", amount=D(amount), currency="CNY",
+                           pay_by=TODAY + timedelta(days=days))
 
 
 def test_settlement():
@@ -180,7 +187,8 @@ def test_settlement():
 
 
 def test_settlement_floor_follows_the_policy_and_the_balance():
-    c = case(policy=pinned(make_loan("R1", DUE), min_settlement_ratio=D("0.8")), principal=D("800.00"))
+    c = case(policy=pinned(make_loan("R1", DUE), min_settlement_ratio=D("0.8")),
+             principal=D("800.00"))
     # balance 800 + 150 + 50 = 1000: floor 800.00
     assert refusal(negotiation.check_settlement, c, settlement("799.99"), TODAY) == \
         "settlement 799.99 is below the policy's floor of 800.00"
@@ -191,12 +199,15 @@ def test_settlement_floor_follows_the_policy_and_the_balance():
 
 def test_hold():
     negotiation.check_hold(case(), HoldInput(actor="a1", kind="dispute"), TODAY)
-    negotiation.check_hold(case(), HoldInput(actor="a1", kind="hardship", review_by=TODAY + timedelta(days=1)), TODAY)
-    assert refusal(negotiation.check_hold, case(), HoldInput(actor="a1", kind="holiday"), TODAY) == \
-        "hold kind must be one of dispute, hardship, manual, not 'holiday'"
-    assert refusal(negotiation.check_hold, case(), HoldInput(actor="a1", kind="manual", review_by=TODAY), TODAY) == \
+    negotiation.check_hold(
+        case(), HoldInput(actor="a1", kind="hardship", review_by=TODAY + timedelta(days=1)), TODAY)
+    assert refusal(negotiation.check_hold, case(), HoldInput(actor="a1", kind="holiday"),
+                   TODAY) == "hold kind must be one of dispute, hardship, manual, not 'holiday'"
+    assert refusal(negotiation.check_hold, case(),
+                   HoldInput(actor="a1", kind="manual", review_by=TODAY), TODAY) == \
         "review date 2026-03-10 must be after today (2026-03-10)"
-    held = case(hold=HoldState(kind="dispute", actor="a1", reason="", since=datetime(2026, 3, 1, tzinfo=timezone.utc),
+    held = case(hold=HoldState(kind="dispute", actor="a1", reason="",
+                               since=datetime(2026, 3, 1, tzinfo=UTC),
                                review_by=date(2026, 3, 31)))
     assert refusal(negotiation.check_hold, held, HoldInput(actor="a1", kind="hardship"), TODAY) == \
         "case is already on a dispute hold until 2026-03-31"
@@ -206,7 +217,8 @@ def test_hold():
 
 def test_cease_and_close():
     negotiation.check_cease(case())
-    assert refusal(negotiation.check_cease, case(ceased=True)) == "contact has already ceased for this case"
+    assert refusal(negotiation.check_cease, case(ceased=True)) == \
+        "contact has already ceased for this case"
     for reason in negotiation.CLOSE_REASONS:
         negotiation.check_close(case(), CloseInput(actor="a1", reason=reason))
     assert refusal(negotiation.check_close, case(), CloseInput(actor="a1", reason="moved")) == \
@@ -215,7 +227,8 @@ def test_cease_and_close():
 
 @pytest.mark.parametrize("check, args", [
     (negotiation.check_plan, (plan(("1200.00", 1)), TODAY)),
-    (negotiation.check_extension, (ExtensionInput(agent="a1", new_due_date=DUE + timedelta(days=1)),)),
+    (negotiation.check_extension,
+     (ExtensionInput(agent="a1", new_due_date=DUE + timedelta(days=1)),)),
     (negotiation.check_waiver, (waiver("fees", "1.00"),)),
     (negotiation.check_settlement, (settlement("700.00"), TODAY)),
     (negotiation.check_hold, (HoldInput(actor="a1", kind="dispute"), TODAY)),

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from bench.book import BOOK_PREFIX, clear_book, generate, seed_book
 from cli import operators
-from contracts.messages import Installment, PaymentInput, PlanInput
+from contracts.messages import Installment, PaymentInput, PlanInput, UpdateResult
+from contracts.names import Update
 from service import history as case_history
 from service.case_filters import MAX_LIMIT, visibility_query
 from service.errors import BadInput, NotFound
@@ -123,16 +124,19 @@ async def test_list_cases_matches_filters(
         await start_case(client, ln, "dev-collections", policy=pinned(ln))
     handle = client.get_workflow_handle_for(CollectionWorkflow.run, f"collection-{planned.loan_id}")
     half = (planned.amount_overdue / 2).quantize(Decimal("0.01"))
-    await handle.execute_update(CollectionWorkflow.plan, PlanInput(
+    # By name, as service/updates.py calls it: temporalio types an async update method's result
+    # as the coroutine it returns.
+    await handle.execute_update(Update.PLAN, PlanInput(
         agent=agent, currency="CNY", installments=[
             Installment(amount=half, due_date=today + timedelta(days=10)),
             Installment(amount=planned.amount_overdue - half, due_date=today + timedelta(days=40)),
-        ]))
+        ]), result_type=UpdateResult)
     # The plan's agent reaches visibility and PostgreSQL before the payment is sent, so both
     # stores see the plan and then the payment (the search attributes are upserted from the
     # live state after each record, and may run a batch ahead of PostgreSQL for a moment).
     await eventually(lambda: list_cases(client, agent=agent),
-                     lambda rows: [(r.loan_id, r.state) for r in rows] == [(planned.loan_id, "active")],
+                     lambda rows: [(r.loan_id, r.state) for r in rows]
+                     == [(planned.loan_id, "active")],
                      timeout=30)
     await eventually(lambda: list_cases_db(pool, agent=agent),
                      lambda rows: [r.loan_id for r in rows] == [planned.loan_id], timeout=30)
@@ -152,7 +156,7 @@ async def test_list_cases_matches_filters(
             (r.loan_id, r.state, r.stage) for r in db_rows}
         return rows
 
-    in_range = {"min_outstanding": base, "max_outstanding": base + 10_000}
+    in_range: dict[str, Any] = {"min_outstanding": base, "max_outstanding": base + 10_000}
     everyone = {ln.loan_id for ln in [*waiting, overdue]}
     rows = await both(everyone, **in_range)
     # The planned case is paid: balance 0, out of the range.
@@ -216,8 +220,10 @@ async def test_history_of_a_continued_as_new_case(
     kinds = [e.kind for e in entries if e.source in ("events", "temporal")]
     assert kinds[0] == "case_opened" and "case_closed" in kinds
     assert kinds.index("case_closed") > max(i for i, k in enumerate(kinds) if k == "payment")
-    event_payments = [e for e in entries if e.kind == "payment" and e.source in ("events", "temporal")]
-    assert [e.detail["payment_id"] for e in event_payments] == ["part-1", "part-2", "part-3", "rest"]
+    event_payments = [e for e in entries
+                      if e.kind == "payment" and e.source in ("events", "temporal")]
+    assert [e.detail["payment_id"] for e in event_payments] == \
+        ["part-1", "part-2", "part-3", "rest"]
     payment_rows = [e for e in entries if e.source == "payments"]
     assert [e.detail["payment_id"] for e in payment_rows] == ["part-1", "part-2", "part-3", "rest"]
     assert sum(Decimal(e.detail["amount"]) for e in payment_rows) == loan.amount_overdue
@@ -225,13 +231,15 @@ async def test_history_of_a_continued_as_new_case(
     # Each domain event once: PostgreSQL has them all, so nothing comes from Temporal twice.
     keys = [(e.kind, e.summary, e.at) for e in entries if e.source in ("events", "temporal")]
     assert len(keys) == len(set(keys))
-    pg_events = await pool.fetch("SELECT kind, summary, occurred_at FROM events WHERE loan_id = $1", loan_id)
+    pg_events = await pool.fetch(
+        "SELECT kind, summary, occurred_at FROM events WHERE loan_id = $1", loan_id)
     assert len(pg_events) == len(keys)
     assert not [e for e in entries if e.source == "temporal"]
 
     # Without a worker's answer, the events come out of the event history of every run:
     # every run's events, the same set PostgreSQL holds.
-    exists, from_history = await case_history._temporal_history(client, loan_id, use_query=False, query_timeout=1)
+    exists, from_history = await case_history._temporal_history(
+        client, loan_id, use_query=False, query_timeout=1)
     assert exists
     history_keys = {(e.kind, e.summary, e.at) for e in from_history}
     assert history_keys == {(r["kind"], r["summary"], r["occurred_at"]) for r in pg_events}
@@ -240,7 +248,8 @@ async def test_history_of_a_continued_as_new_case(
 
     # PostgreSQL missing an event: it comes from Temporal, once, in its place.
     closing = await pool.fetchrow(
-        "DELETE FROM events WHERE loan_id = $1 AND kind = 'case_closed' RETURNING summary, occurred_at",
+        "DELETE FROM events WHERE loan_id = $1 AND kind = 'case_closed'"
+        " RETURNING summary, occurred_at",
         loan_id)
     for use_query in (True, False):
         merged = await case_history.history(client, pool, loan_id, use_query=use_query)
@@ -258,7 +267,7 @@ async def test_history_of_a_continued_as_new_case(
         await case_history.history(client, pool, f"NOPE{uuid.uuid4().hex[:8]}")
 
 
-# --------------------------------------------------------------------------- report: a book worked by hand
+# ------------------------------------------------------------------ report: a book worked by hand
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 AS_OF = T0 + timedelta(days=45)  # 2024-04-15
@@ -268,8 +277,8 @@ def days(n: float) -> datetime:
     return T0 + timedelta(days=n)
 
 
-# loan: (version, segment, placed, state, closed_at, stages [(from, to, at)], payments [(amount, at)],
-#        promise events [(kind, at)], contacts [(decision, at)], opened_at)
+# loan: (version, segment, placed, state, closed_at, stages [(from, to, at)],
+#        payments [(amount, at)], promise events [(kind, at)], contacts [(decision, at)], opened_at)
 KNOWN_BOOK: dict[str, dict[str, Any]] = {
     "A": dict(v="v1", seg="standard", placed="1000.00", state="paid", closed=days(10),
               stages=[(None, "pre_due", days(0)), ("pre_due", "early", days(3))],
@@ -282,7 +291,8 @@ KNOWN_BOOK: dict[str, dict[str, Any]] = {
               payments=[("500.00", days(35)), ("999.00", days(60))],  # the second after AS_OF
               promises=[("promise_broken", days(12)), ("promise_broken", days(25)),
                         ("promise_kept", days(50))],  # after AS_OF
-              contacts=[("sent", days(2)), ("sent", days(8)), ("sent", days(31)), ("sent", days(55))]),
+              contacts=[("sent", days(2)), ("sent", days(8)), ("sent", days(31)),
+                        ("sent", days(55))]),
     "C": dict(v="v1", seg="standard", placed="500.00", state="written_off", closed=days(40),
               stages=[(None, "early", days(0)), ("early", "late", days(2)),  # skips middle
                       ("late", "legal", days(20)), ("legal", "written_off", days(40))],
@@ -315,9 +325,10 @@ async def insert_known_book(pool: asyncpg.Pool, policy: str) -> None:
             paid = sum((Decimal(a) for a, _ in c["payments"]), Decimal("0"))
             stage = c["stages"][-1][1]
             await conn.execute(
-                """INSERT INTO cases (loan_id, workflow_id, borrower_key, policy_name, policy_version,
-                       segment, rule_pack, currency, amount_placed, outstanding, paid_total, stage,
-                       state, days_past_due, due_date, opened_at, closed_at, updated_at)
+                """INSERT INTO cases (loan_id, workflow_id, borrower_key, policy_name,
+                       policy_version, segment, rule_pack, currency, amount_placed, outstanding,
+                       paid_total, stage, state, days_past_due, due_date, opened_at, closed_at,
+                       updated_at)
                    VALUES ($1, $2, $3, $4, $5, $6, 'cn', 'CNY', $7, $8, $9, $10, $11, 0, $12, $13,
                            $14, $15)""",
                 loan_id, f"collection-{loan_id}", f"b:{loan_id}", policy, c["v"], c["seg"],
@@ -325,7 +336,8 @@ async def insert_known_book(pool: asyncpg.Pool, policy: str) -> None:
                 c["state"], opened.date(), opened, c["closed"], c["closed"] or opened)
             for i, (frm, to, at) in enumerate(c["stages"]):
                 await conn.execute(
-                    "INSERT INTO stage_history (idempotency_key, loan_id, from_stage, to_stage, occurred_at)"
+                    "INSERT INTO stage_history"
+                    " (idempotency_key, loan_id, from_stage, to_stage, occurred_at)"
                     " VALUES ($1, $2, $3, $4, $5)", f"{loan_id}/s{i}", loan_id, frm, to, at)
             for i, (amount, at) in enumerate(c["payments"]):
                 await conn.execute(
@@ -363,10 +375,12 @@ async def test_report_figures_match_a_book_worked_by_hand(
 
     # v1 standard: A (paid), B (active), C (written off).
     r = rows[("v1", "standard")]
-    assert (r.cases, r.placed, r.collected) == (3, d("3500.00"), d("1500.00"))  # 400+600 (A), 500 (B)
+    # 400+600 (A), 500 (B)
+    assert (r.cases, r.placed, r.collected) == (3, d("3500.00"), d("1500.00"))
     assert r.recovery_rate == d("0.4286")  # 1500 / 3500
     assert r.cure_rate == d("0.3333")  # A / 3
-    assert r.reached == {"pre_due": 1, "early": 3, "middle": 1, "late": 2, "legal": 1, "written_off": 1}
+    assert r.reached == {"pre_due": 1, "early": 3, "middle": 1, "late": 2, "legal": 1,
+                         "written_off": 1}
     assert r.roll_rates == {
         "pre_due->early": d("1.0000"),  # A
         "early->middle": d("0.6667"),  # B to middle, C on to late; A cured
@@ -376,7 +390,8 @@ async def test_report_figures_match_a_book_worked_by_hand(
     }
     assert (r.promises_kept, r.promises_broken) == (1, 2)  # B's kept promise comes after AS_OF
     assert r.promise_kept_rate == d("0.3333")
-    assert r.contacts_sent == 6 and r.contacts_per_cure == d("6.0000")  # 2 (A) + 3 (B) + 1 (C), 1 cure
+    # 2 (A) + 3 (B) + 1 (C), 1 cure
+    assert r.contacts_sent == 6 and r.contacts_per_cure == d("6.0000")
     assert r.by_state == {"active": 1, "paid": 1, "written_off": 1}
 
     # v1 small: D, settled at 60%.
@@ -385,7 +400,8 @@ async def test_report_figures_match_a_book_worked_by_hand(
     assert (r.recovery_rate, r.cure_rate) == (d("0.6000"), d("1.0000"))
     assert r.roll_rates == {"pre_due->early": d("0.0000"), "early->middle": None,
                             "middle->late": None, "late->legal": None, "legal->written_off": None}
-    assert r.promise_kept_rate == d("0.5000") and r.contacts_per_cure == d("1.0000")  # failed: not made
+    # failed: not made
+    assert r.promise_kept_rate == d("0.5000") and r.contacts_per_cure == d("1.0000")
     assert r.by_state == {"settled": 1}
 
     # v2 standard: E (active), F (closed: bankruptcy), H (paid only after AS_OF); G opens later.
@@ -407,8 +423,10 @@ async def test_report_figures_match_a_book_worked_by_hand(
     series = [p for p in report.series if p.policy_version == "v1"]
     assert [p.month for p in series] == [date(2024, 3, 1), date(2024, 4, 1)]
     march, april = series
-    assert (march.placed, march.collected, march.recovery_rate) == (d("3800.00"), d("1180.00"), d("0.3105"))
-    assert (april.placed, april.collected, april.recovery_rate) == (d("0"), d("500.00"), d("0.4421"))
+    assert (march.placed, march.collected, march.recovery_rate) == \
+        (d("3800.00"), d("1180.00"), d("0.3105"))
+    assert (april.placed, april.collected, april.recovery_rate) == \
+        (d("0"), d("500.00"), d("0.4421"))
     assert march.in_stage == {"pre_due": 2, "early": 3, "middle": 1, "late": 2, "legal": 1}
     assert march.roll_rates == {
         "pre_due->early": d("0.5000"),  # A rolled, D settled
@@ -430,7 +448,8 @@ async def test_report_figures_match_a_book_worked_by_hand(
     # The CLI gives the same figures as JSON (in a thread: it runs its own event loop).
     doc = await report_cli_json(["--policy", known_book, "--as-of", AS_OF.isoformat()])
     row = next(x for x in doc["rows"] if (x["policy_version"], x["segment"]) == ("v1", "standard"))
-    assert (row["collected"], row["recovery_rate"], row["cure_rate"]) == ("1500.00", "0.4286", "0.3333")
+    assert (row["collected"], row["recovery_rate"], row["cure_rate"]) == \
+        ("1500.00", "0.4286", "0.3333")
     assert row["roll_rates"]["early->middle"] == "0.6667"
     assert {p["month"] for p in doc["series"]} == {"2024-03-01", "2024-04-01"}
 
@@ -450,14 +469,17 @@ async def report_cli_json(args: list[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the synthetic book
 
 
-async def test_seed_book_report_and_chart(pool: asyncpg.Pool, tmp_path: Path, database_env: str) -> None:
+async def test_seed_book_report_and_chart(
+    pool: asyncpg.Pool, tmp_path: Path, database_env: str,
+) -> None:
     first = [r.cases[:3] for r in generate(50, seed=7, chunk=20)]
     assert first == [r.cases[:3] for r in generate(50, seed=7, chunk=20)]  # deterministic
     try:
         await seed_book(pool, 2000, seed=3)
         await seed_book(pool, 2000, seed=3)  # replaces, never adds
         counts = await pool.fetchrow(
-            "SELECT count(*) AS n, sum(amount_placed) AS placed FROM cases WHERE starts_with(loan_id, $1)",
+            "SELECT count(*) AS n, sum(amount_placed) AS placed FROM cases"
+            " WHERE starts_with(loan_id, $1)",
             BOOK_PREFIX)
         assert counts["n"] == 2000
         report = await portfolio_report(pool, policy_name="book")
@@ -481,7 +503,9 @@ async def test_seed_book_report_and_chart(pool: asyncpg.Pool, tmp_path: Path, da
                                       min_dpd=30, limit=20)
         assert rows and all(r.policy_version == "book@2025.1" and r.state == "active"
                             and (r.days_past_due or 0) >= 30 for r in rows)
-        assert [r.outstanding for r in rows] == sorted((r.outstanding for r in rows), reverse=True)
+        balances = [r.outstanding for r in rows if r.outstanding is not None]
+        assert len(balances) == len(rows)
+        assert balances == sorted(balances, reverse=True)
         result = await asyncio.to_thread(CliRunner().invoke, cli_app(), [
             "list", "--source", "db", "--policy-version", "book@2025.1", "--state", "active",
             "--min-dpd", "30", "--limit", "20", "--json"])
@@ -496,17 +520,20 @@ async def test_seed_book_report_and_chart(pool: asyncpg.Pool, tmp_path: Path, da
         result = await asyncio.to_thread(CliRunner().invoke, cli_app(), [
             "report", "--policy", "book", "--chart", str(tmp_path / "cli.png")])
         assert result.exit_code == 0, result.output
-        assert "book@2025.2" in result.stdout and (tmp_path / "cli.png").read_bytes().startswith(PNG_SIGNATURE)
+        assert "book@2025.2" in result.stdout
+        assert (tmp_path / "cli.png").read_bytes().startswith(PNG_SIGNATURE)
     finally:
         await clear_book(pool)
-    assert not await pool.fetchval("SELECT count(*) FROM cases WHERE starts_with(loan_id, $1)", BOOK_PREFIX)
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM cases WHERE starts_with(loan_id, $1)", BOOK_PREFIX)
 
 
 async def test_cli_rejects_bad_filters(database_env: str) -> None:
     result = await asyncio.to_thread(CliRunner().invoke, cli_app(), [
         "list", "--source", "db", "--agent", "x' OR '1'='1"])
     assert result.exit_code == 2 and "agent" in result.stderr
-    result = await asyncio.to_thread(CliRunner().invoke, cli_app(), ["report", "--as-of", "2024-01-01T00:00"])
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli_app(), ["report", "--as-of", "2024-01-01T00:00"])
     assert result.exit_code == 2
 
 

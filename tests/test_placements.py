@@ -20,6 +20,7 @@ from contracts.agency import (
     AgencyReturnInput,
     AgencyRoster,
     PlaceInput,
+    PlacementView,
     RecallInput,
 )
 from contracts.messages import PaymentInput, PaymentStatus, Stage, TaskOutcome
@@ -167,7 +168,7 @@ async def test_agency_call_outside_the_window_is_a_breach_and_inside_it_is_not(
                                 case.loan.loan_id), lambda r: len(r) == 2)
     assert sorted(r["decision"] for r in rows) == ["breach", "sent"]
     assert (await case.status()).breaches == 1
-    view = await case.handle.query(Query.PLACEMENT, result_type=placement.PlacementView)
+    view = await case.handle.query(Query.PLACEMENT, result_type=PlacementView)
     assert view.breaches == 1
     await case.finish()
 

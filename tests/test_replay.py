@@ -3,7 +3,10 @@
 The histories in tests/histories/ come from tests/record_histories.py (paid in full after
 reminders; unpaid to write-off on a small ladder; promise kept; plan broken; from v4 an SMS
 refused by the provider and its e-mail fallback; from v5 an agent's call out of hours, a dispute
-withdrawing a task, an unapplied payment, and a malformed plain-JSON start). A change to the
+withdrawing a task, an unapplied payment, and a malformed plain-JSON start; from v6 an agency
+placement to its term, a WeCom message confirmed, a voice reminder answered, an opted-out SMS
+skipped and fallen back from, and an SMS reported undelivered by the `delivery_failed` signal). A
+change to the
 workflow that makes a running case take a different sequence of commands (another activity,
 timer or order) fails here: on a real server, running cases would fail their workflow tasks
 with a nondeterminism error after the deploy.
@@ -47,8 +50,15 @@ from contracts.messages import CaseResult
 from contracts.names import workflow_id_for
 from infra.codec import data_converter
 from workflows.collection_workflow import INPUT_CHECK_PATCH, CollectionWorkflow
-from workflows.contacts import ONE_FALLBACK_PATCH, TASK_RULES_PATCH
+from workflows.contacts import (
+    DELIVERY_FAILED_PATCH,
+    FOLLOW_UP_PATCH,
+    ONE_FALLBACK_PATCH,
+    SUPPRESSED_PATCH,
+    TASK_RULES_PATCH,
+)
 from workflows.effects import DURABLE_WRITES_PATCH
+from workflows.placement import PLACEMENT_PATCH
 from workflows.sandbox import sandbox_runner
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -59,6 +69,22 @@ V4_SCENARIOS = SCENARIOS | {"sms_refused"}
 # From v5 (issue 14) also an agent's call out of hours and a dispute withdrawing a task, and a
 # plain-JSON start that breaks the loan-file rules.
 V5_SCENARIOS = V4_SCENARIOS | {"call_breach", "bad_start"}
+# New in v6 (recorded only as -v6), each for a path no earlier recording takes: the scenario and
+# the patch (and activities) its recording must have.
+V6_PATHS: dict[str, tuple[str, set[str]]] = {
+    "agency_placement": (PLACEMENT_PATCH, {"agency_roster", "record_placement"}),
+    "wecom_confirmed": (FOLLOW_UP_PATCH, {"send_wecom", "follow_up_wecom"}),
+    "voice_answered": (FOLLOW_UP_PATCH, {"send_voice", "follow_up_voice"}),
+    "sms_opted_out": (SUPPRESSED_PATCH, {"send_sms", "send_email"}),
+    "sms_undelivered": (DELIVERY_FAILED_PATCH, {"send_sms", "send_email"}),
+}
+V6_SCENARIOS = set(V6_PATHS)
+
+
+def version(path: Path) -> int:
+    """1 for `<scenario>.json`, n for `<scenario>-vn.json`."""
+    found = re.search(r"-v(\d+)$", path.stem)
+    return int(found.group(1)) if found else 1
 
 
 def history(path: Path) -> WorkflowHistory:
@@ -98,6 +124,8 @@ def test_all_scenarios_are_recorded() -> None:
     assert {p.stem for p in FILES} >= {f"{s}-{v}" for s in SCENARIOS for v in ("v2", "v3")}
     assert {p.stem for p in FILES} >= {f"{s}-v4" for s in V4_SCENARIOS}
     assert {p.stem for p in FILES} >= {f"{s}-v5" for s in V5_SCENARIOS}
+    assert {p.stem for p in FILES} >= {f"{s}-v6" for s in V6_SCENARIOS}
+    assert {version(p) for p in FILES} == {1, 2, 3, 4, 5, 6}
 
 
 def kinds(path: Path) -> tuple[set[str], set[str]]:
@@ -161,8 +189,30 @@ def test_v5_recordings_take_the_issue_14_paths(name: str) -> None:
         events = json.loads(path.read_text())["events"]
         assert not activities and events[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_FAILED"
     for older in HISTORIES.glob("*.json"):
-        if not older.stem.endswith("-v5"):
+        if version(older) < 5:
             assert not {TASK_RULES_PATCH, INPUT_CHECK_PATCH} & patch_ids(older), older.name
+
+
+@pytest.mark.parametrize("name", sorted(V6_SCENARIOS))
+def test_v6_recordings_take_the_new_paths(name: str) -> None:
+    """-v6: each new scenario took its patch (an agency placement, a channel's follow-up, a
+    suppressed SMS skipped and fallen back from, the `delivery_failed` signal); no recording
+    before v6 took any of them, so both branches of each replay."""
+    path = HISTORIES / f"{name}-v6.json"
+    activities, _ = kinds(path)
+    patch, needed = V6_PATHS[name]
+    assert patch in patch_ids(path)
+    assert needed <= activities, activities
+    events = json.loads(path.read_text())["events"]
+    signals = [e["workflowExecutionSignaledEventAttributes"]["signalName"] for e in events
+               if e["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"]
+    assert ("delivery_failed" in signals) == (name == "sms_undelivered"), signals
+    if name in ("sms_opted_out", "sms_undelivered"):  # the e-mail went out as the fallback
+        assert ONE_FALLBACK_PATCH in patch_ids(path)
+    new = {PLACEMENT_PATCH, FOLLOW_UP_PATCH, SUPPRESSED_PATCH, DELIVERY_FAILED_PATCH}
+    for older in HISTORIES.glob("*.json"):
+        if version(older) < 6:
+            assert not new & patch_ids(older), older.name
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

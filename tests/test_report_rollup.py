@@ -283,7 +283,7 @@ async def test_a_case_and_its_contact_written_at_once(pool: asyncpg.Pool) -> Non
         # ... and the other way round.
         tx = second.transaction()
         await tx.start()
-        await ContactActivities(second).record_contact(  # type: ignore[arg-type]
+        await ContactActivities(second).record_contact(
             y.contact("c1", "sent", at(1)))
         case = asyncio.create_task(records.record(RecordBatch(case=y.snap)))
         await asyncio.sleep(0.3)

@@ -18,14 +18,14 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from infra.emulator import ProviderEmulator
-from tests.helpers import make_loan, pinned, today_of
-from policies import compliance
 from contracts.case_io import CollectionInput
-from workflows.collection_workflow import CollectionWorkflow
-from contracts.messages import CaseState, LoanInput, Stage, TimelineEvent
+from contracts.messages import CaseResult, CaseState, LoanInput, Stage, TimelineEvent
+from contracts.names import STAGE, WORKFLOW_TYPE, workflow_id_for
 from contracts.policy import ResolvedPolicy, Step
-from contracts.names import STAGE, workflow_id_for
+from infra.emulator import ProviderEmulator
+from policies import compliance
+from tests.helpers import make_loan, pinned, today_of
+from workflows.collection_workflow import CollectionWorkflow
 
 TABLES = ["cases", "events", "contacts", "tasks", "legal_actions", "payments", "stage_history"]
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -34,13 +34,17 @@ DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 async def _run(env: WorkflowEnvironment, worker: Worker, loan: LoanInput, *, simulate: bool,
                policy: ResolvedPolicy | None = None) -> tuple[WorkflowHandle, Any]:
     wid = f"simulation-{loan.loan_id}" if simulate else workflow_id_for(loan.loan_id)
+    # By name: the run method takes a RawValue (it checks its input), so typed by the method the
+    # argument would not match; the result type is the one the method returns.
     handle = await env.client.start_workflow(
-        CollectionWorkflow.run, CollectionInput(loan=loan, policy=policy, simulate=simulate),
-        id=wid, task_queue=worker.task_queue)
+        WORKFLOW_TYPE, CollectionInput(loan=loan, policy=policy, simulate=simulate),
+        id=wid, task_queue=worker.task_queue, result_type=CaseResult)
     return handle, await asyncio.wait_for(handle.result(), timeout=60)
 
 
-def _shape(loan: LoanInput, timeline: list[TimelineEvent]) -> list[tuple[str, str, str | None, int | None]]:
+def _shape(
+    loan: LoanInput, timeline: list[TimelineEvent],
+) -> list[tuple[str, str, str | None, int | None]]:
     """A timeline as minutes from the due date, dates in summaries masked: comparable across loans
     (the activities of the real case take a few milliseconds of server time)."""
     anchor = compliance.step_instant(loan.due_date, 0, 0, loan.timezone)
@@ -51,7 +55,9 @@ def _shape(loan: LoanInput, timeline: list[TimelineEvent]) -> list[tuple[str, st
 
 async def _no_trace(pool: asyncpg.Pool, emulator: ProviderEmulator, loan: LoanInput) -> None:
     for table in TABLES:
-        assert await pool.fetchval(f"SELECT count(*) FROM {table} WHERE loan_id = $1", loan.loan_id) == 0, table
+        count = await pool.fetchval(
+            f"SELECT count(*) FROM {table} WHERE loan_id = $1", loan.loan_id)
+        assert count == 0, table
     assert [m for m in emulator.messages() if m["to"] in (loan.phone, loan.email)] == []
 
 
@@ -63,12 +69,14 @@ async def test_simulated_default_ladder_matches_the_real_case_and_leaves_no_trac
     ts_env: WorkflowEnvironment, ts_worker: Worker, pool: asyncpg.Pool, emulator: ProviderEmulator,
     loan_id: str,
 ) -> None:
-    real = make_loan(loan_id, due=await _today(ts_env) + timedelta(days=5), amount_overdue=Decimal("8000.00"))
+    real = make_loan(loan_id, due=await _today(ts_env) + timedelta(days=5),
+                     amount_overdue=Decimal("8000.00"))
     handle, real_result = await _run(ts_env, ts_worker, real, simulate=False)
     real_timeline = await handle.query(CollectionWorkflow.timeline)
     assert real_result.timeline is None  # a real case's timeline is queried, not returned
 
-    sim = make_loan(f"{loan_id}S", due=await _today(ts_env) + timedelta(days=5), amount_overdue=Decimal("8000.00"))
+    sim = make_loan(f"{loan_id}S", due=await _today(ts_env) + timedelta(days=5),
+                    amount_overdue=Decimal("8000.00"))
     sim_handle, result = await _run(ts_env, ts_worker, sim, simulate=True)
 
     assert (result.state, result.stage) == (CaseState.WRITTEN_OFF, Stage.WRITTEN_OFF)
@@ -115,7 +123,8 @@ async def test_simulated_caps_defer_like_the_database_does(
     assert deferred[0].detail["step"] == "sms-15" and "08:00 local" in deferred[0].summary
     sent = [e.at for e in sim_timeline if e.kind == "contact_sent" and e.detail["channel"] == "sms"]
     day_one = compliance.local(sent[0], sim.timezone).date()
-    assert [compliance.local(t, sim.timezone).date() for t in sent] == [day_one] * 6 + [day_one + timedelta(days=1)]
+    assert [compliance.local(t, sim.timezone).date() for t in sent] == \
+        [day_one] * 6 + [day_one + timedelta(days=1)]
     await _no_trace(pool, emulator, sim)
 
 
@@ -123,13 +132,15 @@ async def test_agent_outcomes_drive_a_simulated_case(
     ts_env: WorkflowEnvironment, ts_worker: Worker, pool: asyncpg.Pool, emulator: ProviderEmulator,
     loan_id: str,
 ) -> None:
-    """A what-if: the borrower pays in full on day 10. Handlers work on a simulation as on a case."""
+    """A what-if: the borrower pays in full on day 10. Handlers work on a simulation as on a
+    case."""
     from contracts.messages import PaymentInput
 
     loan = make_loan(loan_id, due=await _today(ts_env) + timedelta(days=1))
     handle = await ts_env.client.start_workflow(
-        CollectionWorkflow.run, CollectionInput(loan=loan, simulate=True),
-        id=f"simulation-{loan.loan_id}", task_queue=ts_worker.task_queue)
+        WORKFLOW_TYPE, CollectionInput(loan=loan, simulate=True),
+        id=f"simulation-{loan.loan_id}", task_queue=ts_worker.task_queue,
+        result_type=CaseResult)
     now = await ts_env.get_current_time()
     await ts_env.sleep(compliance.step_instant(loan.due_date, 10, 12, loan.timezone) - now)
     status = await handle.query(CollectionWorkflow.status)
@@ -139,7 +150,8 @@ async def test_agent_outcomes_drive_a_simulated_case(
     result = await asyncio.wait_for(handle.result(), timeout=60)
     assert result.state == CaseState.PAID and result.paid_total == Decimal("1400.00")
     assert result.timeline is not None
-    receipts = [e for e in result.timeline if e.kind == "contact_sent" and e.detail.get("step", "").startswith("payment_receipt")]
+    receipts = [e for e in result.timeline if e.kind == "contact_sent"
+                and e.detail.get("step", "").startswith("payment_receipt")]
     assert receipts, [(e.kind, e.summary) for e in result.timeline[-6:]]
     await _no_trace(pool, emulator, loan)
 
@@ -174,10 +186,12 @@ async def test_policy_simulate_runs_the_whole_case_without_a_cluster(tmp_path: A
     result = await asyncio.to_thread(_simulate_cli, *_flags(due), "--json")
     assert result.exit_code == 0, result.output
     case = json.loads(result.stdout)
-    assert (case["state"], case["outstanding"], case["currency"]) == ("written_off", "8000.00", "CNY")
+    assert (case["state"], case["outstanding"], case["currency"]) == \
+        ("written_off", "8000.00", "CNY")
     kinds = [e["kind"] for e in case["timeline"]]
     assert kinds.count("contact_sent") == 13 and kinds.count("task_created") == 7
-    assert case["timeline"][-1]["summary"] == "case closed: written_off (written off at the end of the ladder)"
+    assert case["timeline"][-1]["summary"] == \
+        "case closed: written_off (written off at the end of the ladder)"
 
     table = await asyncio.to_thread(_simulate_cli, *_flags(due, **{"--policy": "demo"}))
     assert table.exit_code == 0, table.output
@@ -215,6 +229,8 @@ async def test_simulated_caps_survive_continue_as_new(
     assert result.state == CaseState.WRITTEN_OFF
     assert (await handle.query(CollectionWorkflow.status)).run_count >= 3
     deferred = [e for e in result.timeline if e.kind == "contact_deferred"]
-    assert [(e.detail["step"], e.rule) for e in deferred] == [("sms-15", "cn.cba.unanswered_per_channel_per_day")]
-    assert [e.kind for e in result.timeline].count("contact_sent") == 8  # 7 SMS and the write-off e-mail
+    assert [(e.detail["step"], e.rule) for e in deferred] == \
+        [("sms-15", "cn.cba.unanswered_per_channel_per_day")]
+    # 7 SMS and the write-off e-mail
+    assert [e.kind for e in result.timeline].count("contact_sent") == 8
     await _no_trace(pool, emulator, loan)

@@ -67,6 +67,10 @@ class CaseRun:
         wake_times = arrangements.check_deadlines(case, now)
         if not s.active:
             return
+        if s.pending_fallbacks:  # queued by the `delivery_failed` signal
+            await self.contacts.after_delivery_failure(s.pending_fallbacks[0])
+            s.pending_fallbacks.pop(0)
+            return
         term_end = placement.check_term(case, now)  # a placement's term is a durable timer
         if term_end is not None:
             wake_times.append(term_end)

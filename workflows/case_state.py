@@ -115,6 +115,16 @@ class Notice:
 
 
 @dataclass
+class SentMessage:
+    """A message of the case a provider accepted: what a delivery report about it refers to."""
+
+    step_id: str  # "" for a notice outside the ladder
+    channel: str
+    template: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class CaseData:
     loan: LoanInput
     policy: ResolvedPolicy
@@ -166,6 +176,11 @@ class CaseData:
     placement: PlacementState | None = None
     placements: list[PlacementState] = field(default_factory=list)
     pending_placements: list[PlacementRecord] = field(default_factory=list)
+    # The messages providers accepted (outbox key -> what it was), so that a `delivery_failed`
+    # report names one of this case's sends, and the outbox keys of those whose failure asks
+    # for the step's fallback, sent by the run loop (workflows/contacts.py DELIVERY_FAILED_PATCH).
+    sent_messages: dict[str, SentMessage] = field(default_factory=dict)
+    pending_fallbacks: list[str] = field(default_factory=list)
     # A simulation (workflows/simulation.py) keeps its contact attempts here instead of PostgreSQL.
     simulate: bool = False
     simulated_attempts: list[SimulatedAttempt] = field(default_factory=list)

@@ -8,6 +8,7 @@ channel cannot be used. Every effect goes through the case's effects (workflows/
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from temporalio import workflow
@@ -32,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from policies import compliance
     from workflows import addresses, placement
     from workflows.case import Case
-    from workflows.case_state import OpenTask
+    from workflows.case_state import CaseData, OpenTask, SentMessage
     from workflows.effects import CaseEffects
     from workflows.ledger import format_amount
     from workflows.timers import sleep_until
@@ -57,6 +58,18 @@ TASK_RULES_PATCH = "agent-tasks-within-rules"
 # execution before it could name them (policy validation refused unknown channels), so none
 # replays without it; the marker keeps the rule that a changed command sequence is patched.
 FOLLOW_UP_PATCH = "channel-follow-up"
+# Executions from before this patch deferred a reservation refused for a suppressed address (an
+# SMS opt-out, a number that cannot take SMS, a bounced e-mail address) and tried it again a day
+# later, and again, holding the ladder behind that step. Since it, the channel is skipped for this
+# step (a `skipped` decision with the suppression's rule, under `<attempt>/skipped`) and the step
+# falls back as the channel table says (SMS -> e-mail); the channel is not marked unusable, so
+# the next step tries it again (the suppression may have been lifted by then: START).
+SUPPRESSED_PATCH = "suppressed-contact-skipped"
+# The `delivery_failed` signal (workflows/handlers.py) is handled since this patch: an address the
+# provider says is unusable is marked so, and a step whose message was not delivered gets its
+# fallback once, under `<step>-fallback`, sent by the run loop. A history with that signal from
+# before the handler existed replays without it (the signal is ignored, as it was).
+DELIVERY_FAILED_PATCH = "delivery-failed-signal"
 # Rule codes of the decisions no rule pack makes.
 UNUSABLE_ADDRESS_RULE = "case.address_unusable"
 PAUSED_RULE = "case.ladder_paused"
@@ -65,6 +78,29 @@ CLOSED_RULE = "case.closed"
 HOLD_RULE = "case.hold"
 NO_OUTCOME_RULE = "case.no_outcome_by_deadline"
 UNCONFIRMED_RULE = "wecom.unconfirmed_by_deadline"
+UNDELIVERED_RULE = "provider.undelivered"
+
+
+class Clearance(Enum):
+    """What waiting for the window and the caps came to."""
+
+    CLEAR = "clear"  # contact now
+    MOVED_ON = "moved_on"  # the case closed or paused meanwhile
+    SUPPRESSED = "suppressed"  # the address is suppressed on this channel: skip it, fall back
+
+
+def _step(s: CaseData, step_id: str) -> Step | None:
+    return next((st for st in s.policy.steps if st.id == step_id), None)
+
+
+def delivery_fallback(s: CaseData, sent: SentMessage) -> str | None:
+    """The channel a ladder message that was not delivered falls back to, or None when there is
+    none or its step already sends there."""
+    to = addresses.fallback(sent.channel)
+    step = _step(s, sent.step_id)
+    if to is None or step is None or to in step.channels:
+        return None
+    return to
 
 
 class CaseContacts:
@@ -111,8 +147,9 @@ class CaseContacts:
         return False
 
     async def _clear_to_contact(self, step_id: str, name: str, attempt_key: str,
-                                template: str | None, *, caps: bool = True) -> bool:
-        """Wait for the window and room under the caps; False if the case moved on meanwhile.
+                                template: str | None, *, caps: bool = True) -> Clearance:
+        """Wait for the window and room under the caps; MOVED_ON if the case moved on meanwhile,
+        SUPPRESSED (since SUPPRESSED_PATCH) if the address may not be used on this channel.
 
         Ladder contacts (`caps`) are abandoned when the case closes or pauses; notices the case
         owes (receipts, confirmations) still go out, within the window, after it closes.
@@ -122,7 +159,7 @@ class CaseContacts:
         deferrals = 0
         while True:
             if caps and not s.active:
-                return False
+                return Clearance.MOVED_ON
             now = case.now()
             at, rule = compliance.next_allowed(now, s.loan.timezone, pack)
             reason = "outside the contact window"
@@ -135,11 +172,15 @@ class CaseContacts:
                 ))
                 if decision.allowed:
                     self.last_decision = decision
-                    return True
+                    return Clearance.CLEAR
+                if decision.suppressed and workflow.patched(SUPPRESSED_PATCH):
+                    self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
+                                 rule=decision.rule, reason=decision.reason, template=template)
+                    return Clearance.SUPPRESSED
                 at = decision.retry_at or now + timedelta(days=1)
                 rule, reason = decision.rule, decision.reason
             elif at <= now:
-                return True
+                return Clearance.CLEAR
             deferrals += 1
             local_at = compliance.local(at, s.loan.timezone)
             self._record(step_id, name, "deferred", key=f"{attempt_key}/deferred/{deferrals}",
@@ -158,7 +199,7 @@ class CaseContacts:
             if s.active and s.paused_by is not None and paused_before is None:
                 self._record(step_id, name, "skipped", key=f"{attempt_key}/paused",
                              rule=PAUSED_RULE, reason=f"ladder paused by {s.paused_by}")
-                return False
+                return Clearance.MOVED_ON
 
     async def _validation_notice_first(self) -> None:
         """Where the pack requires it, the validation notice goes with the first communication."""
@@ -180,7 +221,11 @@ class CaseContacts:
                                          refused=False)
         if template != "validation_notice":
             await self._validation_notice_first()
-        if not await self._clear_to_contact(step_id, name, attempt_key, template, caps=caps):
+        clearance = await self._clear_to_contact(step_id, name, attempt_key, template, caps=caps)
+        if clearance is Clearance.SUPPRESSED:
+            return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
+                                         refused=False)
+        if clearance is not Clearance.CLEAR:
             return False
         spec = channel(name)
         if spec.activity is None:
@@ -196,6 +241,10 @@ class CaseContacts:
             timedelta(seconds=s.policy.settings.send_timeout_seconds),
         )
         pack = s.policy.rule_pack.name
+        if result.status == "sent":
+            s.sent_messages[attempt_key] = SentMessage(
+                step_id=step.id if step else "", channel=name, template=template,
+                extra=dict(extra or {}))
         if result.status == "sent" and spec.follow_up and workflow.patched(FOLLOW_UP_PATCH):
             return await self._followed_up(step, step_id, spec, template, attempt_key, result,
                                            key_base=key_base, extra=extra)
@@ -233,6 +282,28 @@ class CaseContacts:
                 return False
             key = key_base or step.id
         return await self.contact(step, to, template, key_base=key, extra=extra)
+
+    async def after_delivery_failure(self, outbox_key: str) -> None:
+        """A ladder message the provider accepted and then could not deliver (the
+        `delivery_failed` signal, DELIVERY_FAILED_PATCH): its step's fallback, once, under the
+        key the fallback path uses (`<step>-fallback`), so a step that already fell back (or a
+        repeated report) sends nothing more."""
+        s = self.case.s
+        sent = s.sent_messages.get(outbox_key)
+        if sent is None or (to := delivery_fallback(s, sent)) is None:
+            return
+        step = _step(s, sent.step_id)
+        if step is None:
+            return
+        key = f"{self.workflow_id}/{step.id}-fallback/{to}"
+        if key in s.sent_messages:
+            return
+        if s.paused_by is not None:
+            self._record(step.id, to, "skipped", key=f"{key}/paused", rule=PAUSED_RULE,
+                         reason=f"ladder paused by {s.paused_by}")
+            return
+        await self._fall_back(step, sent.channel, sent.template, key_base=None,
+                              extra=sent.extra or None, refused=True)
 
     # ------------------------------------------- WeCom confirmations, voice outcomes
 
@@ -355,7 +426,7 @@ class CaseContacts:
         if self._blocked(step, step.id, kind, task_key):
             return
         await self._validation_notice_first()  # a call or visit is a communication too
-        if not await self._clear_to_contact(step.id, kind, task_key, None):
+        if await self._clear_to_contact(step.id, kind, task_key, None) is not Clearance.CLEAR:
             return
         if workflow.patched(TASK_RULES_PATCH):
             await self._task_within_rules(step, task_key)

@@ -25,11 +25,13 @@ with workflow.unsafe.imports_passed_through():
         PlacementView,
         RecallInput,
     )
+    from contracts.channels import channel
     from contracts.messages import (
         CaseState,
         CaseStatus,
         CeaseInput,
         CloseInput,
+        DeliveryReport,
         ExtensionInput,
         HoldInput,
         PaymentInput,
@@ -55,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         PromiseState,
         SettlementState,
     )
+    from workflows.contacts import DELIVERY_FAILED_PATCH, UNDELIVERED_RULE, delivery_fallback
     from workflows.ledger import format_amount
 
 T = TypeVar("T")
@@ -73,7 +76,8 @@ def _refusal(message: str) -> ApplicationError:
 
 
 class CaseHandlers:
-    """How the outside world talks to a case: one signal, updates with validators, queries."""
+    """How the outside world talks to a case: signals for facts (a payment, a message not
+    delivered), updates with validators, queries."""
 
     _case: Case | None  # None only while the case is opening
     _inbox: list[PaymentInput]
@@ -98,6 +102,37 @@ class CaseHandlers:
             self._inbox.append(payment)  # applied once the policy (and its payment order) is known
         else:
             arrangements.apply_payment(self._case, payment)
+
+    @workflow.signal(name=Signal.DELIVERY_FAILED)
+    def delivery_failed(self, report: DeliveryReport) -> None:
+        """From the providers' webhooks: a message this case sent was not delivered. Ignored when
+        the case is closed or the message is not one of its sends. An address the provider says
+        is unusable stops its channels; a ladder step whose channels lack the message's fallback
+        gets it once, sent by the run loop (a handler runs no activity that could outlive it)."""
+        case = self._case
+        if case is None or not case.s.active:
+            return
+        s = case.s
+        sent = s.sent_messages.get(report.outbox_key)
+        if sent is None or not workflow.patched(DELIVERY_FAILED_PATCH):
+            return
+        code = report.error_code or report.status
+        reason = f"provider: {code}"
+        if report.address_unusable:
+            s.mark_unusable(channel(sent.channel).address_field, reason)
+        to = delivery_fallback(s, sent)
+        case.event(
+            "delivery_failed",
+            f"{sent.channel} message {report.status} ({code})"
+            + ("; address unusable" if report.address_unusable else "")
+            + (f"; falling back to {to}" if to else ""),
+            rule=UNDELIVERED_RULE,
+            detail={"step": sent.step_id, "channel": sent.channel, "outbox_key": report.outbox_key,
+                    "status": report.status, "error_code": report.error_code,
+                    "address_unusable": report.address_unusable})
+        if to is not None and report.outbox_key not in s.pending_fallbacks:
+            s.pending_fallbacks.append(report.outbox_key)
+            case.wake = True
 
     @workflow.update(name=Update.PAY)
     async def record_payment(self, payment: PaymentInput) -> PaymentResult:

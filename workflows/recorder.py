@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
         CASE_STATE,
         CURRENCY,
         DAYS_PAST_DUE,
+        EXPERIMENT_ARM,
         OUTSTANDING,
         POLICY_VERSION,
         STAGE,
@@ -24,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
 _KEYS: dict[str, SearchAttributeKey[Any]] = {
     "stage": STAGE, "state": CASE_STATE, "dpd": DAYS_PAST_DUE, "outstanding": OUTSTANDING,
     "currency": CURRENCY, "agent": ASSIGNED_AGENT, "policy": POLICY_VERSION,
+    "arm": EXPERIMENT_ARM,
 }
 
 
@@ -78,6 +80,7 @@ class Recorder:
             stage=s.stage.value, state=s.state.value, days_past_due=case.dpd(),
             assigned_agent=s.assigned_agent, due_date=s.due_date, opened_at=s.opened_at,
             updated_at=case.now(), closed_at=s.closed_at, close_reason=s.close_reason or None,
+            experiment=p.experiment, arm=p.arm,
         )
 
     def _upsert_search_attributes(self) -> None:
@@ -87,6 +90,10 @@ class Recorder:
             "outstanding": int(s.outstanding), "currency": s.loan.currency,
             "agent": s.assigned_agent, "policy": f"{s.policy.name}@{s.policy.version}",
         }
+        # Only cases assigned in an experiment carry the key, so no case pinned before experiments
+        # existed (none has one) upserts anything new on replay: no patch is needed.
+        if s.policy.experiment_arm is not None:
+            wanted["arm"] = s.policy.experiment_arm
         updates: list[SearchAttributeUpdate[Any]] = []
         for name, value in wanted.items():
             if self._search_attributes.get(name, object()) != value:

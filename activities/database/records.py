@@ -32,8 +32,9 @@ class RecordActivities:
                     INSERT INTO cases (loan_id, workflow_id, borrower_key, policy_name,
                         policy_version, segment, rule_pack, currency, amount_placed, outstanding,
                         paid_total, stage, state, days_past_due, assigned_agent, due_date,
-                        opened_at, closed_at, close_reason, updated_at)
-                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)
+                        opened_at, closed_at, close_reason, updated_at, experiment, arm)
+                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,
+                        $21,$22)
                     ON CONFLICT (loan_id) DO UPDATE SET
                         outstanding = EXCLUDED.outstanding, paid_total = EXCLUDED.paid_total,
                         stage = EXCLUDED.stage, state = EXCLUDED.state,
@@ -46,7 +47,7 @@ class RecordActivities:
                     c.loan_id, c.workflow_id, c.borrower_key, c.policy_name, c.policy_version,
                     c.segment, c.rule_pack, c.currency, c.amount_placed, c.outstanding,
                     c.paid_total, c.stage, c.state, c.days_past_due, c.assigned_agent, c.due_date,
-                    c.opened_at, c.closed_at, c.close_reason, c.updated_at,
+                    c.opened_at, c.closed_at, c.close_reason, c.updated_at, c.experiment, c.arm,
                 )
             for e in batch.events:
                 status = await conn.execute(

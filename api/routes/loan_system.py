@@ -8,7 +8,6 @@ from typing import Any, Final
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.audit import AuditRow
 from api.bodies import (
     BatchAnswer,
     BatchBody,
@@ -20,19 +19,19 @@ from api.bodies import (
 )
 from api.deps import Svc, Temporal
 from api.encoding import plain
-from api.problems import MEDIA_TYPE, problem_body
+from api.problems import MEDIA_TYPE
 from api.responses import WRITE_ERRORS, ProblemDetails
 from api.writes import Answer, LoanSystemWrite
 from contracts.messages import LoanInput, PaymentResult, PaymentStatus, UpdateResult
 from service import cases, inputs, updates
-from service.errors import BadInput, ErrorKind
+from service.errors import BadInput, Refused
 from service.loan_file import validate_loan_record
 from service.values import parse_loan_id
 
 router = APIRouter(prefix="/v1", tags=["loan system"])
 PAYMENT_UNAPPLIED: Final[dict[str, Any]] = {
     "description": "bad input (field named), refused by the case, or the payment received but "
-                   "unapplied: `status` is `unapplied` and the detail is the reason",
+                   "unapplied (kind `refused`, the detail gives the reason)",
     "model": ProblemDetails,
     "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
 
@@ -114,12 +113,12 @@ async def pay(loan_id: str, body: PaymentBody, write: LoanSystemWrite,
 
     async def run() -> Answer:
         result = await cases.pay(client, case, payment)
-        audit: list[AuditRow] = [(case, f"payment {payment.payment_id}: {result.status.value}")]
         if result.status == PaymentStatus.UNAPPLIED:
-            problem = problem_body(422, ErrorKind.REFUSED.value, result.reason or result.message)
-            return Answer(422, problem | {"payment_id": result.payment_id,
-                                          "status": result.status.value}, audit)
-        return Answer(200, plain(result), audit)
+            # Kept by the case with the reason, but not applied: a problem the loan system sees.
+            raise Refused(f"payment {result.payment_id} unapplied: "
+                          f"{result.reason or result.message}")
+        return Answer(200, plain(result),
+                      [(case, f"payment {payment.payment_id}: {result.status.value}")])
 
     return await write.once("pay", case, run)
 

@@ -1,0 +1,1 @@
+"""The soak under faults: `python -m bench.soak` (README.md beside this file)."""
