@@ -207,7 +207,8 @@ async def run_demo() -> int:
                                       task_queue=settings.task_queue):
                 console.print(f"Temporal Web UI: [link]{ep.ui_url}[/]  (workflows are encrypted; "
                               f"the data is readable through the codec server, see README)")
-                api = await asyncio.to_thread(start_api, state_dir, API_PORT=str(free_port()),
+                api = await asyncio.to_thread(start_api, state_dir, state_dir / "api.log",
+                                              API_PORT=str(free_port()),
                                               TASK_QUEUE=settings.task_queue)
                 if api is not None:
                     console.print(f"Console: [link]{api[1]}/console[/]  (the demo's cases, while "

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from activities.templates import known_templates
 from contracts.activity_io import RESOLVE_POLICY
 from contracts.messages import LoanInput
-from contracts.policy import ResolvedPolicy
+from contracts.policy import PolicyFile, ResolvedPolicy, RulePack
 from policies import loader as policy_loader
 
 
@@ -33,16 +33,26 @@ def _files_signature() -> tuple[tuple[str, int, int], ...]:
 
 
 @lru_cache(maxsize=4)
-def _load(signature: tuple[tuple[str, int, int], ...]) -> tuple[dict, dict]:
+def _load(
+    signature: tuple[tuple[str, int, int], ...],
+) -> tuple[dict[str, tuple[PolicyFile, str]], dict[str, RulePack]]:
     rule_packs = policy_loader.load_rule_packs()
     policies = policy_loader.load_policies(rule_packs=rule_packs, templates=known_templates())
     return policies, rule_packs
 
 
+def catalog() -> tuple[dict[str, tuple[PolicyFile, str]], dict[str, RulePack]]:
+    """Every shipped policy (with its digest) and rule pack, read again as soon as a file changes.
+
+    Parsing every file for every new case cost more than the rest of opening it; the cache is
+    dropped as soon as any file changes, so an edited policy still applies to the next loan.
+    Callers must not mutate what it returns: it is shared.
+    """
+    return _load(_files_signature())
+
+
 def resolve(loan: LoanInput) -> ResolvedPolicy:
-    # Parsing every file for every new case cost more than the rest of opening it; the cache is
-    # dropped as soon as any file changes, so an edited policy still applies to the next loan.
-    policies, rule_packs = _load(_files_signature())
+    policies, rule_packs = catalog()
     return policy_loader.resolve_policy(loan, policies=policies, rule_packs=rule_packs)
 
 

@@ -20,7 +20,9 @@ from typing import Final
 
 import asyncpg
 
-KEY_FILE: Final = "api-keys.json"
+from contracts.names import API_KEY_FILE
+
+KEY_FILE: Final = API_KEY_FILE
 _DIGEST_PREFIX: Final = "sha256:"
 
 

@@ -7,12 +7,14 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.names import API_DEFAULT_HOST, API_DEFAULT_PORT
+
 
 class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="API_", extra="ignore", case_sensitive=False)
 
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = API_DEFAULT_HOST
+    port: int = API_DEFAULT_PORT
     # `name=role:secret[,...]`; an agent's name is its agent id. `secret` may be `sha256:<hex>`
     # so the plain key never sits in the configuration.
     keys: str | None = Field(None, description="API keys: name=role:secret, comma-separated")

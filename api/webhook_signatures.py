@@ -42,6 +42,16 @@ class FormParams(dict[str, list[str]]):
         values = self.get(name)
         return values[0] if values else None
 
+    def required(self, *names: str, may_be_empty: tuple[str, ...] = ()) -> list[str]:
+        """The first value of each of `names`, in order; a 400 problem naming the first one
+        missing (or empty, unless it `may_be_empty`)."""
+        values = [self.first(name) for name in names]
+        for name, value in zip(names, values, strict=True):
+            if value is None or (not value and name not in may_be_empty):
+                raise Problem(400, "webhook_body", f"{' and '.join(names)} are required",
+                              field=name)
+        return [value or "" for value in values]
+
 
 def parse_form(body: bytes) -> FormParams:
     params = FormParams()

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
+    from temporalio.client import Client
+
     from contracts.messages import LoanInput
     from contracts.policy import ResolvedPolicy, Step
 
@@ -101,6 +103,16 @@ async def gather_bounded(coros: Iterable[Awaitable[Any]], limit: int) -> list[An
 def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i:i + size]
+
+
+async def start_bare(client: Client, ids: Sequence[str], wait: Any) -> None:
+    """Start one `BareWorkflow` (the baseline) per id on BARE_QUEUE, 200 requests at a time."""
+    from bench.bare import BareWorkflow
+
+    for batch in chunks(ids, 200):
+        await asyncio.gather(*(
+            client.start_workflow(BareWorkflow.run, wait, id=wid, task_queue=BARE_QUEUE)
+            for wid in batch))
 
 
 def base_parser(description: str, n: int) -> argparse.ArgumentParser:

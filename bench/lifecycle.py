@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -78,12 +79,7 @@ async def run_ours(args: argparse.Namespace,
             worker = await st.start_our_worker(max_cached=max(1000, n),
                                                profile_out=prof_out if args.profile else None,
                                                profile_mode=args.profile or "cprofile")
-            s.add("worker", worker.pid)
-            s.add("server", st.server_ps.pid)
-            await asyncio.sleep(1)
-            s.reset_peaks()
-            w0, s0 = s.cpu_seconds("worker"), s.cpu_seconds("server")
-            t0 = time.perf_counter()
+            w0, s0, t0 = await _measure_from(s, worker.pid, st.server_ps.pid)
             paid: set[str] = set()
             pay_tasks: set[asyncio.Task[None]] = set()
             seen = 0
@@ -128,22 +124,11 @@ async def run_ours(args: argparse.Namespace,
                 await asyncio.gather(*(one(loan) for loan in loans))
 
             starter = asyncio.create_task(start_all())
-            deadline = time.monotonic() + args.timeout
-            done = 0
-            last_log = time.monotonic()
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-                poll_emulator()
-                if starter.done() and (err := starter.exception()) is not None:
-                    raise err
-                if len(paid) == n and not pay_tasks:
-                    done = await _count_closed(st.client, "CollectionWorkflow")
-                    if done >= n:
-                        break
-                if time.monotonic() - last_log > 10:
-                    done = await _count_closed(st.client, "CollectionWorkflow")
-                    log(f"  ours: {len(paid)}/{n} paid, {done}/{n} closed")
-                    last_log = time.monotonic()
+            await _wait_closed(st.client, "CollectionWorkflow", n, starter, args.timeout,
+                               may_be_done=lambda: len(paid) == n and not pay_tasks,
+                               progress=lambda done: f"  ours: {len(paid)}/{n} paid, "
+                                                     f"{done}/{n} closed",
+                               tick=poll_emulator)
             elapsed = time.perf_counter() - t0
             await starter
             cpu_w, cpu_s = s.cpu_seconds("worker") - w0, s.cpu_seconds("server") - s0
@@ -195,12 +180,7 @@ async def run_bare(args: argparse.Namespace, shape: HistoryShape,
     async with Stack(postgres=False, emulator=False) as st:
         with Sampler() as s:
             worker = await st.start_bare_worker(max_cached=max(1000, n))
-            s.add("worker", worker.pid)
-            s.add("server", st.server_ps.pid)
-            await asyncio.sleep(1)
-            s.reset_peaks()
-            w0, s0 = s.cpu_seconds("worker"), s.cpu_seconds("server")
-            t0 = time.perf_counter()
+            w0, s0, t0 = await _measure_from(s, worker.pid, st.server_ps.pid)
             sem = asyncio.Semaphore(50)
 
             async def one(i: int) -> None:
@@ -213,21 +193,9 @@ async def run_bare(args: argparse.Namespace, shape: HistoryShape,
                     await h.signal(BareLifecycleWorkflow.pay, 1200.0)
 
             starter = asyncio.ensure_future(asyncio.gather(*(one(i) for i in range(n))))
-            deadline = time.monotonic() + args.timeout
-            done = 0
-            last_log = time.monotonic()
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.2)
-                if starter.done() and (err := starter.exception()) is not None:
-                    raise err
-                if starter.done():
-                    done = await _count_closed(st.bare_client, "BareLifecycleWorkflow")
-                    if done >= n:
-                        break
-                if time.monotonic() - last_log > 10:
-                    done = await _count_closed(st.bare_client, "BareLifecycleWorkflow")
-                    log(f"  bare: {done}/{n} closed")
-                    last_log = time.monotonic()
+            await _wait_closed(st.bare_client, "BareLifecycleWorkflow", n, starter, args.timeout,
+                               may_be_done=starter.done,
+                               progress=lambda done: f"  bare: {done}/{n} closed")
             elapsed = time.perf_counter() - t0
             await starter
             cpu_w, cpu_s = s.cpu_seconds("worker") - w0, s.cpu_seconds("server") - s0
@@ -247,6 +215,39 @@ async def run_bare(args: argparse.Namespace, shape: HistoryShape,
 
 async def _count(client: Client, query: str) -> int:
     return (await client.count_workflows(query)).count
+
+
+async def _measure_from(s: Sampler, worker_pid: int, server_pid: int,
+                        ) -> tuple[float, float, float]:
+    """Sample the worker and the server from a settled start: their CPU seconds so far and the
+    perf counter, for what follows."""
+    s.add("worker", worker_pid)
+    s.add("server", server_pid)
+    await asyncio.sleep(1)
+    s.reset_peaks()
+    return s.cpu_seconds("worker"), s.cpu_seconds("server"), time.perf_counter()
+
+
+async def _wait_closed(client: Client, wf_type: str, n: int, starter: asyncio.Future[Any],
+                       timeout: float, *, may_be_done: Callable[[], bool],  # noqa: ASYNC109
+                       progress: Callable[[int], str],
+                       tick: Callable[[], None] | None = None) -> None:
+    """Until `n` workflows of `wf_type` are closed (counted once `may_be_done()`), or `timeout`
+    seconds pass; `tick` runs every 0.2 s, `progress(closed)` is logged every 10 s. A failed
+    `starter` is raised."""
+    deadline = time.monotonic() + timeout
+    last_log = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        if tick is not None:
+            tick()
+        if starter.done() and (err := starter.exception()) is not None:
+            raise err
+        if may_be_done() and await _count_closed(client, wf_type) >= n:
+            return
+        if time.monotonic() - last_log > 10:
+            log(progress(await _count_closed(client, wf_type)))
+            last_log = time.monotonic()
 
 
 async def _count_closed(client: Client, wf_type: str) -> int:

@@ -19,7 +19,6 @@ and records it), through `operations.pay` / `operations.status`; bare adds to a 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from bench.bare import BareWorkflow
-from bench.common import BARE_QUEUE, OUR_QUEUE, base_parser, chunks, local_today, log, make_loan
+from bench.common import OUR_QUEUE, base_parser, local_today, log, make_loan, start_bare
 from bench.measure import Sampler, file_size, mib, ms_summary, timed_samples
 from bench.memory import measure_sizes, memory_report
 from bench.report import Report, load_now, run
@@ -125,11 +124,7 @@ async def bare(args: argparse.Namespace, report: Report) -> dict[str, Any]:
             s.add("server", st.server_ps.pid)
             ids = [f"bare-oc-{i:06d}" for i in range(n)]
             t0 = time.perf_counter()
-            for batch in chunks(ids, 200):
-                await asyncio.gather(*(
-                    st.bare_client.start_workflow(BareWorkflow.run, wait, id=wid,
-                                                  task_queue=BARE_QUEUE)
-                    for wid in batch))
+            await start_bare(st.bare_client, ids, wait)
             t_start = time.perf_counter() - t0
             log(f"bare: {n} started in {t_start:.1f}s; waiting for them to settle")
             await s.wait_idle("worker", timeout=args.settle_timeout)

@@ -19,8 +19,7 @@ import os
 import time
 from datetime import timedelta
 
-from bench.bare import BareWorkflow
-from bench.common import BARE_QUEUE, OUR_QUEUE, base_parser, chunks, local_today, log, make_loan
+from bench.common import OUR_QUEUE, base_parser, local_today, log, make_loan, start_bare
 from bench.measure import Sampler, file_size, mib
 from bench.report import Report, load_now, run
 from bench.stack import Stack, count
@@ -65,11 +64,7 @@ async def main(args: argparse.Namespace) -> Report:
                         outcomes[key] = outcomes.get(key, 0) + v
                 else:
                     ids = [f"bare-sr{rnd}-{i:06d}" for i in range(k)]
-                    for batch in chunks(ids, 200):
-                        await asyncio.gather(*(
-                            st.bare_client.start_workflow(BareWorkflow.run, wait, id=wid,
-                                                          task_queue=BARE_QUEUE)
-                            for wid in batch))
+                    await start_bare(st.bare_client, ids, wait)
                 dt = time.perf_counter() - t0
                 t = tot[side]
                 t["n"] += k

@@ -1,15 +1,20 @@
 """The dashboard's charts as PNG bytes (matplotlib's Agg backend, no display), drawn from the
-portfolio report: roll rates by stage, recovery over time, cases per stage reached and by state."""
+portfolio report: roll rates by stage, recovery over time, cases per stage reached and by state,
+and compliance breaches by the rule broken."""
 
 from __future__ import annotations
 
 import io
 from collections import defaultdict
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from service.report_figures import ROLL_TRANSITIONS, STAGE_RANKS, Report, SeriesPoint
 
-CHARTS: Final = ("rolls", "recovery", "stages", "states")
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+CHARTS: Final = ("rolls", "recovery", "stages", "states", "breaches")
 
 
 def _label(name: str, version: str, currency: str) -> str:
@@ -25,6 +30,9 @@ def render(report: Report, chart: str) -> bytes:
     fig = Figure(figsize=(6, 3.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
+    if chart == "breaches":
+        _breaches(ax, report)
+        return _png(fig)
     versions = report.by_policy_version()
     width = 0.8 / max(len(versions), 1)
     if chart in ("rolls", "stages", "states"):
@@ -59,6 +67,32 @@ def render(report: Report, chart: str) -> bytes:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=6)
+    return _png(fig)
+
+
+def _breaches(ax: Axes, report: Report) -> None:
+    """Breaches of the whole portfolio by rule (the report does not split them by policy or
+    time), the most frequent on top; an empty book draws the axes with a zero."""
+    rules = list(report.breaches.items())
+    ys = range(len(rules))
+    ax.barh(ys, [n for _, n in rules], height=0.6, color="#c0392b")
+    ax.set_yticks(ys, [r for r, _ in rules], fontsize=7)
+    ax.set_ylim(max(len(rules), 4) - 0.4, -0.6)  # top down; a few rules keep slim bars
+    for y, (_, n) in zip(ys, rules, strict=True):
+        ax.annotate(str(n), (n, y), xytext=(3, 0), textcoords="offset points", va="center",
+                    fontsize=7)
+    if not rules:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "0", transform=ax.transAxes, ha="center", va="center", fontsize=14,
+                color="#556")
+    ax.set_xlim(0, max((n for _, n in rules), default=1) * 1.15)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _png(fig: Figure) -> bytes:
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=100)
     return out.getvalue()

@@ -7,6 +7,12 @@ from typing import Any
 from temporalio.common import SearchAttributeKey
 
 TASK_QUEUE = "collections"
+
+# Where the HTTP API listens unless API_HOST/API_PORT say otherwise, and the file the local stack
+# keeps its API keys in (under STATE_DIR): the API and `make run` both need them.
+API_DEFAULT_HOST = "127.0.0.1"
+API_DEFAULT_PORT = 8000
+API_KEY_FILE = "api-keys.json"
 WORKFLOW_TYPE = "CollectionWorkflow"
 
 

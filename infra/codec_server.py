@@ -17,7 +17,7 @@ refuses to start without a token unless ``--insecure-dev`` is given.
 
 Point the CLI at it::
 
-    temporal workflow show --workflow-id <id> \\
+    temporal workflow show --workflow-id <id> --detailed \\
         --codec-endpoint http://localhost:8081 \\
         --codec-auth "Bearer $COLLECTIONS_CODEC_TOKEN"
 

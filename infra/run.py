@@ -23,8 +23,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from api.keys import KEY_FILE
-from api.settings import ApiSettings
+from contracts.names import API_DEFAULT_HOST, API_DEFAULT_PORT, API_KEY_FILE
 from infra.endpoints import free_port, read_endpoints
 from infra.settings import Settings
 
@@ -36,10 +35,15 @@ STOP_SECONDS = 30
 CODEC_ENDPOINT_ENV = "TEMPORAL_UI_CODEC_ENDPOINT"  # read by the stack: the Web UI's codec
 
 
-def _spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(*args: str, env: dict[str, str] | None = None,
+           log: Path | None = None) -> subprocess.Popen[bytes]:
     # Own sessions: a terminal's Ctrl-C reaches only this supervisor, which stops them in order.
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True,
-                            env=env)
+    if log is None:
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True,
+                                env=env)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, start_new_session=True,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _codec(settings: Settings) -> tuple[dict[str, str], list[str]] | None:
@@ -68,17 +72,19 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) ->
     return False
 
 
-def start_api(state: Path, **env_overrides: str) -> tuple[subprocess.Popen[bytes], str] | None:
+def start_api(state: Path, log: Path | None = None,
+              **env_overrides: str) -> tuple[subprocess.Popen[bytes], str] | None:
     """`python -m api.keys` (one key per role, kept across runs), then `python -m api` on the
-    stack of `state`, answering /healthz (or given up on after a minute). Stop it with
-    `stop(proc)`. `env_overrides`: API_PORT, TASK_QUEUE, ..."""
+    stack of `state`, answering /healthz (or given up on after a minute); its output to `log`
+    if given. Stop it with `stop(proc)`. `env_overrides`: API_PORT, TASK_QUEUE, ..."""
     env = {**os.environ, "STATE_DIR": str(state), **env_overrides}
     if subprocess.run([sys.executable, "-m", "api.keys"], cwd=ROOT, env=env,
                       stdout=subprocess.DEVNULL, check=False).returncode != 0:
         print("could not write the API keys; the API is not started", file=sys.stderr)
         return None
-    host, port = env.get("API_HOST", ApiSettings().host), env.get("API_PORT", ApiSettings().port)
-    proc = _spawn("-m", "api", env=env)
+    host = env.get("API_HOST", API_DEFAULT_HOST)
+    port = env.get("API_PORT", str(API_DEFAULT_PORT))
+    proc = _spawn("-m", "api", env=env, log=log)
     url = f"http://{host}:{port}"
     if not _wait_ready(url, proc):
         print(f"the API did not answer on {url} (exit {proc.poll()})", file=sys.stderr)
@@ -90,7 +96,7 @@ def _print_addresses(running: dict[str, object], api_url: str | None, state: Pat
     lines = [f"  Temporal Web UI  {running.get('ui_url') or '-'}"
              + ("  (payloads decrypted by the codec server)" if codec_url else "")]
     if api_url:
-        key_file = ApiSettings().key_file or state / KEY_FILE
+        key_file = os.environ.get("API_KEY_FILE") or state / API_KEY_FILE
         lines += [f"  HTTP API         {api_url}  (OpenAPI: {api_url}/docs)",
                   f"  console          {api_url}/console",
                   f"  API keys         {key_file}  (one per role; sign in to the console "

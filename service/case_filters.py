@@ -93,6 +93,22 @@ def matching(value: Any, name: str, pattern: re.Pattern[str], what: str) -> str 
     return value
 
 
+def _pair(value: Any, field: str, sep: str, second: re.Pattern[str],
+          what: str) -> tuple[str | None, str | None]:
+    """`value` as (first, second) split at `sep`, or (first, None) without it; the first part a
+    policy or experiment name, the second matching `second`; (None, None) for no value."""
+    if value is None:
+        return None, None
+    if not isinstance(value, str):
+        raise BadInput(field, f"must be text, got {value!r}")
+    first, found, rest = value.partition(sep)
+    matching(first, field, POLICY_NAME_RE, what)
+    if not found:
+        return first, None
+    matching(rest, field, second, what)
+    return first, rest
+
+
 def case_filters(
     *, stage: Any = None, state: Any = None, min_outstanding: Any = None,
     max_outstanding: Any = None, min_dpd: Any = None, max_dpd: Any = None, agent: Any = None,
@@ -109,28 +125,10 @@ def case_filters(
         raise BadInput("days_past_due", f"must lie within ±{_MAX_DPD}")
     if dlo is not None and dhi is not None and dlo > dhi:
         raise BadInput("min_dpd", f"{dlo} exceeds max_dpd {dhi}")
-    name = version = None
-    if policy_version is not None:
-        if not isinstance(policy_version, str):
-            raise BadInput("policy_version", f"must be text, got {policy_version!r}")
-        name, sep, version = policy_version.partition("@")
-        what = "name@version or a policy name"
-        matching(name, "policy_version", POLICY_NAME_RE, what)
-        if sep:
-            matching(version, "policy_version", _POLICY_VERSION_RE, what)
-        else:
-            version = None
-    experiment = arm_name = None
-    if arm is not None:
-        if not isinstance(arm, str):
-            raise BadInput("arm", f"must be text, got {arm!r}")
-        experiment, sep, arm_name = arm.partition(":")
-        what = "experiment:arm or an experiment name"
-        matching(experiment, "arm", POLICY_NAME_RE, what)
-        if sep:
-            matching(arm_name, "arm", POLICY_NAME_RE, what)
-        else:
-            arm_name = None
+    name, version = _pair(policy_version, "policy_version", "@", _POLICY_VERSION_RE,
+                          "name@version or a policy name")
+    experiment, arm_name = _pair(arm, "arm", ":", POLICY_NAME_RE,
+                                 "experiment:arm or an experiment name")
     if isinstance(agent, str) and agent != agent.strip():
         raise BadInput("agent", f"must not start or end with spaces; got {agent!r}")
     return CaseFilters(

@@ -53,6 +53,20 @@ OUTCOMES: Final = ("started", "already running", "already closed", "refused")
 # --------------------------------------------------------------------------- starting
 
 
+async def _start_case(client: Client, loan: LoanInput, task_queue: str, **options: Any) -> None:
+    """Start the loan's case under its own workflow id; a duplicate id is rejected by the server
+    even after the first run has closed. `options` add to what `start_workflow` is given."""
+    await client.start_workflow(
+        WORKFLOW_TYPE,
+        CollectionInput(loan=loan),
+        id=workflow_id_for(loan.loan_id),
+        task_queue=task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        result_type=CaseResult,
+        **options,
+    )
+
+
 async def start_loan(client: Client, loan: LoanInput, *, task_queue: str = TASK_QUEUE) -> str:
     """Open the case for `loan`: "started", or "already running" / "already closed" (no new run).
 
@@ -60,14 +74,7 @@ async def start_loan(client: Client, loan: LoanInput, *, task_queue: str = TASK_
     the first run has closed, so starting a loan twice never creates a second case.
     """
     try:
-        await client.start_workflow(
-            WORKFLOW_TYPE,
-            CollectionInput(loan=loan),
-            id=workflow_id_for(loan.loan_id),
-            task_queue=task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            result_type=CaseResult,
-        )
+        await _start_case(client, loan, task_queue)
         return "started"
     except WorkflowAlreadyStartedError:
         pass
@@ -167,17 +174,9 @@ async def pay_with_start(
     case, and the payment is applied once it has. A closed case is not reopened.
     """
     try:
-        await client.start_workflow(
-            WORKFLOW_TYPE,
-            CollectionInput(loan=loan),
-            id=workflow_id_for(loan.loan_id),
-            task_queue=task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal=Signal.PAY,
-            start_signal_args=[payment],
-            result_type=CaseResult,
-        )
+        await _start_case(client, loan, task_queue,
+                          id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                          start_signal=Signal.PAY, start_signal_args=[payment])
     except WorkflowAlreadyStartedError:
         raise await closed_or_unknown(client, loan.loan_id) from None
     except RPCError as err:

@@ -28,7 +28,7 @@ import asyncpg
 
 from policies.experiments import CHAMPION
 from service.case_filters import POLICY_NAME_RE, matching
-from service.report_figures import RATE_PLACES, rate
+from service.report_figures import RATE_PLACES, CaseRates
 from service.shapes import as_utc, jsonable
 
 # A challenger arm under about 2,500 accounts is hard to read (/work/shared/providers-notes.md):
@@ -66,7 +66,7 @@ def _places(value: float) -> Decimal:
 
 
 @dataclass
-class ArmFigures:
+class ArmFigures(CaseRates):
     experiment: str
     arm: str  # "champion", or the challenger's policy name
     currency: str
@@ -78,14 +78,6 @@ class ArmFigures:
     collected_sq: Decimal = Decimal(0)
     placed_sq: Decimal = Decimal(0)
     cross_sum: Decimal = Decimal(0)
-
-    @property
-    def recovery_rate(self) -> Decimal | None:
-        return rate(self.collected, self.placed)
-
-    @property
-    def cure_rate(self) -> Decimal | None:
-        return rate(self.cured, self.cases)
 
     def recovery_variance(self) -> float | None:
         """The variance of the arm's recovery rate (ratio estimator); None under 2 cases."""

@@ -16,11 +16,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
-from activities.templates import known_templates
+from activities import policies as policy_files
 from contracts.messages import LoanInput
 from contracts.policy import PolicyFile, RulePack, select_segment
 from policies import jurisdiction as jurisdictions
@@ -244,31 +243,10 @@ def loan_warnings(loan: LoanInput) -> list[FieldProblem]:
             for channel, why in loan.unusable_channels.items() if channel == "sms"]
 
 
-def _catalog_signature() -> tuple[tuple[str, int, int], ...]:
-    files = sorted([*policy_loader.POLICIES_DIR.glob("*.toml"),
-                    *policy_loader.RULES_DIR.glob("*.toml")])
-    signature = []
-    for path in files:
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            continue
-        signature.append((str(path), st.st_mtime_ns, st.st_size))
-    return tuple(signature)
-
-
-@lru_cache(maxsize=2)
-def _load_catalog(
-    _signature: tuple[tuple[str, int, int], ...],
-) -> tuple[Mapping[str, PolicyFile], Mapping[str, RulePack]]:
-    packs = policy_loader.load_rule_packs()
-    loaded = policy_loader.load_policies(rule_packs=packs, templates=known_templates())
-    return {name: policy for name, (policy, _digest) in loaded.items()}, packs
-
-
 def policy_catalog() -> tuple[Mapping[str, PolicyFile], Mapping[str, RulePack]]:
     """The shipped policies and rule packs, read again as soon as a file changes."""
-    return _load_catalog(_catalog_signature())
+    loaded, packs = policy_files.catalog()
+    return {name: policy for name, (policy, _digest) in loaded.items()}, packs
 
 
 def policy_problems(loan: LoanInput) -> list[FieldProblem]:

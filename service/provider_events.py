@@ -290,7 +290,8 @@ def decrypt_reply(cipher: bytes, kid: str, keys: Mapping[str, bytes]) -> str:
     return AESGCM(keys[kid]).decrypt(cipher[:12], cipher[12:], _REPLY_AAD).decode()
 
 
-async def _loans_of(conn: asyncpg.Connection, contact_key: str) -> list[str]:
+async def loans_of(conn: asyncpg.Connection, contact_key: str) -> list[str]:
+    """Every loan the contact key was reached for or is the borrower of."""
     rows = await conn.fetch(
         "SELECT loan_id FROM contacts WHERE contact_key = $1 "
         "UNION SELECT loan_id FROM cases WHERE borrower_key = $1 ORDER BY 1", contact_key)
@@ -306,7 +307,7 @@ async def apply_inbound(pool: asyncpg.Pool, msg: InboundMessage, secrets: Webhoo
     cipher, kid = (encrypt_reply(msg.body, _reply_keys(state_dir)) if kind == "reply"
                    else (None, None))
     async with pool.acquire() as conn, conn.transaction():
-        loans = await _loans_of(conn, contact_key)
+        loans = await loans_of(conn, contact_key)
         inserted = await conn.fetchval(
             """
             INSERT INTO inbound_replies (message_sid, contact_key, loan_ids, kind, body_cipher,

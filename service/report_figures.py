@@ -30,8 +30,26 @@ def rate(numerator: int | Decimal, denominator: int | Decimal) -> Decimal | None
     return (Decimal(numerator) / Decimal(denominator)).quantize(RATE_PLACES, rounding=ROUND_HALF_UP)
 
 
+class CaseRates:
+    """The two rates a row of figures reports, from its counts: mixed into the row dataclasses
+    (its annotations are not fields; each row declares its own)."""
+
+    cases: int
+    placed: Decimal
+    collected: Decimal
+    cured: int
+
+    @property
+    def recovery_rate(self) -> Decimal | None:
+        return rate(self.collected, self.placed)
+
+    @property
+    def cure_rate(self) -> Decimal | None:
+        return rate(self.cured, self.cases)
+
+
 @dataclass
-class SegmentFigures:
+class SegmentFigures(CaseRates):
     policy_name: str
     policy_version: str
     segment: str
@@ -47,14 +65,6 @@ class SegmentFigures:
     reached: dict[str, int]  # stage -> cases that entered it
     rolled: dict[str, int]  # "x->y" -> of those that entered x, cases whose next stage was worse
     by_state: dict[str, int]
-
-    @property
-    def recovery_rate(self) -> Decimal | None:
-        return rate(self.collected, self.placed)
-
-    @property
-    def cure_rate(self) -> Decimal | None:
-        return rate(self.cured, self.cases)
 
     @property
     def roll_rates(self) -> dict[str, Decimal | None]:

@@ -36,7 +36,7 @@ from activities.channels.voice import (
     outcome_of,
 )
 from contracts.contact_keys import phone_key
-from service.provider_events import suppress
+from service.provider_events import loans_of, suppress
 
 __all__ = ["GATHER_PATH", "STATUS_PATH", "VOICE_OPT_OUT_RULE"]
 
@@ -166,13 +166,6 @@ def gather_twiml(kind: str, agent_number: str, *, zh: bool = False) -> str:
     return str(response)
 
 
-async def _loans_of(conn: asyncpg.Connection, contact_key: str) -> list[str]:
-    rows = await conn.fetch(
-        "SELECT loan_id FROM contacts WHERE contact_key = $1 "
-        "UNION SELECT loan_id FROM cases WHERE borrower_key = $1 ORDER BY 1", contact_key)
-    return [r["loan_id"] for r in rows]
-
-
 async def apply_key_press(pool: asyncpg.Pool, press: KeyPress, agent_number: str,
                           at: datetime | None = None) -> GatherAnswer:
     at = at or datetime.now(UTC)
@@ -184,7 +177,7 @@ async def apply_key_press(pool: asyncpg.Pool, press: KeyPress, agent_number: str
         contact = await _contact_of_call(conn, press.call_sid)
         contact_key = contact["contact_key"] if contact else (
             phone_key(number) if number else None)
-        loans = await _loans_of(conn, contact_key) if contact_key else []
+        loans = await loans_of(conn, contact_key) if contact_key else []
         if not await _recorded(conn, f"gather:{press.call_sid}:{digits}", f"gather_{kind}",
                                press.call_sid, contact, contact_key, None, at):
             return GatherAnswer(kind, twiml, duplicate=True, loan_ids=tuple(loans))

@@ -4,8 +4,6 @@ Temporal time-skipping server (and the dev server for the tests that need visibi
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,19 +19,14 @@ from infra.database import EmbeddedPostgres, create_pool, migrate
 from infra.emulator import ProviderEmulator
 from infra.settings import Settings
 from infra.temporal_server import start_dev_server, start_test_server
+from tests.helpers import running_emulator, scratch_dir, shut_down_after
 from worker import emulator_providers, running_worker
 
 
 @pytest.fixture(scope="session")
 def state_dir() -> Iterator[Path]:
-    # Not under pytest's 0700 temp folder: run as root, PostgreSQL runs as its own system user
-    # and must be able to reach its data folder.
-    path = Path(tempfile.mkdtemp(prefix="collections-test-"))
-    path.chmod(0o755)
-    try:
+    with scratch_dir("collections-test-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -63,12 +56,8 @@ async def pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture(scope="session")
 async def emulator() -> AsyncIterator[ProviderEmulator]:
-    emu = ProviderEmulator()
-    await emu.start()
-    try:
+    async with running_emulator() as emu:
         yield emu
-    finally:
-        await emu.stop()
 
 
 @pytest.fixture(scope="session")
@@ -78,38 +67,27 @@ def providers(emulator: ProviderEmulator) -> Providers:
 
 @pytest.fixture(scope="session")
 async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_test_server(data_converter=data_converter(None))
-    try:
+    async with shut_down_after(await start_test_server(data_converter=data_converter(None))) as env:
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture(scope="session")
-async def ts_worker(
-    ts_env: WorkflowEnvironment,
-    pool: asyncpg.Pool,
-    providers: Providers,
-) -> AsyncIterator[Worker]:
+async def ts_worker(ts_env: WorkflowEnvironment, pool: asyncpg.Pool,
+                    providers: Providers) -> AsyncIterator[Worker]:
     async with running_worker(ts_env.client, pool, providers, task_queue="ts-collections") as w:
         yield w
 
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await start_dev_server(None, data_converter=data_converter(None))
-    try:
+    async with shut_down_after(await start_dev_server(None,
+                                                      data_converter=data_converter(None))) as env:
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture(scope="session")
-async def dev_worker(
-    dev_env: WorkflowEnvironment,
-    pool: asyncpg.Pool,
-    providers: Providers,
-) -> AsyncIterator[Worker]:
+async def dev_worker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool,
+                     providers: Providers) -> AsyncIterator[Worker]:
     async with running_worker(dev_env.client, pool, providers, task_queue="dev-collections") as w:
         yield w
 

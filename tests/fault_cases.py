@@ -24,12 +24,13 @@ from typing import Any
 
 import asyncpg
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from contracts.messages import CaseState, LoanInput, Stage
 from contracts.policy import ResolvedPolicy, Step
 from infra.emulator import EmulatorClient, ProviderEmulator
 from tests.helpers import eventually, make_loan, pinned
+from tests.worker_process import WorkerProcess
 from workflows.collection_workflow import CollectionWorkflow
 
 LADDER = [
@@ -137,3 +138,22 @@ async def identities(handle: WorkflowHandle[Any, Any]) -> list[str]:
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             found.append(e.workflow_task_completed_event_attributes.identity)
     return found
+
+
+async def kill_and_check_takeover(doomed: WorkerProcess, handles: list[WorkflowHandle[Any, Any]],
+                                  loans: list[LoanInput], pool: asyncpg.Pool, messages: Messages,
+                                  within: float = 120) -> None:
+    """SIGKILL `doomed` while (some of) the cases run on it; every case still ends as it must,
+    and each one that was running at the kill was finished by another worker."""
+    assert doomed.proc is not None
+    doomed_id = f"{doomed.proc.pid}@"
+    await doomed.kill()
+    running = [(await h.describe()).status == WorkflowExecutionStatus.RUNNING for h in handles]
+    assert any(running), "every case finished before the kill: nothing was tested"
+    await results(handles, within=within)
+    for handle, loan, was_running in zip(handles, loans, running, strict=True):
+        await check_case(handle, loan, pool, messages)
+        ids = await identities(handle)
+        assert ids[0].startswith(doomed_id), ids  # the killed worker had the case...
+        if was_running:
+            assert not ids[-1].startswith(doomed_id), ids  # ...the survivor finished it

@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -23,6 +27,7 @@ from temporalio.client import (
 from temporalio.testing import WorkflowEnvironment
 
 from activities.policies import resolve
+from bench.common import make_loan as bench_loan
 from contracts.case_io import CollectionInput
 from contracts.messages import CaseResult, CaseStatus, CloseInput, LoanInput, PaymentInput
 from contracts.names import WORKFLOW_TYPE, workflow_id_for
@@ -36,21 +41,10 @@ SHANGHAI = timedelta(hours=8)  # the default test borrower's UTC offset (no DST)
 
 
 def make_loan(loan_id: str, due: date, **overrides: Any) -> LoanInput:
-    fields: dict[str, Any] = {
-        "loan_id": loan_id,
-        "borrower_name": "Li Lei",
-        "phone": "+86138" + "".join(random.choices("0123456789", k=8)),
-        "email": f"{loan_id.lower()}@example.com",
-        "locale": "en",
-        "timezone": "Asia/Shanghai",
-        "currency": "CNY",
-        "amount_overdue": Decimal("1200.00"),
-        "interest": Decimal("150.00"),
-        "fees": Decimal("50.00"),
-        "due_date": due,
-    }
-    fields.update(overrides)
-    return LoanInput(**fields)
+    """The benchmarks' loan (`bench.common.make_loan`), on a random phone of its own so that the
+    contact caps of one test never count another's messages."""
+    overrides.setdefault("phone", "+86138" + "".join(random.choices("0123456789", k=8)))
+    return bench_loan(loan_id, due, 0, **overrides)
 
 
 def pinned(loan: LoanInput, **settings: Any) -> ResolvedPolicy:
@@ -90,6 +84,42 @@ async def eventually(fn: Callable[[], Awaitable[T]], check: Callable[[T], bool],
 
 def today_of(now: Any) -> date:
     return (now + SHANGHAI).date()  # Asia/Shanghai, the default test borrower's zone
+
+
+# ----------------------------------------------------------------------- servers of a test
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A 0755 folder, removed afterwards. Not under pytest's 0700 tmp: run as root, PostgreSQL
+    runs as its own system user and must be able to reach its data folder."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@asynccontextmanager
+async def running_emulator(emu: ProviderEmulator | None = None,
+                           ) -> AsyncIterator[ProviderEmulator]:
+    """`emu` (a fresh provider emulator by default) started, and stopped afterwards."""
+    emu = emu or ProviderEmulator()
+    await emu.start()
+    try:
+        yield emu
+    finally:
+        await emu.stop()
+
+
+@asynccontextmanager
+async def shut_down_after(env: WorkflowEnvironment) -> AsyncIterator[WorkflowEnvironment]:
+    """A started Temporal server, shut down afterwards."""
+    try:
+        yield env
+    finally:
+        await env.shutdown()
 
 
 # ------------------------------------------------------------------ time on the test server

@@ -53,14 +53,16 @@ from contracts.messages import (  # noqa: E402
     Installment,
     LoanInput,
     PaymentInput,
+    PaymentResult,
     PaymentStatus,
     PlanInput,
     PromiseInput,
     Stage,
     TaskOutcome,
     TaskOutcomeInput,
+    UpdateResult,
 )
-from contracts.names import WORKFLOW_TYPE, workflow_id_for  # noqa: E402
+from contracts.names import WORKFLOW_TYPE, Update, workflow_id_for  # noqa: E402
 from contracts.policy import Step  # noqa: E402
 from infra.codec import data_converter  # noqa: E402
 from infra.database import EmbeddedPostgres, create_pool, migrate  # noqa: E402
@@ -135,9 +137,9 @@ async def promise_kept(env: WorkflowEnvironment, today: date,
     loan = loan_for("promise_kept", today - timedelta(days=2))
     handle = await start_case(env.client, loan, TASK_QUEUE, pinned(loan))
     await env.sleep(timedelta(hours=1))
-    await handle.execute_update(CollectionWorkflow.promise, PromiseInput(
+    await handle.execute_update(Update.PROMISE, PromiseInput(
         agent="agent-7", amount=cny("500.00"), currency="CNY",
-        promised_date=today + timedelta(days=3)))
+        promised_date=today + timedelta(days=3)), result_type=UpdateResult)
     await env.sleep(timedelta(days=2))
     await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", cny("500.00"), "CNY"))
     await env.sleep(timedelta(days=1))
@@ -156,18 +158,18 @@ async def plan_broken(env: WorkflowEnvironment, today: date,
     loan = loan_for("plan_broken", today - timedelta(days=2))
     handle = await start_case(env.client, loan, TASK_QUEUE, pinned(loan))
     await env.sleep(timedelta(hours=1))
-    await handle.execute_update(CollectionWorkflow.plan, PlanInput(
+    await handle.execute_update(Update.PLAN, PlanInput(
         agent="agent-7", currency="CNY", installments=[
             Installment(cny("600.00"), today + timedelta(days=5)),
             Installment(cny("600.00"), today + timedelta(days=12)),
-        ]))
+        ]), result_type=UpdateResult)
     await env.sleep(timedelta(days=4))
     await handle.signal(CollectionWorkflow.pay, PaymentInput("inst-1", cny("600.00"), "CNY"))
     await env.sleep(timedelta(days=14))  # past the second installment and its grace
     kinds = [e.kind for e in await handle.query(CollectionWorkflow.timeline)]
     assert "plan_broken" in kinds, kinds
-    await handle.execute_update(CollectionWorkflow.close,
-                                CloseInput(actor="agent-7", reason="other"))
+    await handle.execute_update(Update.CLOSE, CloseInput(actor="agent-7", reason="other"),
+                                result_type=UpdateResult)
     result = await handle.result()
     assert result.state == CaseState.CLOSED, result
     return handle
@@ -210,16 +212,18 @@ async def call_breach(env: WorkflowEnvironment, today: date,
     day1 = today + timedelta(days=1)
     await _sleep_to(env, utc_at(day1, 23) + timedelta(minutes=45))
     key = "collection-REPLAY-call_breach/early-call"
-    await handle.execute_update(CollectionWorkflow.task_outcome, TaskOutcomeInput(
+    await handle.execute_update(Update.TASK_OUTCOME, TaskOutcomeInput(
         task_key=key, outcome=TaskOutcome.REACHED, agent="agent-7",
-        at=utc_at(day1, 23) + timedelta(minutes=30)))
+        at=utc_at(day1, 23) + timedelta(minutes=30)), result_type=UpdateResult)
     await _sleep_to(env, utc_at(today + timedelta(days=3), 12))
-    await handle.execute_update(CollectionWorkflow.hold, HoldInput(actor="sup", kind="dispute"))
-    result = await handle.execute_update(CollectionWorkflow.record_payment,
-                                         PaymentInput("pay-usd", cny("100.00"), "USD"))
+    await handle.execute_update(Update.HOLD, HoldInput(actor="sup", kind="dispute"),
+                                result_type=UpdateResult)
+    result = await handle.execute_update(Update.PAY,
+                                         PaymentInput("pay-usd", cny("100.00"), "USD"),
+                                         result_type=PaymentResult)
     assert result.status == PaymentStatus.UNAPPLIED, result
-    await handle.execute_update(CollectionWorkflow.close,
-                                CloseInput(actor="agent-7", reason="other"))
+    await handle.execute_update(Update.CLOSE, CloseInput(actor="agent-7", reason="other"),
+                                result_type=UpdateResult)
     closed = await handle.result()
     assert closed.state == CaseState.CLOSED, closed
     kinds = [e.kind for e in await handle.query(CollectionWorkflow.timeline)]

@@ -34,7 +34,7 @@ from contracts.messages import CaseState, Stage
 from contracts.policy import Step
 from infra.emulator import ProviderEmulator
 from policies.loader import PolicyError, load_rule_packs, parse_policy
-from tests.helpers import make_loan, pinned, start_case, today_of
+from tests.helpers import make_loan, pinned, running_emulator, start_case, today_of
 from workflows.collection_workflow import CollectionWorkflow
 from workflows.sandbox import sandbox_runner
 
@@ -130,11 +130,8 @@ class PagerAdapter(ChannelAdapter):
 async def pager_emulator() -> AsyncIterator[ProviderEmulator]:
     emu = ProviderEmulator()
     emu.add_routes(pager_routes(emu), channel=PAGER)
-    await emu.start()
-    try:
+    async with running_emulator(emu):
         yield emu
-    finally:
-        await emu.stop()
 
 
 @pytest.fixture

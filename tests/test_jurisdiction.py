@@ -242,7 +242,10 @@ async def test_new_york_case_decides_contacts_by_the_us_rules(
     assert result.state == CaseState.WRITTEN_OFF
     rows = await pool.fetch("SELECT decision, rule, step_id FROM contacts WHERE loan_id = $1",
                             ny.loan_id)
-    ruled = [r["rule"] for r in rows if r["rule"]]
+    # The rule pack's decisions (windows, caps, notices); the case's own reason codes
+    # (`case.*`, `provider.*`) are the same under every pack.
+    ruled = [r["rule"] for r in rows
+             if r["rule"] and not r["rule"].startswith(("case.", "provider."))]
     assert ruled and all(rule.startswith("us.") for rule in ruled), ruled
     sent = [r["step_id"] for r in rows if r["decision"] == "sent"]
     assert "validation-notice" in sent  # the us pack's notice, which cn does not send

@@ -30,8 +30,9 @@ from contracts.messages import (
     Stage,
     TaskOutcome,
     TaskOutcomeInput,
+    UpdateResult,
 )
-from contracts.names import workflow_id_for
+from contracts.names import Update, workflow_id_for
 from contracts.policy import ResolvedPolicy, Step
 from infra.emulator import ProviderEmulator
 from policies import compliance
@@ -280,9 +281,10 @@ async def test_visit_borrower_not_found_escalates_to_legal(
     task = await _task_row(pool, loan.loan_id, "field-visit")
     assert (task["kind"], task["status"]) == ("visit", "open")
     reply = await handle.execute_update(
-        CollectionWorkflow.task_outcome,
+        Update.TASK_OUTCOME,
         TaskOutcomeInput(task_key=task["task_key"], outcome=TaskOutcome.NOT_FOUND, agent="field-7",
                          note="moved away, neighbours do not know where"),
+        result_type=UpdateResult,
     )
     assert reply.accepted
     answered_at = await ts_env.get_current_time()
@@ -320,8 +322,9 @@ async def test_wrong_number_stops_sms_and_calls_but_not_email(
     await _sleep_until(ts_env, _at(loan, 4, 11, 30))  # the first call (D+4 11:00) is out
     task = await _task_row(pool, loan.loan_id, "early-call")
     await handle.execute_update(
-        CollectionWorkflow.task_outcome,
+        Update.TASK_OUTCOME,
         TaskOutcomeInput(task_key=task["task_key"], outcome=TaskOutcome.WRONG_NUMBER, agent="a-1"),
+        result_type=UpdateResult,
     )
     await _assert_written_off(pool, handle, loan)
 
@@ -436,8 +439,9 @@ async def test_cease_stops_everything_but_notices_the_rules_allow(
     loan = make_loan(loan_id, due=today + timedelta(days=5))  # 1200.00: agency, letter, filing
     handle = await start_case(ts_env.client, loan, ts_worker.task_queue)
     await _sleep_until(ts_env, _at(loan, -3, 12))  # after the pre-due reminder
-    reply = await handle.execute_update(CollectionWorkflow.cease,
-                                        CeaseInput(actor="agent-3", reason="written request"))
+    reply = await handle.execute_update(Update.CEASE,
+                                        CeaseInput(actor="agent-3", reason="written request"),
+                                        result_type=UpdateResult)
     assert reply.accepted
     await _assert_written_off(pool, handle, loan)
 
@@ -560,8 +564,10 @@ async def test_us_evening_step_deferred_across_dst_change(
     zone = ZoneInfo(tz)
     planned = datetime.combine(loan.due_date, time(22), zone)
     opening = datetime.combine(change, time(8), zone)
-    assert planned.utcoffset() != opening.utcoffset()
-    expected_gap = timedelta(hours=10) + (planned.utcoffset() - opening.utcoffset())
+    planned_offset, opening_offset = planned.utcoffset(), opening.utcoffset()
+    assert planned_offset is not None and opening_offset is not None
+    assert planned_offset != opening_offset
+    expected_gap = timedelta(hours=10) + (planned_offset - opening_offset)
     # 11 hours in autumn, 9 in spring, instead of the 10 of an ordinary night.
     assert opening.astimezone(UTC) - planned.astimezone(UTC) == expected_gap
 
@@ -682,8 +688,9 @@ async def test_one_borrower_two_loans_never_over_three_connected_calls_a_day(
             "SELECT * FROM tasks WHERE loan_id = ANY($1::text[]) AND status = 'open'", ids)
         for r in rows:
             handle, key = handles[ids.index(r["loan_id"])], r["task_key"]
-            await handle.execute_update(CollectionWorkflow.task_outcome, TaskOutcomeInput(
-                task_key=key, outcome=TaskOutcome.REACHED, agent="dialer"))
+            await handle.execute_update(Update.TASK_OUTCOME, TaskOutcomeInput(
+                task_key=key, outcome=TaskOutcome.REACHED, agent="dialer"),
+                result_type=UpdateResult)
             await eventually(
                 lambda: pool.fetchval("SELECT status FROM tasks WHERE task_key = $1",
                                       key),  # noqa: B023
@@ -751,7 +758,8 @@ async def test_cease_withdraws_an_open_call_task(
     await _sleep_until(ts_env, _at(loan, 1, 11))
     task = await _task_row(pool, loan.loan_id, "early-call")
     assert task["status"] == "open"
-    await handle.execute_update(CollectionWorkflow.cease, CeaseInput(actor="agent-3"))
+    await handle.execute_update(Update.CEASE, CeaseInput(actor="agent-3"),
+                                result_type=UpdateResult)
     # The dialer must not ring a borrower who asked us to stop: the open call is withdrawn at once.
     task = await eventually(lambda: _task_row(pool, loan.loan_id, "early-call"),
                             lambda r: r["status"] != "open")

@@ -27,17 +27,31 @@ from temporalio.worker import Worker
 from typer.testing import CliRunner, Result
 
 import starter
+from activities.wiring import Providers
 from cli.exit_codes import EXIT_CODES
 from contracts.messages import HoldInput, PaymentInput, PaymentStatus, Stage
 from contracts.names import WORKFLOW_TYPE, workflow_id_for
 from contracts.policy import Step
+from infra.codec import data_converter
 from infra.emulator import ProviderEmulator
+from infra.temporal_server import start_test_server
 from service import cases as case_service
 from service import history as case_history
 from service import tasks as work_queue
 from service.errors import ErrorKind, Refused
 from service.report import portfolio_report
-from tests.helpers import Case, Stack, eventually, make_loan, new_loan, pinned, start_case, utc_at
+from tests.helpers import (
+    Case,
+    Stack,
+    eventually,
+    make_loan,
+    new_loan,
+    pinned,
+    shut_down_after,
+    start_case,
+    utc_at,
+)
+from worker import running_worker
 from workflows.collection_workflow import CollectionWorkflow
 
 DEV_QUEUE = "dev-collections"
@@ -154,10 +168,26 @@ async def test_list_state_failed_shows_a_malformed_start(
 # ------------------------------------------------ 2, 3. breaches, the queue and `outcome --at`
 
 
+@pytest.fixture(scope="module")
+async def own_ts_env() -> AsyncIterator[WorkflowEnvironment]:
+    # A time-skipping server of this module's own, so its clock starts today: the CLI bounds
+    # dates to ten years around today, and the session's server has skipped decades by now.
+    async with shut_down_after(await start_test_server(data_converter=data_converter(None))) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+async def own_ts_worker(own_ts_env: WorkflowEnvironment, pool: asyncpg.Pool,
+                        providers: Providers) -> AsyncIterator[Worker]:
+    async with running_worker(own_ts_env.client, pool, providers,
+                              task_queue="ts-payments-outcome") as w:
+        yield w
+
+
 @pytest.fixture
-def stack(ts_env: WorkflowEnvironment, ts_worker: Worker, pool: asyncpg.Pool,
+def stack(own_ts_env: WorkflowEnvironment, own_ts_worker: Worker, pool: asyncpg.Pool,
           emulator: ProviderEmulator) -> Stack:
-    return Stack(ts_env, ts_worker.task_queue, pool, emulator)
+    return Stack(own_ts_env, own_ts_worker.task_queue, pool, emulator)
 
 
 def _call(day: int, step_id: str = "call") -> Step:

@@ -77,7 +77,7 @@ def test_rule_packs_load(packs):
     caps = {c.id: c for c in cn.caps}
     nifa = caps["cn.nifa.connected_calls_per_day"]
     assert (nifa.channels, nifa.counts, nifa.scope, nifa.limit, nifa.period_days) == (
-        ["call"], "connected", "borrower", 3, 1
+        ["call", "voice"], "connected", "borrower", 3, 1
     )
     cba = caps["cn.cba.unanswered_per_channel_per_day"]
     assert (cba.per_channel, cba.counts, cba.scope, cba.limit) == (True, "unanswered", "contact", 6)
@@ -146,7 +146,7 @@ def test_default_ladders(policies):
         (
             "unknown_channel.toml",
             "unknown_channel.toml: ladder 'standard' step 2 'early-sms': unknown channel 'fax' "
-            "(allowed: sms, email)",
+            "(allowed: sms, email, wecom, voice)",
         ),
         (
             "out_of_order.toml",

@@ -9,15 +9,13 @@ These tests start servers and worker processes of their own: marked `slow`, run 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.wiring import Providers
@@ -30,13 +28,13 @@ from infra.temporal_server import start_dev_server
 from tests.fault_cases import (
     check_case,
     compressed,
-    identities,
     in_process,
+    kill_and_check_takeover,
     new_loans,
     results,
     wait_for_messages,
 )
-from tests.helpers import start_case, today_of
+from tests.helpers import running_emulator, scratch_dir, start_case, today_of
 from tests.worker_process import WorkerProcess, codec_client, new_key, worker_env
 from worker import emulator_providers, running_worker
 from workflows.collection_workflow import CollectionWorkflow
@@ -50,23 +48,14 @@ def providers_for(url: str) -> Providers:
 
 @pytest.fixture(scope="module")
 async def pemu() -> AsyncIterator[ProviderEmulator]:
-    emu = ProviderEmulator()
-    await emu.start()
-    try:
+    async with running_emulator() as emu:
         yield emu
-    finally:
-        await emu.stop()
 
 
 @pytest.fixture
 def scratch() -> Iterator[Path]:
-    """A 0755 folder outside pytest's 0700 tmp (PostgreSQL runs as its own user under root)."""
-    path = Path(tempfile.mkdtemp(prefix="collections-faults-"))
-    path.chmod(0o755)
-    try:
+    with scratch_dir("collections-faults-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def process_env(dev_env: WorkflowEnvironment, pg_dsn: str, emu: ProviderEmulator, queue: str,
@@ -76,6 +65,17 @@ def process_env(dev_env: WorkflowEnvironment, pg_dsn: str, emu: ProviderEmulator
                       PROVIDER_TIMEOUT_SECONDS="5", SEND_IN_FLIGHT_SECONDS="10")
 
 
+def two_workers(dev_env: WorkflowEnvironment, pg_dsn: str, emu: ProviderEmulator, state: Path,
+                prefix: str, names: tuple[str, str],
+                ) -> tuple[str, Client, WorkerProcess, WorkerProcess]:
+    """A fresh queue and key, a client that reads what the workers write, the first worker
+    started and the second made (not started): (queue, client, first, second)."""
+    key, queue = new_key(), f"{prefix}-{uuid.uuid4().hex[:8]}"
+    env = process_env(dev_env, pg_dsn, emu, queue, key, state)
+    first = WorkerProcess(names[0], env, state).start()
+    return queue, codec_client(dev_env.client, key), first, WorkerProcess(names[1], env, state)
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -83,11 +83,8 @@ async def test_worker_killed_mid_lifecycle_and_restarted(
     dev_env: WorkflowEnvironment, pg_dsn: str, pool: asyncpg.Pool, pemu: ProviderEmulator,
     tmp_path: Path,
 ) -> None:
-    key, queue = new_key(), f"restart-{uuid.uuid4().hex[:8]}"
-    env = process_env(dev_env, pg_dsn, pemu, queue, key, tmp_path)
-    client = codec_client(dev_env.client, key)
-    first = WorkerProcess("worker-1", env, tmp_path).start()
-    second = WorkerProcess("worker-2", env, tmp_path)
+    queue, client, first, second = two_workers(dev_env, pg_dsn, pemu, tmp_path, "restart",
+                                               ("worker-1", "worker-2"))
     try:
         await first.wait_ready()
         loans = new_loans(3, today_of(await dev_env.get_current_time()))
@@ -109,11 +106,8 @@ async def test_two_workers_one_killed_the_other_finishes_every_case(
     dev_env: WorkflowEnvironment, pg_dsn: str, pool: asyncpg.Pool, pemu: ProviderEmulator,
     tmp_path: Path,
 ) -> None:
-    key, queue = new_key(), f"pair-{uuid.uuid4().hex[:8]}"
-    env = process_env(dev_env, pg_dsn, pemu, queue, key, tmp_path)
-    client = codec_client(dev_env.client, key)
-    doomed = WorkerProcess("doomed", env, tmp_path).start()
-    survivor = WorkerProcess("survivor", env, tmp_path)
+    queue, client, doomed, survivor = two_workers(dev_env, pg_dsn, pemu, tmp_path, "pair",
+                                                  ("doomed", "survivor"))
     try:
         await doomed.wait_ready()
         loans = new_loans(4, today_of(await dev_env.get_current_time()))
@@ -124,18 +118,7 @@ async def test_two_workers_one_killed_the_other_finishes_every_case(
         survivor.start()
         await survivor.wait_ready()  # two workers on the queue while the cases run
         await wait_for_messages(in_process(pemu), loans, at_least=6)
-        assert doomed.proc is not None
-        doomed_id = f"{doomed.proc.pid}@"
-        await doomed.kill()
-        running = [(await h.describe()).status == WorkflowExecutionStatus.RUNNING for h in handles]
-        assert any(running), "every case finished before the kill: nothing was tested"
-        await results(handles)
-        for handle, loan, was_running in zip(handles, loans, running, strict=True):
-            await check_case(handle, loan, pool, in_process(pemu))
-            ids = await identities(handle)
-            assert ids[0].startswith(doomed_id), ids  # the killed worker had the case...
-            if was_running:
-                assert not ids[-1].startswith(doomed_id), ids  # ...the survivor finished it
+        await kill_and_check_takeover(doomed, handles, loans, pool, in_process(pemu))
     finally:
         await doomed.kill()
         await survivor.stop()

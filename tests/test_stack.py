@@ -21,19 +21,17 @@ from typing import Any
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 
 from infra.codec import codec_from_env, data_converter
 from infra.emulator import EmulatorClient
 from infra.endpoints import free_port, read_endpoints
 from infra.stack import KEY_FILE
 from tests.fault_cases import (
-    check_case,
     compressed,
-    identities,
+    kill_and_check_takeover,
     new_loans,
     over_http,
-    results,
     wait_for_messages,
 )
 from tests.helpers import start_case, today_of
@@ -132,19 +130,7 @@ async def test_second_worker_attaches_and_takes_over_from_a_killed_one(
         assert read_endpoints(stack.state) == stack.endpoints
         assert "started here: nothing" in survivor.log()
         await wait_for_messages(over_http(ctl), loans, at_least=6, within=120)
-        assert doomed.proc is not None
-        doomed_id = f"{doomed.proc.pid}@"
-        await doomed.kill()
-        running = [(await h.describe()).status == WorkflowExecutionStatus.RUNNING
-                   for h in handles]
-        assert any(running), "every case finished before the kill: nothing was tested"
-        await results(handles, within=240)
-        for handle, loan, was_running in zip(handles, loans, running, strict=True):
-            await check_case(handle, loan, pool, over_http(ctl))
-            ids = await identities(handle)
-            assert ids[0].startswith(doomed_id), ids  # the killed worker had the case...
-            if was_running:
-                assert not ids[-1].startswith(doomed_id), ids  # ...the survivor finished it
+        await kill_and_check_takeover(doomed, handles, loans, pool, over_http(ctl), within=240)
     finally:
         await doomed.kill()
         await survivor.stop()

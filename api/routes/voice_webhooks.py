@@ -10,10 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.deps import Svc
-from api.problems import Problem
-from api.routes.webhooks import SIGNED_ERRORS, TWIML
-from api.webhook_signatures import FormParams, verified_twilio_form
-from service.provider_events import WebhookSecrets, webhook_secrets
+from api.routes.webhooks import SIGNED_ERRORS, TWIML, provider_secrets
+from api.webhook_signatures import verified_twilio_form
 from service.voice_events import (
     GATHER_PATH,
     STATUS_PATH,
@@ -26,28 +24,11 @@ from service.voice_events import (
 router = APIRouter(tags=["webhooks"])
 
 
-def _secrets(request: Request, svc: Svc) -> WebhookSecrets:
-    # Shared with api/routes/webhooks.py: read once per process, kept on the app.
-    found: WebhookSecrets | None = getattr(request.app.state, "webhook_secrets", None)
-    if found is None:
-        found = webhook_secrets(svc.connections.settings)
-        request.app.state.webhook_secrets = found
-    return found
-
-
-def _required(params: FormParams, *names: str) -> list[str]:
-    values = [params.first(name) for name in names]
-    for name, value in zip(names, values, strict=True):
-        if value is None or (not value and name != "Digits"):
-            raise Problem(400, "webhook_body", f"{' and '.join(names)} are required", field=name)
-    return [value or "" for value in values]
-
-
 @router.post(STATUS_PATH, status_code=204, response_class=Response, responses=SIGNED_ERRORS,
              summary="Twilio voice status callback (CallSid, CallStatus, AnsweredBy, ErrorCode)")
 async def twilio_voice_status(request: Request, svc: Svc) -> Response:
-    params = await verified_twilio_form(request, _secrets(request, svc))
-    sid, status = _required(params, "CallSid", "CallStatus")
+    params = await verified_twilio_form(request, provider_secrets(request, svc))
+    sid, status = params.required("CallSid", "CallStatus")
     await apply_call_status(svc.pool, CallStatusCallback(
         sid, status, params.first("AnsweredBy"), params.first("ErrorCode")))
     return Response(status_code=204)
@@ -59,8 +40,8 @@ async def twilio_voice_status(request: Request, svc: Svc) -> Response:
                            "content": {TWIML: {"schema": {"type": "string"}}}}},
              summary="Twilio <Gather> action of a reminder call: 1 an agent, 9 no more calls")
 async def twilio_voice_gather(request: Request, svc: Svc) -> Response:
-    params = await verified_twilio_form(request, _secrets(request, svc))
-    sid, digits = _required(params, "CallSid", "Digits")
+    params = await verified_twilio_form(request, provider_secrets(request, svc))
+    sid, digits = params.required("CallSid", "Digits", may_be_empty=("Digits",))
     answer = await apply_key_press(
         svc.pool, KeyPress(sid, digits, params.first("To"), params.first("From"),
                            params.first("Direction")),

@@ -55,7 +55,9 @@ class EventsApplied(BaseModel):
     duplicates: int
 
 
-def _secrets(request: Request, svc: Svc) -> WebhookSecrets:
+def provider_secrets(request: Request, svc: Svc) -> WebhookSecrets:
+    """The providers' webhook secrets: read once per process, kept on the app (shared with
+    `api/routes/voice_webhooks.py`)."""
     found: WebhookSecrets | None = getattr(request.app.state, "webhook_secrets", None)
     if found is None:
         found = webhook_secrets(svc.connections.settings)
@@ -82,12 +84,9 @@ def _twiml(message: str | None) -> Response:
              responses=SIGNED_ERRORS,
              summary="Twilio message status callback (MessageSid, MessageStatus, ErrorCode)")
 async def twilio_status(request: Request, svc: Svc) -> Response:
-    secrets = _secrets(request, svc)
+    secrets = provider_secrets(request, svc)
     params = await verified_twilio_form(request, secrets)
-    sid, status = params.first("MessageSid"), params.first("MessageStatus")
-    if not sid or not status:
-        raise Problem(400, "webhook_body", "MessageSid and MessageStatus are required",
-                      field="MessageSid" if not sid else "MessageStatus")
+    sid, status = params.required("MessageSid", "MessageStatus")
     applied = await apply_twilio_status(svc.pool, StatusCallback(
         sid, status, params.first("ErrorCode"), params.first("To")))
     await _tell(svc, secrets, applied)
@@ -99,12 +98,9 @@ async def twilio_status(request: Request, svc: Svc) -> Response:
                            "content": {TWIML: {"schema": {"type": "string"}}}}},
              summary="Twilio inbound message: opt-out and opt-in keywords, HELP, replies")
 async def twilio_inbound(request: Request, svc: Svc) -> Response:
-    secrets = _secrets(request, svc)
+    secrets = provider_secrets(request, svc)
     params = await verified_twilio_form(request, secrets)
-    sid, sender = params.first("MessageSid"), params.first("From")
-    if not sid or not sender:
-        raise Problem(400, "webhook_body", "MessageSid and From are required",
-                      field="MessageSid" if not sid else "From")
+    sid, sender = params.required("MessageSid", "From")
     answer = await apply_inbound(svc.pool, InboundMessage(sid, sender, params.first("Body") or ""),
                                  secrets, svc.connections.settings.state_dir)
     return _twiml(answer.reply)
@@ -113,7 +109,7 @@ async def twilio_inbound(request: Request, svc: Svc) -> Response:
 @router.post("/sendgrid/events", response_model=EventsApplied, responses=SIGNED_ERRORS,
              summary="SendGrid Event Webhook (signed): a JSON array of events")
 async def sendgrid_events(request: Request, svc: Svc) -> EventsApplied:
-    secrets = _secrets(request, svc)
+    secrets = provider_secrets(request, svc)
     body = await verified_sendgrid_body(request, secrets)
     try:
         events = json.loads(body)

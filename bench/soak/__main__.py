@@ -70,7 +70,8 @@ async def soak(args: argparse.Namespace) -> int:
         hooks = WebhookChaos(stack.api_url, random.Random(rng.random()))
         await hooks.start(proxy_port)
         _say(f"stack up in {time.monotonic() - t0:.0f} s: Temporal {stack.temporal_address}, "
-             f"API {stack.api_url}, emulator {stack.emulator_url}, webhooks via {hooks.target}")
+             f"API {stack.api_url}, emulator {stack.emulator_url}, "
+             f"webhooks via {stack.webhook_url}")
         client = await Client.connect(stack.temporal_address)
         api = Api(stack.api_url, stack.api_keys)
         scripts = make_loans(random.Random(rng.random()), args.cases, run_id,
@@ -113,6 +114,7 @@ async def soak(args: argparse.Namespace) -> int:
                        "API retries by the soak's clients": api.retries,
                        "timeline": chaos.log},
             "endpoints": stack.endpoints(), "day_seconds": day_seconds,
+            "policy_file": str(DEMO_POLICY),
         }
         (state / "run.json").write_text(json.dumps(run_log, indent=1, default=str))
         _say(f"traffic: {Counter(world.started.values())} starts, {len(world.payments)} "

@@ -49,7 +49,10 @@ COUNTS: dict[str, frozenset[str]] = {
     "connected": frozenset({"connected"}),
     "unanswered": frozenset({"sent", "pending", "unanswered"}),
 }
-PHONE_CHANNELS = frozenset({"call", "voice"})  # one channel as the caps count them
+PHONE_CHANNELS = frozenset({"call", "voice"})
+# Answers that refuse a payment outright: the loan system knows it was not taken.
+REFUSALS = frozenset({"closed", "not_found", "bad_input"})
+VALIDATION_NOTICE = "validation-notice"  # one channel as the caps count them
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -203,6 +206,14 @@ class RulePack:
     post_conversation_quiet_days: int = 0
 
 
+def ladder_steps(policy: Path) -> frozenset[str]:
+    """The ids of a policy's ladder steps (read as data), and the validation notice: contacts
+    whose row is written when the case decides them."""
+    raw = tomllib.loads(policy.read_text())
+    return frozenset({VALIDATION_NOTICE} | {step["id"] for ladder in raw["ladders"].values()
+                                            for step in ladder})
+
+
 def load_rule_packs(folder: Path = RULES_DIR) -> dict[str, RulePack]:
     """The rule packs' windows and caps, read from their TOML files as data."""
     packs = {}
@@ -323,6 +334,7 @@ class PaymentFigures:
     unapplied_amount: dict[str, Decimal] = field(default_factory=dict)
     excess_amount: dict[str, Decimal] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # refused, and the loan system was told
     mismatched: list[str] = field(default_factory=list)
     unbalanced: list[str] = field(default_factory=list)  # cases whose money does not add up
     unreported: list[str] = field(default_factory=list)  # applied but never reported
@@ -349,11 +361,16 @@ def check_payments(reported: Sequence[ReportedPayment], applied: Sequence[Paymen
             f.repeats += 1
             continue
         first[k] = r
+    got = {(p.loan_id, p.payment_id): p for p in applied}
+    kept = {(u.loan_id, u.payment_id): u for u in unapplied if u.status == "unapplied"}
+    for k, r in list(first.items()):
+        if r.answer in REFUSALS and k not in got and k not in kept:
+            f.refused.append(f"{r.loan_id} payment {r.payment_id} of {r.amount} {r.currency}: "
+                             f"answered {r.answer}, not kept")
+            del first[k]
     f.reported = len(first)
     for r in first.values():
         _add(f.reported_amount, r.currency, r.amount)
-    got = {(p.loan_id, p.payment_id): p for p in applied}
-    kept = {(u.loan_id, u.payment_id): u for u in unapplied if u.status == "unapplied"}
     for k, r in sorted(first.items()):
         p, u = got.get(k), kept.get(k)
         if p is None and u is None:
@@ -448,6 +465,10 @@ class ComplianceFigures:
     flagged: list[str] = field(default_factory=list)  # the system's own breach rows
     late_at_provider: list[str] = field(default_factory=list)
     provider_lag_seconds: list[float] = field(default_factory=list)
+    # Notices owed to the borrower (receipts, acknowledgements) are checked against the window
+    # before the send but recorded after it: on a compressed clock a second of sending is hours
+    # of policy time, so their recorded time says nothing about the window (information).
+    notices_recorded_outside: list[str] = field(default_factory=list)
 
     @property
     def breaches(self) -> int:
@@ -501,7 +522,8 @@ def _cap_breaches(pack: RulePack, tz: str, made: list[ContactRow]) -> list[str]:
 def check_compliance(contacts: Sequence[ContactRow], loans: Sequence[Loan],
                      cases: Sequence[CaseRow], packs: dict[str, RulePack],
                      provider: Sequence[ProviderMessage] = (), outbox: Sequence[OutboxRow] = (),
-                     day_seconds: int = DAY) -> ComplianceFigures:
+                     day_seconds: int = DAY,
+                     decided_steps: frozenset[str] | None = None) -> ComplianceFigures:
     """Contacts made inside the borrower's window and under every cap of their rule pack, by this
     module's own reading of the packs; and each message received by the provider inside the
     window on the uncompressed clock (the decision's policy time plus the real delay to the
@@ -522,9 +544,12 @@ def check_compliance(contacts: Sequence[ContactRow], loans: Sequence[Loan],
                              f"{c.rule}")
         if not in_window(c.occurred_at, tz, pack):
             local = c.occurred_at.astimezone(ZoneInfo(tz))
-            f.outside_window.append(f"{c.loan_id}: {c.channel} {c.step_id} at {local:%H:%M} "
-                                    f"local ({tz}), window {pack.window_start:%H:%M}-"
-                                    f"{pack.window_end:%H:%M}")
+            line = (f"{c.loan_id}: {c.channel} {c.step_id} at {local:%H:%M} local ({tz}), "
+                    f"window {pack.window_start:%H:%M}-{pack.window_end:%H:%M}")
+            if _is_notice(c, decided_steps):
+                f.notices_recorded_outside.append(line)
+            else:
+                f.outside_window.append(line)
         by_borrower[c.borrower_key].append(c)
     for group in by_borrower.values():
         case = case_of[group[0].loan_id]
@@ -544,8 +569,15 @@ def check_compliance(contacts: Sequence[ContactRow], loans: Sequence[Loan],
             if talks:
                 f.over_cap.append(f"{loan_id}: call {c.step_id} within {quiet} days of a "
                                   "conversation")
-    _check_provider_times(f, made, case_of, tz_of, packs, provider, outbox, day_seconds)
+    decided = [c for c in made if not _is_notice(c, decided_steps)]
+    _check_provider_times(f, decided, case_of, tz_of, packs, provider, outbox, day_seconds)
     return f
+
+
+def _is_notice(c: ContactRow, decided_steps: frozenset[str] | None) -> bool:
+    """A message the case owed (no reservation, its row written after the send)."""
+    return (decided_steps is not None and c.channel in MESSAGE_CHANNELS
+            and c.step_id not in decided_steps)
 
 
 def _by_loan(rows: Iterable[ContactRow]) -> dict[str, list[ContactRow]]:
@@ -627,7 +659,8 @@ def reconcile(*, loans: Sequence[Loan], payments: Sequence[ReportedPayment],
               applied: Sequence[PaymentRow], unapplied: Sequence[UnappliedRow],
               cases: Sequence[CaseRow], tasks: Sequence[TaskRow],
               workflows: Sequence[WorkflowFact], packs: dict[str, RulePack],
-              day_seconds: int, faults: dict[str, Any] | None = None) -> Reconciliation:
+              day_seconds: int, faults: dict[str, Any] | None = None,
+              decided_steps: frozenset[str] | None = None) -> Reconciliation:
     ended = {w.loan_id for w in workflows if w.status != "running"}
     accepted, recorded, lost = check_outcomes(outcomes, tasks)
     return Reconciliation(
@@ -635,7 +668,7 @@ def reconcile(*, loans: Sequence[Loan], payments: Sequence[ReportedPayment],
         payments=check_payments(payments, applied, unapplied, cases, workflows),
         cases=check_cases(loans, workflows, cases),
         compliance=check_compliance(contacts, loans, cases, packs, provider, outbox,
-                                    day_seconds),
+                                    day_seconds, decided_steps),
         outcomes_reported=accepted, outcomes_recorded=recorded, outcomes_lost=lost,
         faults=faults or {})
 
@@ -776,6 +809,7 @@ class RunLog:
     faults: dict[str, Any]
     endpoints: dict[str, str]
     day_seconds: int
+    policy: Path
 
     @classmethod
     def read(cls, path: Path) -> RunLog:
@@ -787,7 +821,8 @@ class RunLog:
                                       x["currency"], x["answer"]) for x in raw["payments"]],
             outcomes=[ReportedOutcome(x["task_key"], x["loan_id"], x["outcome"], x["accepted"])
                       for x in raw["outcomes"]],
-            faults=raw["faults"], endpoints=raw["endpoints"], day_seconds=raw["day_seconds"])
+            faults=raw["faults"], endpoints=raw["endpoints"], day_seconds=raw["day_seconds"],
+            policy=Path(raw["policy_file"]))
 
 
 async def gather(run: RunLog, client: Client, settle_seconds: float = 20) -> Reconciliation:
@@ -802,7 +837,8 @@ async def gather(run: RunLog, client: Client, settle_seconds: float = 20) -> Rec
                      provider=provider, outbox=rows["outbox"], contacts=rows["contacts"],
                      applied=rows["payments"], unapplied=rows["unapplied"], cases=rows["cases"],
                      tasks=rows["tasks"], workflows=workflows, packs=load_rule_packs(),
-                     day_seconds=run.day_seconds, faults=faults)
+                     day_seconds=run.day_seconds, faults=faults,
+                     decided_steps=ladder_steps(run.policy))
 
 
 # ------------------------------------------------------------------------------ printing
@@ -848,6 +884,7 @@ def report(r: Reconciliation) -> str:
                f"({_money(p.unapplied_amount)})")
     out.append(f"  amounts conserved to the cent: {'yes' if p.conserved else 'NO'}")
     _listed("lost", p.lost, out)
+    _listed("refused, the loan system told (not counted above)", p.refused, out, shown=5)
     _listed("amounts that differ", p.mismatched, out)
     _listed("cases whose balance does not add up", p.unbalanced, out)
     _listed("applied but never reported", p.unreported, out)
@@ -868,6 +905,8 @@ def report(r: Reconciliation) -> str:
     out.append(f"  provider receipt after the decision (real s): p50 {_pct(lags, 0.5):.2f}, "
                f"p99 {_pct(lags, 0.99):.2f}, max {max(lags, default=0):.2f}")
     _listed("reached the provider outside the window", k.late_at_provider, out)
+    _listed("notices recorded after their send outside the window (information: the "
+            "compressed clock)", k.notices_recorded_outside, out, shown=5)
     out.append("faults injected")
     for name, value in r.faults.items():
         out.append(f"  {name}: {json.dumps(value, default=str, sort_keys=True)}")

@@ -31,6 +31,8 @@ US_ZONES = ["America/New_York", "America/Chicago", "America/Denver", "America/Lo
 NAMES = ["Li Lei", "Han Meimei", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing",
          "Emily Carter", "James Brown", "Zhao Min", "Sun Li"]
 GIVE_UP_SECONDS = 600.0
+AGENT_BATCH = 40  # tasks the agent looks at per round
+AGENT_TASK_SECONDS = 90.0  # one task's reads and outcome, at most
 PLANS = (["full"] * 30 + ["full_twice"] * 5 + ["part"] * 15 + ["part_twice"] * 5
          + ["wrong_currency"] * 5 + ["after_write_off"] * 5 + ["unpaid"] * 35)
 
@@ -84,6 +86,16 @@ def make_loans(rng: random.Random, n: int, run: str, today: date) -> list[Script
     return scripts
 
 
+def _problem_kind(resp: httpx.Response) -> str | None:
+    if not resp.headers.get("content-type", "").startswith("application/problem+json"):
+        return None
+    try:
+        kind = resp.json().get("kind")
+    except ValueError:
+        return None
+    return str(kind) if kind else None
+
+
 @dataclass
 class Api:
     url: str
@@ -107,10 +119,13 @@ class Api:
         while True:
             try:
                 resp = await self.http.post(path, json=body, headers=headers)
-                if resp.status_code not in (409, 429, 500, 502, 503, 504):
+                kind = _problem_kind(resp)
+                if resp.status_code == 409 and kind == "conflict":
+                    headers["Idempotency-Key"] = str(uuid.uuid4())  # "try again": anew
+                elif resp.status_code == 409 and "still being carried out" in resp.text:
+                    pass  # the first request with this key is under way: ask again
+                elif resp.status_code not in (429, 500, 502, 503, 504):
                     return resp
-                if resp.status_code == 409 and "Idempotency" not in resp.text:
-                    headers["Idempotency-Key"] = str(uuid.uuid4())  # conflict: try again anew
             except httpx.HTTPError:
                 pass
             if loop.time() > give_up:
@@ -150,7 +165,7 @@ class World:
     started: dict[str, str] = field(default_factory=dict)  # loan id -> start outcome
     origins: dict[str, datetime] = field(default_factory=dict)
     handled_tasks: set[str] = field(default_factory=set)
-    errors: int = 0
+    _agent_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
 
     # ------------------------------------------------------------------ loan system
     async def open_cases(self, within: float, batch: int = 25) -> None:
@@ -175,8 +190,10 @@ class World:
                                      "currency": currency})
         answer: str | None = None
         if resp is not None:
+            kind = _problem_kind(resp)
             try:
-                answer = str(resp.json().get("status") or resp.status_code)
+                answer = str(kind if kind and kind != "refused" else resp.json().get("status")
+                             or resp.status_code)
             except ValueError:
                 answer = str(resp.status_code)
         self.payments.append({"loan_id": s.loan_id, "payment_id": payment_id,
@@ -245,9 +262,16 @@ class World:
             for kind in ("call", "visit"):
                 tasks = await self.api.read("agent", "/v1/tasks", kind=kind, limit=500) or []
                 todo = [t for t in tasks if t["task_key"] not in self.handled_tasks]
-                await asyncio.gather(*(self._work(t) for t in todo))
+                # A few at a time, each bounded: a slow read under load must not hold up the
+                # whole queue (nor take every connection the loan system's calls share).
+                await asyncio.gather(*(self._bounded(t) for t in todo[:AGENT_BATCH]))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=2)
+
+    async def _bounded(self, task: dict[str, Any]) -> None:
+        async with self._agent_slots:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work(task), AGENT_TASK_SECONDS)
 
     async def _origin(self, loan_id: str) -> datetime | None:
         """When the case opened: where its compressed clock meets real time."""

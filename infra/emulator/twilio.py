@@ -182,13 +182,8 @@ class TwilioApi:
         return web.json_response({**resource, "status": "queued"}, status=201)
 
     def _fault(self, fault: Fault) -> web.Response:
-        self._emu.count(SMS, fault.kind)
-        if fault.kind == "rate_limit":
-            return _error(429, 20429, "Too Many Requests",
-                          headers={"Retry-After": str(fault.retry_after)})
-        if fault.kind in ("invalid_number", "rejected"):
-            return _error(400, 21211, "The 'To' number is not a valid phone number.")
-        return _error(500, 20500, "An internal server error has occurred")
+        return _fault_response(self._emu, SMS, fault, 21211,
+                               "The 'To' number is not a valid phone number.")
 
     def _resource(self, account_sid: str, to: str, sender: str, body: str,
                   service: str | None) -> dict[str, Any]:
@@ -240,13 +235,7 @@ class TwilioApi:
         })
 
     async def _fetch(self, request: web.Request) -> web.Response:
-        if (denied := _auth_error(request)) is not None:
-            return denied
-        self._emu.count(SMS, "lookup")
-        resource = self._resources.get(request.match_info["sid"])
-        if resource is None or resource["account_sid"] != request.match_info["account_sid"]:
-            return _error(404, 20404, f"The requested resource {request.path} was not found")
-        return web.json_response(_public(resource))
+        return _fetch_response(request, self._emu, SMS, self._resources)
 
 
 def _twiml_messages(text: str) -> list[str]:
@@ -270,6 +259,30 @@ def _auth_error(request: web.Request) -> web.Response | None:
         return None
     return _error(401, 20003, "Authenticate",
                   headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+
+
+def _fault_response(emu: ProviderEmulator, channel: str, fault: Fault, invalid_code: int,
+                    invalid_message: str) -> web.Response:
+    """Twilio's answer to a create that meets `fault` (not "slow"), counted under `channel`."""
+    emu.count(channel, fault.kind)
+    if fault.kind == "rate_limit":
+        return _error(429, 20429, "Too Many Requests",
+                      headers={"Retry-After": str(fault.retry_after)})
+    if fault.kind in ("invalid_number", "rejected"):
+        return _error(400, invalid_code, invalid_message)
+    return _error(500, 20500, "An internal server error has occurred")
+
+
+def _fetch_response(request: web.Request, emu: ProviderEmulator, channel: str,
+                    resources: dict[str, dict[str, Any]]) -> web.Response:
+    """Twilio's answer to fetching one resource (a message or a call) by its sid."""
+    if (denied := _auth_error(request)) is not None:
+        return denied
+    emu.count(channel, "lookup")
+    resource = resources.get(request.match_info["sid"])
+    if resource is None or resource["account_sid"] != request.match_info["account_sid"]:
+        return _error(404, 20404, f"The requested resource {request.path} was not found")
+    return web.json_response(_public(resource))
 
 
 def _error(status: int, code: int, message: str,

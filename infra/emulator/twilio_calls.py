@@ -31,6 +31,8 @@ from infra.emulator.twilio import (
     _auth_error,
     _date_cmp_key,
     _error,
+    _fault_response,
+    _fetch_response,
     _parse_date_filter,
     _public,
 )
@@ -97,13 +99,8 @@ class TwilioCallsApi:
             return _error(400, 21205, "Url or Twiml is required")
         fault = self._emu.take_fault(VOICE, [to])
         if fault is not None and fault.kind != "slow":
-            self._emu.count(VOICE, fault.kind)
-            if fault.kind == "rate_limit":
-                return _error(429, 20429, "Too Many Requests",
-                              headers={"Retry-After": str(fault.retry_after)})
-            if fault.kind in ("invalid_number", "rejected"):
-                return _error(400, 21217, "Phone number does not appear to be valid")
-            return _error(500, 20500, "An internal server error has occurred")
+            return _fault_response(self._emu, VOICE, fault, 21217,
+                                   "Phone number does not appear to be valid")
         account_sid = request.match_info["account_sid"]
         sid, now = "CA" + secrets.token_hex(16), datetime.now(UTC)
         uri = CALLS.format(account_sid=account_sid) + f"/{sid}"
@@ -204,13 +201,7 @@ class TwilioCallsApi:
             "start": 0, "end": max(len(found[:size]) - 1, 0)})
 
     async def _fetch(self, request: web.Request) -> web.Response:
-        if (denied := _auth_error(request)) is not None:
-            return denied
-        self._emu.count(VOICE, "lookup")
-        call = self._calls.get(request.match_info["sid"])
-        if call is None or call["account_sid"] != request.match_info["account_sid"]:
-            return _error(404, 20404, f"The requested resource {request.path} was not found")
-        return web.json_response(_public(call))
+        return _fetch_response(request, self._emu, VOICE, self._calls)
 
     async def _ctl_behaviour(self, request: web.Request) -> web.Response:
         spec = await request.json()

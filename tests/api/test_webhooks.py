@@ -62,6 +62,17 @@ async def start(http: httpx.AsyncClient, api: Api, loan_id: str, phone: str) -> 
     assert started.status_code == 200, started.text
 
 
+async def start_until(api: Api, pool: asyncpg.Pool, loan_id: str, phone: str, channel: str,
+                      delivery_status: str) -> None:
+    """Start the loan's case; return once a `channel` contact of it has `delivery_status`."""
+    async with api.http() as http:
+        await start(http, api, loan_id, phone)
+    await eventually(lambda: contacts(pool, loan_id),
+                     lambda rows: any(r["channel"] == channel
+                                      and r["delivery_status"] == delivery_status for r in rows),
+                     timeout=STEP_WAIT)
+
+
 def texts_to(emulator: ProviderEmulator, phone: str) -> list[dict[str, Any]]:
     """The case's SMS to `phone` (not the TwiML answers to the borrower's replies)."""
     return [m for m in emulator.messages("sms", to=phone) if not m.get("reply_to")]
@@ -139,11 +150,7 @@ async def _count(items: list[Any]) -> int:
 async def test_tuiding_opts_out_with_a_chinese_confirmation(
         api: Api, pool: asyncpg.Pool, emulator: ProviderEmulator, hooks: WebhookKeyPair) -> None:
     phone, loan_id = a_phone(), new_id()
-    async with api.http() as http:
-        await start(http, api, loan_id, phone)
-        await eventually(lambda: contacts(pool, loan_id),
-                         lambda rows: any(r["channel"] == "sms" and r["delivery_status"]
-                                          == "delivered" for r in rows), timeout=STEP_WAIT)
+    await start_until(api, pool, loan_id, phone, "sms", "delivered")
     sent_before = len(texts_to(emulator, phone))
     answer = await emulator.twilio.inbound(phone, " 退订 ")
     assert answer["replies"] == [CONFIRM_OPT_OUT_ZH]
@@ -158,11 +165,7 @@ async def test_a_hard_bounce_stops_email_to_that_address(
         api: Api, pool: asyncpg.Pool, emulator: ProviderEmulator, hooks: WebhookKeyPair) -> None:
     phone, loan_id = a_phone(), new_id()
     address = f"{loan_id.lower()}@example.com"
-    async with api.http() as http:
-        await start(http, api, loan_id, phone)
-        await eventually(lambda: contacts(pool, loan_id),
-                         lambda rows: any(r["channel"] == "email" and r["delivery_status"]
-                                          == "delivered" for r in rows), timeout=STEP_WAIT)
+    await start_until(api, pool, loan_id, phone, "email", "delivered")
     assert await emulator.sendgrid.play(address, "bounce") == 200
     assert await active(pool, email_key(address)) == [("email", "bounce", "email.suppressed")]
     rows = await contacts(pool, loan_id)
@@ -179,11 +182,7 @@ async def test_an_undeliverable_number_is_recorded_and_sms_stops(
         api: Api, pool: asyncpg.Pool, emulator: ProviderEmulator, hooks: WebhookKeyPair) -> None:
     phone, loan_id = a_phone(), new_id()
     emulator.twilio.undeliverable(phone, 30006)  # a landline
-    async with api.http() as http:
-        await start(http, api, loan_id, phone)
-        await eventually(lambda: contacts(pool, loan_id),
-                         lambda rows: any(r["channel"] == "sms" and r["delivery_status"]
-                                          == "undelivered" for r in rows), timeout=STEP_WAIT)
+    await start_until(api, pool, loan_id, phone, "sms", "undelivered")
     rows = await contacts(pool, loan_id)
     assert [r["delivery_error"] for r in rows if r["channel"] == "sms"] == ["twilio_30006"]
     assert await active(pool, phone_key(phone)) == [("sms", "undeliverable", "sms.undeliverable")]
@@ -291,11 +290,7 @@ async def test_duplicated_sendgrid_events_are_applied_once(
 async def test_email_continues_while_sms_is_opted_out(
         api: Api, pool: asyncpg.Pool, emulator: ProviderEmulator, hooks: WebhookKeyPair) -> None:
     phone, loan_id = a_phone(), new_id()
-    async with api.http() as http:
-        await start(http, api, loan_id, phone)
-        await eventually(lambda: contacts(pool, loan_id),
-                         lambda rows: any(r["channel"] == "sms" and r["delivery_status"]
-                                          == "delivered" for r in rows), timeout=STEP_WAIT)
+    await start_until(api, pool, loan_id, phone, "sms", "delivered")
     await emulator.twilio.inbound(phone, "STOP")
     # early-sms is skipped with the rule; early-email (the next policy day) still goes out.
     await eventually(lambda: contacts(pool, loan_id),

@@ -4,28 +4,22 @@ encryption keys, and Debian's chromium driven by Playwright (never `playwright i
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.wiring import Providers
-from infra.codec import EncryptionCodec, data_converter, generate_key, parse_keys
-from infra.endpoints import free_port
+from infra.codec import generate_key
 from tests.console.cases import Console
-from worker import running_worker
+from tests.served_api import encrypted_worker, served_api
 
-ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(__file__).resolve().parent / "screenshots"
 TASK_QUEUE = "console-collections"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -41,11 +35,7 @@ def console_keys() -> str:
 @pytest.fixture(scope="session")
 async def console_worker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, providers: Providers,
                          console_keys: str) -> AsyncIterator[Client]:
-    keys = parse_keys(console_keys)
-    client = await Client.connect(
-        dev_env.client.service_client.config.target_host, namespace=dev_env.client.namespace,
-        data_converter=data_converter(EncryptionCodec(keys, next(iter(keys)))))
-    async with running_worker(client, pool, providers, task_queue=TASK_QUEUE):
+    async with encrypted_worker(dev_env, pool, providers, console_keys, TASK_QUEUE) as client:
         yield client
 
 
@@ -53,63 +43,17 @@ async def console_worker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, provi
 async def console(console_worker: Client, dev_env: WorkflowEnvironment, pg_dsn: str,
                   state_dir: Path, console_keys: str) -> AsyncIterator[Console]:
     keys = {user: secrets.token_urlsafe(24) for user in USERS}
-    port = free_port()
-    log = state_dir / "console-api.log"
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "TEMPORAL_NAMESPACE": dev_env.client.namespace,
-        "DATABASE_URL": pg_dsn,
-        "TASK_QUEUE": TASK_QUEUE,
-        "COLLECTIONS_ENCRYPTION_KEYS": console_keys,
-        "STATE_DIR": str(state_dir / "console-state"),
-        "API_HOST": "127.0.0.1",
-        "API_PORT": str(port),
-        "API_KEYS": ",".join(f"{u}={role}:{keys[u]}" for u, role in USERS.items()),
-        "CONSOLE_SECRET": secrets.token_urlsafe(32),
-    }
-    proc = _spawn(env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        await _wait_ready(url, proc, log)
+    async with served_api(
+            dev_env, pg_dsn=pg_dsn, task_queue=TASK_QUEUE, encryption_keys=console_keys,
+            state_dir=state_dir / "console-state", log=state_dir / "console-api.log",
+            ready_path="/console/login",
+            api_keys=",".join(f"{u}={role}:{keys[u]}" for u, role in USERS.items()),
+            extra_env={"CONSOLE_SECRET": secrets.token_urlsafe(32)}) as url:
         yield Console(url, keys, console_worker, TASK_QUEUE)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "api"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-
-
-def _log(log: Path) -> str:
-    return log.read_text(errors="replace")[-5000:]
 
 
 def _have_chromium() -> bool:
     return Path(CHROMIUM).exists()
-
-
-async def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = asyncio.get_running_loop().time() + 60
-    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"the API exited ({proc.returncode}):\n{_log(log)}")
-            try:
-                if (await http.get("/console/login")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"the API was not ready within 60s:\n{_log(log)}")
-            await asyncio.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -169,11 +169,28 @@ async def test_operator_filters_cases_by_stage(page: Page, console: Console,
 async def test_the_dashboard_renders_its_charts(page: Page, console: Console,
                                                 pool: asyncpg.Pool) -> None:
     zone = zone_at_local_hour(15)
-    await start_loan(console.client, loan(zone, due_in=-9), task_queue=console.task_queue)
+    new = loan(zone, due_in=-9)
+    await start_loan(console.client, new, task_queue=console.task_queue)
+    await eventually(lambda: pool.fetchval("SELECT policy_name FROM cases WHERE loan_id = $1",
+                                           new.loan_id), lambda name: name is not None)
+    # A call outside the quiet hours' window on this case, recorded as the workflow records one,
+    # and a payment in another currency the case could not apply.
+    await pool.execute(
+        """INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key, channel,
+               step_id, stage, decision, rule, occurred_at)
+           VALUES ($1, $2, $3, $3, 'call', 'call', 'early', 'breach', $4, now())""",
+        f"{new.loan_id}/breach", new.loan_id, f"b:{new.loan_id}", "cn.cba.quiet_hours_22_08")
+    await pool.execute(
+        """INSERT INTO unapplied_payments (loan_id, payment_id, amount, currency, received_at,
+               reason, status) VALUES ($1, 'u1', 25.00, 'USD', now(), 'currency', 'unapplied')""",
+        new.loan_id)
+    breaches = await pool.fetchval(
+        "SELECT count(*) FROM contacts WHERE decision = 'breach' AND occurred_at <= now()")
+    assert breaches >= 1
     await sign_in(page, console, "ops")
     await page.goto("/console/dashboard")
     images = page.locator(".charts img")
-    await expect(images).to_have_count(4)
+    await expect(images).to_have_count(5)
     for img in await images.all():
         await expect(img).to_have_js_property("complete", True)
         assert await img.evaluate("i => i.naturalWidth") > 100
@@ -181,11 +198,23 @@ async def test_the_dashboard_renders_its_charts(page: Page, console: Console,
         assert answer.headers["content-type"] == "image/png"
         body = await answer.body()
         assert body.startswith(b"\x89PNG") and len(body) > 2000
+    await expect(page.locator("#chart-breaches")).to_have_attribute(
+        "alt", "Compliance breaches by rule")
+    await expect(page.locator("#breaches h2")).to_have_text(f"Compliance breaches: {breaches}")
+    await expect(page.locator("#breaches")).to_contain_text("cn.cba.quiet_hours_22_08")
+    await expect(page.locator("#unapplied")).to_contain_text("USD")
     await expect(page.locator("#figures")).to_contain_text("default@")
     await page.screenshot(path=str(DOCS.parent / "tests" / "console" / "screenshots"
                                    / "dashboard.png"), full_page=True)
     DOCS.mkdir(exist_ok=True)
     await page.screenshot(path=str(DOCS / "console-dashboard.png"), full_page=True)
+    # The captions and the figure blocks in Chinese.
+    await page.select_option("#lang-form select[name=lang]", "zh-CN")
+    await page.wait_for_url("**/console/dashboard")
+    await expect(page.locator("#chart-breaches + figcaption")).to_have_text("各规则合规违规次数")
+    await expect(page.locator("#breaches h2")).to_contain_text("合规违规")
+    await expect(page.locator("#breaches h2")).to_contain_text(f"{breaches} 次")
+    await expect(page.locator("#unapplied h2")).to_have_text("未入账还款")
 
 
 async def test_an_agent_is_refused_operator_pages_and_others_cases(
