@@ -26,6 +26,11 @@ T = TypeVar("T")
 # How long a call waits for the workflow to answer: updates and queries need a running worker.
 ANSWER_TIMEOUT: Final = 30.0
 _UNREACHABLE: Final = frozenset({RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED})
+# Errors that say nothing about the request itself: a server restarting or overloaded. They are
+# "unreachable" (try again), never a refusal: a caller told "refused" stops retrying, and a
+# payment answered that way during a dev-server restart was lost in the soak.
+_TRANSIENT: Final = frozenset({RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL,
+                               RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.CANCELLED})
 _CONFLICT: Final = frozenset(
     {RPCStatusCode.ALREADY_EXISTS, RPCStatusCode.ABORTED, RPCStatusCode.FAILED_PRECONDITION})
 
@@ -43,6 +48,9 @@ def not_found(loan_id: str) -> NotFound:
 def rpc_error(err: RPCError, loan_id: str) -> ServiceError:
     if err.status in _UNREACHABLE:
         return Unreachable("cannot reach Temporal: is the worker running? (make run)")
+    if err.status in _TRANSIENT:
+        return Unreachable(f"loan {loan_id}: Temporal did not complete the request "
+                           f"({err.status.name}); try again")
     if err.status == RPCStatusCode.NOT_FOUND:
         return not_found(loan_id)
     if err.status in _CONFLICT:

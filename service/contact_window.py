@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from contracts.messages import LoanInput
 from contracts.names import workflow_id_for
 from contracts.policy import RulePack
+from infra.codec import CodecError
 from policies.compliance import local, next_allowed
 from policies.loader import load_rule_packs
 from service.case_calls import not_found, rpc_error
@@ -80,4 +81,8 @@ async def borrower(client: Client, loan_id: str) -> LoanInput:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise not_found(loan_id) from None
         raise rpc_error(err, loan_id) from None
+    except (CodecError, ValueError, TypeError):
+        # Encrypted with a key this process does not hold (another deployment's, or one rotated
+        # out), or not a case input: one unreadable case must not take a whole queue down.
+        pass
     raise Refused(f"case for loan {loan_id}: its start input cannot be read")

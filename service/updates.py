@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -28,7 +32,7 @@ from contracts.messages import (
 )
 from contracts.names import Update
 from service.case_calls import ANSWER_TIMEOUT, answer, closed_or_unknown, handle, rpc_error
-from service.errors import Refused
+from service.errors import Refused, Unreachable
 
 R = TypeVar("R")
 
@@ -49,6 +53,11 @@ async def execute(client: Client, loan_id: str, name: Update, arg: object,
         cause = err.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
         raise Refused(reason.splitlines()[0] if reason else "refused") from None
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        # The server gave up waiting for the worker: the update may still run; the same call
+        # again is answered by the case (a payment id or a repeated agreement is a duplicate).
+        raise Unreachable(
+            f"no answer from the case for loan {loan_id} in time; try again") from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise await closed_or_unknown(client, loan_id) from None

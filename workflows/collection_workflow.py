@@ -51,6 +51,13 @@ class CaseInput(CollectionInput):
 # loan-file rules (contracts/loan_rules.py) ends the workflow at once as failed, naming the field,
 # with CollectionState=failed so that it can be found.
 INPUT_CHECK_PATCH = "start-input-checked"
+# The policy lookup is a local activity. When it outlasts a workflow task, its result reaches the
+# workflow in a later task the first time than on replay, so `workflow.now()` right after it
+# differed between the two: the clock origin (a second of real time is hours of a compressed policy
+# day) and every decision taken in that task then diverged, and a paid case's status query failed
+# with a nondeterminism error under load. The case now opens only after a short durable timer,
+# whose firing time is the same in both.
+STEADY_OPEN_PATCH = "open-after-a-timer"
 
 
 def _decode(raw: RawValue) -> tuple[CaseInput | None, FieldProblem | None]:
@@ -116,8 +123,12 @@ class CollectionWorkflow(CaseHandlers):
         if case is None and inp.policy is not None:  # an old execution: opened regardless
             case = Case.open(inp.loan, inp.policy, workflow.now, simulate=inp.simulate)
         if case is None:
+            # Asked before the lookup, in the first task, which is the same on replay.
+            steady = workflow.patched(STEADY_OPEN_PATCH)
             policy = await run_db(RESOLVE_POLICY, inp.loan, result_type=ResolvedPolicy,
                                   start_to_close_timeout=timedelta(seconds=30), read_only=True)
+            if steady:
+                await workflow.sleep(timedelta(milliseconds=1))
             case = Case.open(inp.loan, policy, workflow.now, simulate=inp.simulate)
         self._open(case)
         s = case.s
