@@ -49,13 +49,13 @@ from temporalio.worker import Replayer
 from contracts.messages import CaseResult
 from contracts.names import workflow_id_for
 from infra.codec import data_converter
+from workflows.agent_tasks import TASK_RULES_PATCH
 from workflows.collection_workflow import INPUT_CHECK_PATCH, CollectionWorkflow
 from workflows.contacts import (
     DELIVERY_FAILED_PATCH,
     FOLLOW_UP_PATCH,
     ONE_FALLBACK_PATCH,
     SUPPRESSED_PATCH,
-    TASK_RULES_PATCH,
 )
 from workflows.effects import DURABLE_WRITES_PATCH
 from workflows.placement import PLACEMENT_PATCH

@@ -1,4 +1,4 @@
-"""The soak reconciler's checks (`bench/soak/reconcile.py`) on small hand-made inputs: each finds
+"""The soak reconciler's checks (`bench/soak/reconcile/`) on small hand-made inputs: each finds
 what it is there to find, and finds nothing in a clean picture."""
 
 from __future__ import annotations

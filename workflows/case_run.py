@@ -14,9 +14,11 @@ with workflow.unsafe.imports_passed_through():
     from contracts.messages import CaseState, Stage
     from contracts.policy import Step
     from workflows import arrangements, ladder, placement
+    from workflows.agent_tasks import AgentTasks
     from workflows.case import Case
     from workflows.contacts import DOCUMENT_CHANNEL, CaseContacts
     from workflows.effects import CaseEffects
+    from workflows.legal_steps import LegalSteps
     from workflows.recorder import Recorder
     from workflows.timers import sleep_until
 
@@ -25,6 +27,8 @@ class CaseRun:
     def __init__(self, case: Case, effects: CaseEffects, workflow_id: str) -> None:
         self.case = case
         self.contacts = CaseContacts(case, effects, workflow_id)
+        self.tasks = AgentTasks(self.contacts)
+        self.legal_steps = LegalSteps(self.contacts)
         self.recorder = Recorder(case, effects, workflow_id)
         self._notices_done = False
         self._placements_done = False
@@ -98,9 +102,9 @@ class CaseRun:
             for name in step.channels:
                 await self.contacts.contact(step, name, step.template or "")
         elif step.kind in ("call", "visit"):
-            await self.contacts.task(step)
+            await self.tasks.task(step)
         elif step.kind == "legal":
-            await self.contacts.legal(step)
+            await self.legal_steps.legal(step)
         elif step.kind == "write_off":
             if step.template:
                 await self.contacts.contact(step, DOCUMENT_CHANNEL, step.template)

@@ -75,7 +75,7 @@ class OpenTask:
     outcome: str | None = None
     agent: str | None = None
     note: str | None = None
-    # From TASK_RULES_PATCH (workflows/contacts.py): when it was created, when the reported call
+    # From TASK_RULES_PATCH (workflows/agent_tasks.py): when it was created, when the reported call
     # happened (policy time), and whether a hold withdraws it.
     created_at: datetime | None = None
     at: datetime | None = None

@@ -9,8 +9,11 @@ Layers, each calling only the ones below it:
   `addresses`) and the case itself with its record (`case`): pure;
 - payments and arrangements (`arrangements`, `negotiation`): pure; the effects a case has
   (`effects`, `simulation`) and its durable waits (`timers`);
-- contacts (`contacts`) and the recorder (`recorder`);
-- the handlers (`handlers`), the run loop (`case_run`) and this workflow, which opens the case.
+- messages (`follow_ups`, `contacts`), then calls and visits (`agent_tasks`) and legal steps
+  (`legal_steps`), and the recorder (`recorder`);
+- the handlers (`handler_base`; `handlers` for the case, `agency_handlers` for placements,
+  `case_views` for what the status query shows), the run loop (`case_run`) and this workflow,
+  which opens the case.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.messages import CaseResult, CaseState
     from contracts.names import CASE_STATE, WORKFLOW_TYPE
     from contracts.policy import ResolvedPolicy
+    from workflows.agency_handlers import AgencyHandlers
     from workflows.case import Case
     from workflows.case_run import CaseRun
     from workflows.case_state import CaseData
@@ -93,7 +97,7 @@ def _decoding_problem(raw: RawValue) -> FieldProblem:
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
-class CollectionWorkflow(CaseHandlers):
+class CollectionWorkflow(CaseHandlers, AgencyHandlers):
     @workflow.init
     def __init__(self, raw: RawValue) -> None:
         inp, self._input_problem = _decode(raw)

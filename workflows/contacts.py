@@ -1,58 +1,46 @@
-"""Reaching the borrower: messages, agent calls, field visits and legal steps, inside the rules.
+"""Reaching the borrower by message, inside the rules: the send path, clearing to contact, the
+one fallback, the follow-ups of WeCom and voice, suppressed reservations.
 
 Channels come from the channel table (`contracts/channels.py`): the address a message goes to,
 the key the caps count it under, the activity that sends it and where a step falls back when a
 channel cannot be used. Every effect goes through the case's effects (workflows/effects.py).
+Agent calls and visits (workflows/agent_tasks.py) and legal steps (workflows/legal_steps.py)
+go through this path; it imports neither.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import Enum
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.activity_io import (
         ContactDecision,
         ContactRecord,
         ContactRequest,
-        FollowUpInput,
-        FollowUpResult,
-        LegalInput,
         SendInput,
         SendResult,
-        TaskClose,
-        TaskInput,
     )
     from contracts.channels import ChannelSpec, channel
-    from contracts.messages import TaskOutcome
     from contracts.policy import Step
     from policies import compliance
-    from workflows import addresses, placement
+    from workflows import addresses
     from workflows.case import Case
-    from workflows.case_state import CaseData, OpenTask, SentMessage
+    from workflows.case_state import CaseData, SentMessage
     from workflows.effects import CaseEffects
+    from workflows.follow_ups import FollowUps
     from workflows.ledger import format_amount
     from workflows.timers import sleep_until
 
-CONNECTED = {TaskOutcome.REACHED.value, TaskOutcome.PROMISED.value, TaskOutcome.VISITED.value}
-ESCALATING = {TaskOutcome.REFUSED.value, TaskOutcome.NOT_FOUND.value}
 # Formal notices (the US validation notice, a write-off notice, legal letters) exist as e-mail.
 DOCUMENT_CHANNEL = "email"
 # Executions from before this patch had two fallbacks: after a provider refusal under the key
 # `<step>-fallback` (even after a cease request), and for an unusable channel under the step's
 # own key. Since it, one path for both: `<step>-fallback`, never after a cease request.
 ONE_FALLBACK_PATCH = "channel-table-fallback"
-# Executions from before this patch create a task due a fixed time after it is created, record
-# the call when the task closes (the row keeps the creation time), accept any outcome and cancel
-# the task only on a cease or the case's end. Since it, a task carries when it may be worked
-# (the allowed periods in its span, due by the end of the last one, the caps left), the call is
-# recorded at the time the agent reports and checked against the window and caps then (a breach
-# is still recorded, as one), and a hold, a dispute, a cease or the case's end withdraws it.
-TASK_RULES_PATCH = "agent-tasks-within-rules"
 # Channels whose acceptance is not yet the contact (contracts/channels.py `follow_up`: WeCom's
 # staff confirmation, a voice call's outcome) are followed up since this patch (issue 17). No
 # execution before it could name them (policy validation refused unknown channels), so none
@@ -74,9 +62,6 @@ DELIVERY_FAILED_PATCH = "delivery-failed-signal"
 UNUSABLE_ADDRESS_RULE = "case.address_unusable"
 PAUSED_RULE = "case.ladder_paused"
 PROVIDER_REFUSED_RULE = "provider.refused"
-CLOSED_RULE = "case.closed"
-HOLD_RULE = "case.hold"
-NO_OUTCOME_RULE = "case.no_outcome_by_deadline"
 UNCONFIRMED_RULE = "wecom.unconfirmed_by_deadline"
 UNDELIVERED_RULE = "provider.undelivered"
 
@@ -104,13 +89,14 @@ def delivery_fallback(s: CaseData, sent: SentMessage) -> str | None:
 
 
 class CaseContacts:
-    """Messages, calls, visits and legal steps of one case, within its rule pack."""
+    """The messages of one case, within its rule pack."""
 
     def __init__(self, case: Case, effects: CaseEffects, workflow_id: str) -> None:
         self.case = case
         self.effects = effects
         self.workflow_id = workflow_id
         self.last_decision: ContactDecision | None = None  # the latest reservation granted
+        self.follow_ups = FollowUps(case, effects)
 
     def _record(self, step_id: str, name: str, decision: str, *, key: str, rule: str | None,
                 reason: str, template: str | None = None, outcome: str | None = None) -> None:
@@ -124,7 +110,7 @@ class CaseContacts:
             rule=rule, reason=reason, outcome=outcome,
         ))
 
-    def _blocked(self, step: Step | None, step_id: str, name: str, attempt_key: str) -> bool:
+    def blocked(self, step: Step | None, step_id: str, name: str, attempt_key: str) -> bool:
         """Cease-contact and unusable addresses stop a contact before any window or cap."""
         s = self.case.s
         notice = step.notice if step else None
@@ -146,7 +132,7 @@ class CaseContacts:
             return True
         return False
 
-    async def _clear_to_contact(self, step_id: str, name: str, attempt_key: str,
+    async def clear_to_contact(self, step_id: str, name: str, attempt_key: str,
                                 template: str | None, *, caps: bool = True) -> Clearance:
         """Wait for the window and room under the caps; MOVED_ON if the case moved on meanwhile,
         SUPPRESSED (since SUPPRESSED_PATCH) if the address may not be used on this channel.
@@ -201,7 +187,7 @@ class CaseContacts:
                              rule=PAUSED_RULE, reason=f"ladder paused by {s.paused_by}")
                 return Clearance.MOVED_ON
 
-    async def _validation_notice_first(self) -> None:
+    async def validation_notice_first(self) -> None:
         """Where the pack requires it, the validation notice goes with the first communication."""
         s = self.case.s
         if s.policy.rule_pack.validation_notice and not s.validation_notice_sent:
@@ -216,12 +202,12 @@ class CaseContacts:
         s = self.case.s
         step_id = step.id if step else (key_base or "notice")
         attempt_key = f"{self.workflow_id}/{key_base or step_id}/{name}"
-        if self._blocked(step, step_id, name, attempt_key):
+        if self.blocked(step, step_id, name, attempt_key):
             return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
                                          refused=False)
         if template != "validation_notice":
-            await self._validation_notice_first()
-        clearance = await self._clear_to_contact(step_id, name, attempt_key, template, caps=caps)
+            await self.validation_notice_first()
+        clearance = await self.clear_to_contact(step_id, name, attempt_key, template, caps=caps)
         if clearance is Clearance.SUPPRESSED:
             return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
                                          refused=False)
@@ -307,18 +293,6 @@ class CaseContacts:
 
     # ------------------------------------------- WeCom confirmations, voice outcomes
 
-    async def _follow_up(self, spec: ChannelSpec, result: SendResult, attempt_key: str,
-                         action: str) -> FollowUpResult | None:
-        """The provider's word on an accepted message; None when it gave none in time."""
-        assert spec.follow_up is not None
-        inp = FollowUpInput(channel=spec.name, provider_id=result.provider_id or "",
-                            action=action, outbox_key=attempt_key,
-                            loan_id=self.case.s.loan.loan_id)
-        try:
-            return await self.effects.follow_up(spec.follow_up, inp)
-        except ActivityError:
-            return None
-
     async def _followed_up(self, step: Step | None, step_id: str, spec: ChannelSpec,
                            template: str, attempt_key: str, result: SendResult, *,
                            key_base: str | None, extra: dict[str, str] | None) -> bool:
@@ -328,7 +302,7 @@ class CaseContacts:
         s, name = self.case.s, spec.name
         pack = s.policy.rule_pack.name
         if not spec.confirmation:
-            checked = await self._follow_up(spec, result, attempt_key, "check")
+            checked = await self.follow_ups.ask(spec, result, attempt_key, "check")
             outcome = checked.outcome if checked is not None else "unanswered"
             detail = checked.detail if checked is not None else "no call status in time"
             s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
@@ -341,7 +315,7 @@ class CaseContacts:
                             detail={"step": step_id, "channel": name, "outcome": outcome,
                                     "call_status": detail})
             return True
-        checked = await self._await_confirmation(step, step_id, spec, result, attempt_key)
+        checked = await self.follow_ups.await_confirmation(step, step_id, spec, result, attempt_key)
         if checked.state == "delivered":
             s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
             self._record(step_id, name, "sent", key=attempt_key, rule=f"{pack}.window_and_caps",
@@ -362,41 +336,6 @@ class CaseContacts:
         return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
                                      refused=True)
 
-    async def _await_confirmation(self, step: Step | None, step_id: str, spec: ChannelSpec,
-                                  result: SendResult, attempt_key: str) -> FollowUpResult:
-        """Check at once, remind once halfway to the deadline, cancel at the deadline (or when
-        the case closes first)."""
-        case, s = self.case, self.case.s
-        hours = (step.deadline_days * 24 if step is not None and step.deadline_days
-                 else s.policy.settings.wecom_confirm_hours)
-        start = case.now()
-        deadline = start + timedelta(hours=hours)
-        local_deadline = compliance.local(deadline, s.loan.timezone)
-        case.event("contact_pending",
-                   f"{spec.name} message awaiting the staff member's confirmation until "
-                   f"{local_deadline:%Y-%m-%d %H:%M} local",
-                   detail={"step": step_id, "channel": spec.name})
-        unknown = FollowUpResult("pending", None, "no answer from WeCom")
-        checked = await self._follow_up(spec, result, attempt_key, "check") or unknown
-        for wake, remind in ((start + (deadline - start) / 2, True), (deadline, False)):
-            if checked.state != "pending":
-                return checked
-            await sleep_until(case, wake, lambda: not s.active)
-            checked = await self._follow_up(spec, result, attempt_key, "check") or unknown
-            if checked.state == "pending" and remind and s.active:
-                await self._follow_up(spec, result, attempt_key, "remind")
-                case.event("contact_reminded",
-                           f"{spec.name} staff member reminded to confirm the message",
-                           detail={"step": step_id, "channel": spec.name})
-            if not s.active:
-                break
-        if checked.state != "pending":
-            return checked
-        await self._follow_up(spec, result, attempt_key, "cancel")
-        why = "the case closed first" if not s.active else (
-            f"unconfirmed at {local_deadline:%Y-%m-%d %H:%M} local; task cancelled")
-        return FollowUpResult("not_delivered", "failed", why)
-
     def _template_context(self, extra: dict[str, str]) -> dict[str, Any]:
         case, s = self.case, self.case.s
         loan = s.loan
@@ -415,233 +354,3 @@ class CaseContacts:
         }
         context.update(extra)
         return context
-
-    # ------------------------------------------------------- calls and visits
-
-    async def task(self, step: Step) -> None:
-        """An agent's call or visit: a task with a deadline, then its outcome."""
-        case, s = self.case, self.case.s
-        kind = step.kind
-        task_key = f"{self.workflow_id}/{step.id}"
-        if self._blocked(step, step.id, kind, task_key):
-            return
-        await self._validation_notice_first()  # a call or visit is a communication too
-        if await self._clear_to_contact(step.id, kind, task_key, None) is not Clearance.CLEAR:
-            return
-        if workflow.patched(TASK_RULES_PATCH):
-            await self._task_within_rules(step, task_key)
-            return
-        settings = s.policy.settings
-        days = step.deadline_days or (
-            settings.call_deadline_days if kind == "call" else settings.visit_deadline_days)
-        now = case.now()
-        due_by = now + timedelta(days=days)
-        await self.effects.create_task(
-            TaskInput(task_key=task_key, loan_id=s.loan.loan_id, workflow_id=self.workflow_id,
-                      kind=kind, step_id=step.id, priority=step.priority, due_by=due_by,
-                      created_at=now),
-        )
-        task = OpenTask(task_key=task_key, kind=kind, step_id=step.id, contact_key=task_key,
-                        due_by=due_by)
-        s.open_task = task
-        s.contact_counts[kind] = s.contact_counts.get(kind, 0) + 1
-        case.event("task_created", f"{kind} task created, due by {due_by:%Y-%m-%d %H:%M} UTC",
-                   detail={"task_key": task_key, "step": step.id})
-        # A cease request withdraws the task at once: no agent may call or visit after it.
-        await sleep_until(case, due_by,
-                          lambda: task.outcome is not None or not s.active or s.ceased)
-        s.open_task = None
-        if task.outcome is None and (not s.active or s.ceased):
-            outcome, status = "cancelled", "cancelled"
-        else:
-            outcome = task.outcome or TaskOutcome.DEADLINE_MISSED.value
-            status = "done" if task.outcome else "expired"
-        await self.effects.close_task(
-            TaskClose(task_key=task_key, status=status, outcome=outcome, completed_at=case.now(),
-                      agent=task.agent, note=task.note),
-        )
-        self.effects.contact_decided(ContactRecord(
-            key=task_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
-            contact_key=addresses.contact_key(s.loan, kind), channel=kind, step_id=step.id,
-            stage=s.stage.value, decision="sent", at=case.now(),
-            rule=f"{s.policy.rule_pack.name}.window_and_caps",
-            outcome="connected" if outcome in CONNECTED else "unanswered",
-        ))
-        case.event("task_outcome", f"{kind} outcome: {outcome}", actor=task.agent,
-                   detail={"task_key": task_key, "outcome": outcome})
-        if outcome == TaskOutcome.WRONG_NUMBER.value:
-            s.mark_unusable("phone", "wrong number reported by an agent")
-        elif outcome in ESCALATING and s.active:
-            case.escalate(f"{kind} outcome {outcome}")
-
-    def withdraw_reason(self) -> tuple[str, str] | None:
-        """(rule, why) an open call or visit is withdrawn now, or None if it may go on."""
-        s = self.case.s
-        if not s.active:
-            return CLOSED_RULE, f"case closed ({s.state.value})"
-        if s.ceased:
-            return (f"{s.policy.rule_pack.name}.cease_communication",
-                    "borrower asked to cease contact")
-        if s.hold is not None:
-            return f"{HOLD_RULE}.{s.hold.kind}", f"{s.hold.kind} hold"
-        if s.placement is not None:
-            return placement.PLACED_RULE, f"placed with agency {s.placement.agency_id}"
-        return None
-
-    async def _task_within_rules(self, step: Step, task_key: str) -> None:
-        """The task path since TASK_RULES_PATCH (see there)."""
-        case, s = self.case, self.case.s
-        kind, pack, tz = step.kind, s.policy.rule_pack, s.loan.timezone
-        settings = s.policy.settings
-        days = step.deadline_days or (
-            settings.call_deadline_days if kind == "call" else settings.visit_deadline_days)
-        now = case.now()
-        periods = compliance.allowed_periods(now, now + timedelta(days=days), tz, pack)
-        # Due by the end of the last allowed period in its span: never in the borrower's night.
-        due_by = periods[-1][1] if periods else now + timedelta(days=days)
-        granted = self.last_decision
-        caps_left = dict(granted.caps_left) if granted is not None else {}
-        window = f"{pack.window_start:%H:%M}-{pack.window_end:%H:%M}"
-        await self.effects.create_task(TaskInput(
-            task_key=task_key, loan_id=s.loan.loan_id, workflow_id=self.workflow_id, kind=kind,
-            step_id=step.id, priority=step.priority, due_by=due_by, created_at=now,
-            timezone=tz, window_start=f"{pack.window_start:%H:%M}",
-            window_end=f"{pack.window_end:%H:%M}",
-            work_windows=[[a.isoformat(), b.isoformat()] for a, b in periods],
-            caps_left=caps_left, rule_pack=pack.name,
-        ))
-        task = OpenTask(task_key=task_key, kind=kind, step_id=step.id, contact_key=task_key,
-                        due_by=due_by, created_at=now, withdraws_on_hold=True)
-        s.open_task = task
-        s.contact_counts[kind] = s.contact_counts.get(kind, 0) + 1
-        caps = ", ".join(f"{cap} {n} left" for cap, n in caps_left.items())
-        case.event("task_created",
-                   f"{kind} task created, due by {due_by:%Y-%m-%d %H:%M} UTC; may be worked "
-                   f"{window} local ({tz}){'; ' + caps if caps else ''}",
-                   rule=f"{pack.name}.window_and_caps",
-                   detail={"task_key": task_key, "step": step.id, "window": window,
-                           "caps_left": caps_left})
-        await sleep_until(case, due_by,
-                          lambda: task.outcome is not None or self.withdraw_reason() is not None)
-        s.open_task = None
-        withdrawn = self.withdraw_reason() if task.outcome is None else None
-        if withdrawn is not None:
-            await self._withdraw(step, task, *withdrawn)
-            return
-        if task.outcome is None:
-            await self._no_outcome(step, task)
-            return
-        await self._outcome(step, task)
-
-    async def _withdraw(self, step: Step, task: OpenTask, rule: str, why: str) -> None:
-        case, s = self.case, self.case.s
-        s.withdrawn_tasks[task.task_key] = why
-        await self.effects.close_task(TaskClose(
-            task_key=task.task_key, status="withdrawn", outcome="withdrawn",
-            completed_at=case.now(), reason=why))
-        # The attempt reserved for it was never made: it stops counting towards the caps.
-        self._contact_row(step, "withdrawn", at=case.now(), rule=rule,
-                          reason=f"task withdrawn: {why}", outcome=None)
-        case.event("task_withdrawn", f"{task.kind} task withdrawn: {why}", rule=rule,
-                   detail={"task_key": task.task_key, "step": step.id, "reason": why})
-
-    async def _no_outcome(self, step: Step, task: OpenTask) -> None:
-        case = self.case
-        outcome = TaskOutcome.DEADLINE_MISSED.value
-        await self.effects.close_task(TaskClose(
-            task_key=task.task_key, status="expired", outcome=outcome, completed_at=case.now()))
-        self._contact_row(step, "sent", at=case.now(), rule=NO_OUTCOME_RULE, outcome="unanswered",
-                          reason="no outcome reported by the task's deadline", moved=False)
-        case.event("task_outcome", f"{task.kind} outcome: {outcome}", rule=NO_OUTCOME_RULE,
-                   detail={"task_key": task.task_key, "outcome": outcome})
-
-    async def _outcome(self, step: Step, task: OpenTask) -> None:
-        """An outcome reported: the call is recorded when it happened, inside the rules or as a
-        breach of the rule it broke."""
-        case, s = self.case, self.case.s
-        kind, pack, tz = task.kind, s.policy.rule_pack, s.loan.timezone
-        outcome = task.outcome or TaskOutcome.DEADLINE_MISSED.value
-        at = task.at or case.now()
-        local_at = compliance.local(at, tz)
-        breach = compliance.window_check(at, tz, pack)
-        reason = ""
-        if breach is not None:
-            reason = (f"{kind} at {local_at:%Y-%m-%d %H:%M} local, outside the "
-                      f"{pack.window_start:%H:%M}-{pack.window_end:%H:%M} window")
-        elif self._capped(kind):
-            decision = await self.effects.reserve_contact(ContactRequest(
-                key=f"{task.task_key}/at-call", loan_id=s.loan.loan_id,
-                borrower_key=s.borrower_key, contact_key=addresses.contact_key(s.loan, kind),
-                channel=kind, step_id=step.id, stage=s.stage.value, template=None, at=at,
-                timezone=tz, rule_pack=pack, check_only=True, exclude_key=task.task_key,
-            ))
-            if not decision.allowed:
-                breach = decision.rule or f"{pack.name}.caps"
-                reason = f"{kind} at {local_at:%Y-%m-%d %H:%M} local over a cap: {decision.reason}"
-        await self.effects.close_task(TaskClose(
-            task_key=task.task_key, status="done", outcome=outcome, completed_at=case.now(),
-            agent=task.agent, note=task.note, contacted_at=at, breach_rule=breach))
-        rule = breach or f"{pack.name}.window_and_caps"
-        self._contact_row(
-            step, "breach" if breach else "sent", at=at, rule=rule,
-            outcome="connected" if outcome in CONNECTED else "unanswered",
-            reason=reason or f"{kind} at {local_at:%Y-%m-%d %H:%M} local, within the "
-                             f"{pack.name} window and caps")
-        case.event("task_outcome", f"{kind} outcome: {outcome}", actor=task.agent, rule=rule,
-                   detail={"task_key": task.task_key, "outcome": outcome,
-                           "at": at.isoformat()})
-        if breach is not None:
-            s.breaches += 1
-            case.event("compliance_breach", f"compliance breach ({breach}): {reason}",
-                       rule=breach, actor=task.agent,
-                       detail={"task_key": task.task_key, "step": step.id, "channel": kind,
-                               "at": at.isoformat()})
-        if outcome == TaskOutcome.WRONG_NUMBER.value:
-            s.mark_unusable("phone", "wrong number reported by an agent")
-        elif outcome in ESCALATING and s.active:
-            case.escalate(f"{kind} outcome {outcome}")
-
-    def _capped(self, kind: str) -> bool:
-        pack = self.case.s.policy.rule_pack
-        return any(kind in cap.channels for cap in pack.caps) or (
-            kind == "call" and pack.post_conversation_quiet_days > 0)
-
-    def _contact_row(self, step: Step, decision: str, *, at: datetime, rule: str, reason: str,
-                     outcome: str | None, moved: bool = True) -> None:
-        """The decision on a task's contact row (its reserved attempt), keyed by the task."""
-        s = self.case.s
-        self.effects.contact_decided(ContactRecord(
-            key=f"{self.workflow_id}/{step.id}", loan_id=s.loan.loan_id,
-            borrower_key=s.borrower_key, contact_key=addresses.contact_key(s.loan, step.kind),
-            channel=step.kind, step_id=step.id, stage=s.stage.value, decision=decision, at=at,
-            rule=rule, reason=reason, outcome=outcome,
-            local_date=compliance.local(at, s.loan.timezone).date(), moved=moved,
-        ))
-
-    # ----------------------------------------------------------------- legal
-
-    async def legal(self, step: Step) -> None:
-        case, s = self.case, self.case.s
-        action = step.action or "lawyer_letter"
-        now = case.now()
-        documents = [{
-            "type": action, "template": step.template, "locale": s.loan.locale,
-            "amount": str(s.outstanding), "currency": s.loan.currency,
-            "days_past_due": case.dpd(), "generated_at": now.isoformat(),
-        }]
-        await self.effects.record_legal_action(
-            LegalInput(key=f"{self.workflow_id}/{step.id}", loan_id=s.loan.loan_id,
-                       action=action, created_at=now, documents=documents),
-        )
-        case.event("legal_action", f"legal action recorded: {action}",
-                   detail={"step": step.id, "action": action})
-        extra: dict[str, str] = {}
-        if action == "agency_placement" and not s.simulate and workflow.patched(
-                placement.PLACEMENT_PATCH):
-            placed, _ = await placement.place(case, actor="policy", reason=f"step {step.id}",
-                                              channels=[])
-            if placed is None:
-                return  # no agency takes it: no notice of a placement that did not happen
-            extra = {"agency_name": placed.agency_name}
-        for name in step.channels or [DOCUMENT_CHANNEL]:
-            await self.contact(step, name, step.template or action, extra=extra)

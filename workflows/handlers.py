@@ -6,25 +6,12 @@ waits in the inbox, an update waits until the case is open, a query says it is s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict
-from datetime import date, datetime, timedelta
-from decimal import Decimal
-from typing import Any, TypeVar
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from contracts.agency import (
-        AgencyContactInput,
-        AgencyContactResult,
-        AgencyPromiseInput,
-        AgencyReturnInput,
-        PlaceInput,
-        PlacementView,
-        RecallInput,
-    )
     from contracts.channels import channel
     from contracts.messages import (
         CaseState,
@@ -48,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         WaiverInput,
     )
     from contracts.names import Query, Signal, Update
-    from workflows import arrangements, ladder, negotiation, placement
+    from workflows import arrangements, case_views, negotiation, placement
     from workflows.case import Case
     from workflows.case_state import (
         HoldState,
@@ -58,28 +45,15 @@ with workflow.unsafe.imports_passed_through():
         SettlementState,
     )
     from workflows.contacts import DELIVERY_FAILED_PATCH, UNDELIVERED_RULE, delivery_fallback
+    from workflows.handler_base import HandlerBase, refusal, refused
     from workflows.ledger import format_amount
 
-T = TypeVar("T")
 
-
-def _refused(check: Callable[[], T]) -> T:
-    """Run a negotiation check; its refusal reaches the caller as a non-retryable failure."""
-    try:
-        return check()
-    except negotiation.Refusal as err:
-        raise ApplicationError(str(err), type="Refused", non_retryable=True) from None
-
-
-def _refusal(message: str) -> ApplicationError:
-    return ApplicationError(message, type="Refused", non_retryable=True)
-
-
-class CaseHandlers:
+class CaseHandlers(HandlerBase):
     """How the outside world talks to a case: signals for facts (a payment, a message not
-    delivered), updates with validators, queries."""
+    delivered), updates with validators, queries. The agency placement's updates are beside
+    these, in workflows/agency_handlers.py."""
 
-    _case: Case | None  # None only while the case is opening
     _inbox: list[PaymentInput]
 
     def _start_handlers(self, case: Case | None) -> None:
@@ -148,34 +122,15 @@ class CaseHandlers:
 
     @record_payment.validator
     def _check_payment(self, payment: PaymentInput) -> None:
-        _refused(lambda: negotiation.check_payment_form(payment, workflow.now()))
+        refused(lambda: negotiation.check_payment_form(payment, workflow.now()))
 
     # --------------------------------------------------------------- updates
-
-    async def _until_open(self) -> Case:
-        await workflow.wait_condition(lambda: self._case is not None)
-        case = self._case
-        if case is None:  # wait_condition returned, so it is set; this tells the type checker
-            raise ApplicationError("case is still opening")
-        return case
-
-    def _validate(self, check: Callable[[Case], object]) -> None:
-        """Validators check once the case is open; before that the handler checks after waiting."""
-        if self._case is not None:
-            case = self._case
-            _refused(lambda: check(case))
-
-    @staticmethod
-    def _result(case: Case, message: str) -> UpdateResult:
-        case.wake = True
-        return UpdateResult(accepted=True, message=message, outstanding=case.s.outstanding,
-                            currency=case.s.loan.currency)
 
     @workflow.update(name=Update.PROMISE)
     async def promise(self, p: PromiseInput) -> UpdateResult:
         case = await self._until_open()
         s = case.s
-        _refused(lambda: negotiation.check_promise(s, p, case.today()))
+        refused(lambda: negotiation.check_promise(s, p, case.today()))
         if s.promise is not None and s.promise.status == "open":
             s.promise.status = "cancelled"
             case.event("promise_cancelled", "earlier promise replaced", actor=p.agent)
@@ -198,7 +153,7 @@ class CaseHandlers:
     async def plan(self, p: PlanInput) -> UpdateResult:
         case = await self._until_open()
         s = case.s
-        _refused(lambda: negotiation.check_plan(s, p, case.today()))
+        refused(lambda: negotiation.check_plan(s, p, case.today()))
         s.plan = PlanState(agent=p.agent, installments=list(p.installments), made_at=case.now(),
                            paid_before=s.paid_total)
         s.assigned_agent = p.agent
@@ -217,7 +172,7 @@ class CaseHandlers:
     async def extend(self, e: ExtensionInput) -> UpdateResult:
         case = await self._until_open()
         s = case.s
-        _refused(lambda: negotiation.check_extension(s, e))
+        refused(lambda: negotiation.check_extension(s, e))
         old = s.due_date
         s.due_date = e.new_due_date
         s.assigned_agent = e.agent
@@ -233,7 +188,7 @@ class CaseHandlers:
     async def waive(self, w: WaiverInput) -> UpdateResult:
         case = await self._until_open()
         s = case.s
-        _refused(lambda: negotiation.check_waiver(s, w))
+        refused(lambda: negotiation.check_waiver(s, w))
         s.set_balance(s.balance.waive(w.component, w.amount))
         s.assigned_agent = w.agent
         case.event("waiver", f"{w.amount} {w.currency} of {w.component} waived; "
@@ -253,7 +208,7 @@ class CaseHandlers:
     async def settle(self, st: SettlementInput) -> UpdateResult:
         case = await self._until_open()
         s = case.s
-        _refused(lambda: negotiation.check_settlement(s, st, case.today()))
+        refused(lambda: negotiation.check_settlement(s, st, case.today()))
         s.settlement = SettlementState(agent=st.agent, amount=st.amount, pay_by=st.pay_by,
                                        made_at=case.now(), paid_before=s.paid_total)
         s.assigned_agent = st.agent
@@ -272,7 +227,7 @@ class CaseHandlers:
         case = await self._until_open()
         s = case.s
         today = case.today()
-        _refused(lambda: negotiation.check_hold(s, h, today))
+        refused(lambda: negotiation.check_hold(s, h, today))
         review_by = h.review_by or today + timedelta(days=s.policy.settings.hold_review_days)
         s.hold = HoldState(kind=h.kind, actor=h.actor, reason=h.reason, since=case.now(),
                            review_by=review_by)
@@ -289,7 +244,7 @@ class CaseHandlers:
     async def resolve(self, r: ResolveHoldInput) -> UpdateResult:
         case = await self._until_open()
         s = case.s
-        kind = _refused(lambda: negotiation.check_resolve(s)).kind
+        kind = refused(lambda: negotiation.check_resolve(s)).kind
         s.hold = None
         case.event("hold_resolved", f"{kind} hold resolved: {r.resolution}", actor=r.actor,
                    detail={"reason": r.reason})
@@ -303,7 +258,7 @@ class CaseHandlers:
     async def cease(self, c: CeaseInput) -> UpdateResult:
         case = await self._until_open()
         s = case.s
-        _refused(lambda: negotiation.check_cease(s))
+        refused(lambda: negotiation.check_cease(s))
         s.ceased = True
         case.event("cease", f"borrower asked to cease contact: {c.reason}", actor=c.actor)
         return self._result(case, "contact ceased; only notices the rules allow will be sent")
@@ -315,7 +270,7 @@ class CaseHandlers:
     @workflow.update(name=Update.CLOSE)
     async def close(self, c: CloseInput) -> UpdateResult:
         case = await self._until_open()
-        _refused(lambda: negotiation.check_close(case.s, c))
+        refused(lambda: negotiation.check_close(case.s, c))
         placement.end(case, "case_closed", actor=c.actor)
         case.close(CaseState.CLOSED, c.reason, actor=c.actor)
         case.set_stage(Stage.CLOSED)
@@ -342,195 +297,40 @@ class CaseHandlers:
         if self._case is not None:
             _open_task_for(self._case, o)
 
-    # ------------------------------------------------------------ placements
-
-    @workflow.update(name=Update.PLACE)
-    async def place(self, p: PlaceInput) -> UpdateResult:
-        case = await self._until_open()
-        _refused(lambda: _check_place(case))
-        placed, message = await placement.place(case, actor=p.actor, reason=p.reason,
-                                                agency_id=p.agency_id)
-        if placed is None:
-            raise _refusal(message)
-        return self._result(case, message)
-
-    @place.validator
-    def _check_place_update(self, p: PlaceInput) -> None:
-        self._validate(_check_place)
-
-    @workflow.update(name=Update.RECALL)
-    async def recall(self, r: RecallInput) -> UpdateResult:
-        case = await self._until_open()
-        _refused(lambda: _check_placed(case, None))
-        ended = placement.end(case, "recalled", actor=r.actor)
-        assert ended is not None
-        return self._result(case, f"recalled from agency {ended.agency_id}: {ended.recovered} "
-                                  f"recovered, commission {ended.commission}; ladder resumes")
-
-    @recall.validator
-    def _check_recall(self, r: RecallInput) -> None:
-        self._validate(lambda c: _check_placed(c, None))
-
-    @workflow.update(name=Update.AGENCY_RETURN)
-    async def agency_return(self, r: AgencyReturnInput) -> UpdateResult:
-        case = await self._until_open()
-        _refused(lambda: _check_placed(case, r.agency_id))
-        ended = placement.end(case, "returned", actor=placement.agency_actor(r.agency_id))
-        assert ended is not None
-        return self._result(case, f"returned by agency {ended.agency_id}: {ended.recovered} "
-                                  f"recovered, commission {ended.commission}")
-
-    @agency_return.validator
-    def _check_return(self, r: AgencyReturnInput) -> None:
-        self._validate(lambda c: _check_placed(c, r.agency_id))
-
-    @workflow.update(name=Update.AGENCY_CONTACT)
-    async def agency_contact(self, o: AgencyContactInput) -> AgencyContactResult:
-        case = await self._until_open()
-        _refused(lambda: _check_agency_contact(case, o))
-        return await placement.report_contact(case, workflow.info().workflow_id, o)
-
-    @agency_contact.validator
-    def _check_agency_contact_update(self, o: AgencyContactInput) -> None:
-        self._validate(lambda c: _check_agency_contact(c, o))
-
-    @workflow.update(name=Update.AGENCY_PROMISE)
-    async def agency_promise(self, p: AgencyPromiseInput) -> UpdateResult:
-        case = await self._until_open()
-        s = case.s
-        promise = PromiseInput(agent=placement.agency_actor(p.agency_id), amount=p.amount,
-                               currency=p.currency, promised_date=p.promised_date)
-        _refused(lambda: _check_agency_promise(case, p.agency_id, promise))
-        if s.promise is not None and s.promise.status == "open":
-            s.promise.status = "cancelled"
-            case.event("promise_cancelled", "earlier promise replaced", actor=promise.agent)
-        s.promise = PromiseState(agent=promise.agent, amount=p.amount,
-                                 promised_date=p.promised_date, made_at=case.now(),
-                                 paid_before=s.paid_total)
-        case.event("promise", f"promise to pay {p.amount} {p.currency} by {p.promised_date} "
-                   f"(taken by agency {p.agency_id})", actor=promise.agent,
-                   detail={"amount": str(p.amount), "date": p.promised_date.isoformat()})
-        return self._result(case, f"promise recorded: {p.amount} {p.currency} by "
-                                  f"{p.promised_date}")
-
-    @agency_promise.validator
-    def _check_agency_promise(self, p: AgencyPromiseInput) -> None:
-        promise = PromiseInput(agent=placement.agency_actor(p.agency_id), amount=p.amount,
-                               currency=p.currency, promised_date=p.promised_date)
-        self._validate(lambda c: _check_agency_promise(c, p.agency_id, promise))
-
-    @workflow.query(name=Query.PLACEMENT)
-    def placement_view(self) -> PlacementView:
-        if self._case is None:
-            raise ApplicationError("case is still opening")
-        return placement.view(self._case.s)
-
     # --------------------------------------------------------------- queries
 
     @workflow.query(name=Query.STATUS)
     def status(self) -> CaseStatus:
         if self._case is None:
             raise ApplicationError("case is still opening")
-        case, s = self._case, self._case.s
-        next_action, next_at = _next_action(case)
-        return CaseStatus(
-            loan_id=s.loan.loan_id, state=s.state, stage=s.stage, days_past_due=case.dpd(),
-            outstanding=s.outstanding, currency=s.loan.currency, principal=s.principal,
-            interest=s.interest, fees=s.fees, paid_total=s.paid_total,
-            next_action=next_action, next_action_at=next_at,
-            promise=_plain(s.promise) if s.promise and s.promise.status == "open" else None,
-            plan=_plain(s.plan) if s.plan and s.plan.status == "active" else None,
-            settlement=(_plain(s.settlement)
-                        if s.settlement and s.settlement.status == "open" else None),
-            hold=_plain(s.hold) if s.hold else None, contact_counts=dict(s.contact_counts),
-            policy_name=s.policy.name, policy_version=s.policy.version, segment=s.policy.segment,
-            rule_pack=s.policy.rule_pack.name, ceased=s.ceased, assigned_agent=s.assigned_agent,
-            run_count=s.run_count, breaches=s.breaches, unapplied_payments=len(s.unapplied),
-            placed_with=s.placement.agency_id if s.placement else None,
-        )
+        return case_views.status(self._case)
 
     @workflow.query(name=Query.TIMELINE)
     def timeline(self) -> list[TimelineEvent]:
         return list(self._case.s.timeline) if self._case is not None else []
 
 
-def _check_place(case: Case) -> None:
-    s = case.s
-    if not s.active:
-        raise negotiation.Refusal(f"case is {s.state.value}")
-    if s.simulate:
-        raise negotiation.Refusal("a simulated case is not placed with an agency")
-    if s.placement is not None:
-        raise negotiation.Refusal(f"already placed with agency {s.placement.agency_id}")
-    if s.ceased:
-        raise negotiation.Refusal("the borrower asked to cease contact")
-
-
-def _check_placed(case: Case, agency_id: str | None) -> None:
-    s = case.s
-    if not s.active:
-        raise negotiation.Refusal(f"case is {s.state.value}")
-    if s.placement is None:
-        raise negotiation.Refusal("case is not placed with an agency")
-    if agency_id is not None and s.placement.agency_id != agency_id:
-        raise negotiation.Refusal(f"case is not placed with agency {agency_id}")
-
-
-def _check_agency_promise(case: Case, agency_id: str, promise: PromiseInput) -> None:
-    _check_placed(case, agency_id)
-    negotiation.check_promise(case.s, promise, case.today())
-
-
-def _check_agency_contact(case: Case, o: AgencyContactInput) -> None:
-    _check_placed(case, o.agency_id)
-    p = case.s.placement
-    assert p is not None
-    negotiation.check_task_time(o.at, None, case.real_now())
-    at = case.clock.policy_time(o.at)
-    if at < p.placed_at:
-        raise negotiation.Refusal("the contact is dated before the case was placed")
-
-
 def _open_task_for(case: Case, o: TaskOutcomeInput) -> OpenTask:
     s = case.s
     withdrawn = s.withdrawn_tasks.get(o.task_key)
     if withdrawn is not None:
-        raise _refusal(f"task {o.task_key!r} was withdrawn: {withdrawn}")
+        raise refusal(f"task {o.task_key!r} was withdrawn: {withdrawn}")
     t = s.open_task
     if t is None or t.task_key != o.task_key:
-        raise _refusal(f"no open task {o.task_key!r} on this case")
+        raise refusal(f"no open task {o.task_key!r} on this case")
     if t.outcome is not None:
-        raise _refusal(f"task {o.task_key!r} already has an outcome")
+        raise refusal(f"task {o.task_key!r} already has an outcome")
     if t.withdraws_on_hold:
         # Withdrawn the moment the task's wait wakes; refused already, before it has.
         if not s.active:
-            raise _refusal(f"task {o.task_key!r} was withdrawn: case closed ({s.state.value})")
+            raise refusal(f"task {o.task_key!r} was withdrawn: case closed ({s.state.value})")
         if s.ceased:
-            raise _refusal(f"task {o.task_key!r} was withdrawn: borrower asked to cease contact")
+            raise refusal(f"task {o.task_key!r} was withdrawn: borrower asked to cease contact")
         if s.hold is not None:
-            raise _refusal(f"task {o.task_key!r} was withdrawn: {s.hold.kind} hold")
+            raise refusal(f"task {o.task_key!r} was withdrawn: {s.hold.kind} hold")
         if o.at is not None:
             at = o.at
-            _refused(lambda: negotiation.check_task_time(at, None, case.real_now()))
-            _refused(lambda: negotiation.check_task_time(case.clock.policy_time(at),
-                                                         t.created_at, case.now()))
+            refused(lambda: negotiation.check_task_time(at, None, case.real_now()))
+            refused(lambda: negotiation.check_task_time(case.clock.policy_time(at),
+                                                        t.created_at, case.now()))
     return t
-
-
-def _next_action(case: Case) -> tuple[str | None, datetime | None]:
-    s = case.s
-    if not s.active:
-        return None, None
-    if s.open_task is not None:
-        return f"awaiting {s.open_task.kind} outcome ({s.open_task.task_key})", s.open_task.due_by
-    if s.paused_by is not None:
-        return f"paused: {s.paused_by}", None
-    step = ladder.next_step(s)
-    if step is None:
-        return None, None
-    return f"{step.id} ({step.kind})", ladder.step_time(s, step)
-
-
-def _plain(obj: Any) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, (Decimal, date, datetime)) else v)
-            for k, v in asdict(obj).items()}
