@@ -5,10 +5,13 @@
 Starts the embedded stack (Temporal dev server with its Web UI, PostgreSQL, the provider
 emulator) and a worker, opens 20 cases under the `demo` policy (a policy day lasts 3 seconds: the
 compression is a policy setting, the workflow code is the production code), then plays the
-outside world: the loan system pays some loans in full and some in part, an agent answers call
-tasks and records a promise, and the rest are left to escalate to legal action and write-off.
-A live table shows every case until each reaches an end state; a summary follows, and everything
-is shut down.
+outside world over the HTTP API it starts beside them (`python -m api`, one key per role): the
+loan system opens the cases in one batch and pays some loans in full and some in part, an agent
+claims call tasks, reports the calls and records a promise and a settlement, an operator reads
+each case's status, and the provider emulator reports every delivery to the API's webhooks (one
+borrower texts STOP). The rest are left to escalate to legal action and write-off. A live table
+shows every case until each reaches an end state; a summary follows, and everything is shut
+down. The requests themselves are in demo_http.py, what is shown in demo_view.py.
 """
 
 from __future__ import annotations
@@ -21,45 +24,35 @@ import random
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
-from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 from temporalio.client import Client
-from temporalio.service import RPCError
 
-from contracts.messages import (
-    CaseStatus,
-    LoanInput,
-    PaymentInput,
-    PromiseInput,
-    SettlementInput,
-    TaskOutcome,
-    TaskOutcomeInput,
-)
-from contracts.names import workflow_id_for
-from demo_progress import Progress, finished, give_up_message
+from api.keys import KEY_FILE
+from contracts.messages import CaseStatus, LoanInput
+from demo_http import ApiRefused, DemoApi, Keys, borrower_texts, point_emulator_at
+from demo_progress import Progress, give_up_message
+from demo_view import DAY_SECONDS, NoLive, console, render, step, summary, why_no_status
 from infra.database import create_pool
 from infra.endpoints import free_port
 from infra.run import start_api, stop
 from infra.settings import Settings
 from infra.shutdown import run_until_signalled
 from infra.stack import LocalStack
-from service import cases, updates
-from service.errors import ServiceError
+from infra.vault_crypto import vault_keys
 from worker import providers_from, running_worker
 
-console = Console(width=None if sys.stdout.isatty() else 130)
-DAY_SECONDS = 3  # must match policies/demo.toml
 # Give up once no case has changed for this long: the demo ladder's longest quiet stretch is 10
 # policy days (D+20 to D+30), so twice that. A busy machine slows cases down; it does not stop them.
 STALL_SECONDS = float(os.environ.get("DEMO_STALL_SECONDS", 20 * DAY_SECONDS))
 MAX_SECONDS = float(os.environ.get("DEMO_MAX_SECONDS", 1800))
+OPTS_OUT = "DEMO-020"  # an unpaid loan whose borrower texts STOP on policy day 2
 NAMES = ["Li Lei", "Han Meimei", "Wang Fang", "Zhang Wei", "Liu Yang", "Chen Jing", "Emily Carter",
          "James Brown", "Zhao Min", "Sun Li"]
 
@@ -104,88 +97,86 @@ def demo_loans(today: date, rng: random.Random) -> list[Script]:
     return scripts
 
 
-async def play_outside_world(client: Client, pool: asyncpg.Pool, scripts: list[Script],
+async def play_outside_world(api: DemoApi, emulator_url: str | None, scripts: list[Script],
                              started: float, stop: asyncio.Event) -> None:
-    """The loan system and an agent, acting on the demo's compressed clock."""
+    """The loan system, an agent and one borrower, over HTTP on the demo's compressed clock. What
+    falls due is done at once, side by side: a slow answer from one case holds up no other."""
     loop = asyncio.get_running_loop()
     rng = random.Random(7)
     while not stop.is_set():
         day = (loop.time() - started) / DAY_SECONDS
-        for s in scripts:
-            loan = s.loan
-            try:
-                pay_day = 3 + int(loan.loan_id[-1])
-                if s.plan == "pay in full" and day > pay_day and "paid" not in s.done:
-                    s.done.add("paid")
-                    await cases.pay(client, loan.loan_id, PaymentInput(
-                        payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue,
-                        currency="CNY"))
-                elif s.plan == "pay in part" and day > 4 and "part" not in s.done:
-                    s.done.add("part")
-                    await cases.pay(client, loan.loan_id, PaymentInput(
-                        payment_id=f"{loan.loan_id}-P1",
-                        amount=(loan.amount_overdue / 3).quantize(Decimal("0.01")), currency="CNY"))
-                elif s.plan == "promise" and day > 2 and "promise" not in s.done:
-                    s.done.add("promise")
-                    # The case lives on the policy's clock: its "today" is due date + DPD.
-                    st = await cases.status(client, loan.loan_id)
-                    policy_today = loan.due_date + timedelta(days=st.days_past_due)
-                    await updates.promise(client, loan.loan_id, PromiseInput(
-                        agent="agent-007", amount=st.outstanding, currency="CNY",
-                        promised_date=policy_today + timedelta(days=2)))
-                elif s.plan == "settle" and day > 3 and "offer" not in s.done:
-                    s.done.add("offer")
-                    st = await cases.status(client, loan.loan_id)
-                    policy_today = loan.due_date + timedelta(days=st.days_past_due)
-                    s.settlement = (st.outstanding * Decimal("0.6")).quantize(Decimal("0.01"))
-                    await updates.settle(client, loan.loan_id, SettlementInput(
-                        agent="agent-007", amount=s.settlement, currency="CNY",
-                        pay_by=policy_today + timedelta(days=3)))
-                elif s.plan == "settle" and day > 5 and "settled" not in s.done and s.settlement:
-                    s.done.add("settled")
-                    await cases.pay(client, loan.loan_id, PaymentInput(
-                        payment_id=f"{loan.loan_id}-S1", amount=s.settlement, currency="CNY"))
-                elif s.plan == "promise" and day > 5 and "kept" not in s.done:
-                    s.done.add("kept")
-                    await cases.pay(client, loan.loan_id, PaymentInput(
-                        payment_id=f"{loan.loan_id}-P1", amount=loan.amount_overdue,
-                        currency="CNY"))
-            except ServiceError:
-                pass  # the case may have closed in the meantime
-        # The agent console: answer open call tasks (a visit is left to miss its deadline).
-        for task in await pool.fetch(
-            "SELECT task_key, loan_id FROM tasks WHERE status = 'open' AND kind = 'call' "
-            "AND loan_id LIKE 'DEMO-%'"
-        ):
-            outcome = rng.choice([TaskOutcome.NO_ANSWER, TaskOutcome.REACHED,
-                                  TaskOutcome.NO_ANSWER])
-            with contextlib.suppress(ServiceError):  # the case may have closed meanwhile
-                await updates.task_outcome(client, task["loan_id"], TaskOutcomeInput(
-                    task_key=task["task_key"], outcome=outcome, agent="agent-007"))
+        due = [act for s in scripts if (act := next_act(api, emulator_url, s, day)) is not None]
+        await asyncio.gather(*due, work_the_queue(api, rng, day))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.5)
 
 
-def render(statuses: dict[str, CaseStatus | None], scripts: list[Script], elapsed: float) -> Table:
-    table = Table(title=f"Collection cases, policy day {elapsed / DAY_SECONDS:.0f} "
-                        f"({elapsed:.0f} s; a policy day lasts {DAY_SECONDS} s)")
-    for col in ("loan", "scenario", "state", "stage", "DPD", "outstanding", "sms", "email", "calls",
-                "next action"):
-        table.add_column(col)
-    for s in scripts:
-        st = statuses.get(s.loan.loan_id)
-        if st is None:
-            table.add_row(s.loan.loan_id, s.plan, "opening", "", "", "", "", "", "", "")
-            continue
-        colour = {"paid": "green", "settled": "green", "written_off": "red",
-                  "closed": "yellow"}.get(st.state.value, "white")
-        table.add_row(
-            s.loan.loan_id, s.plan, f"[{colour}]{st.state.value}[/]", st.stage.value,
-            str(st.days_past_due), f"{st.outstanding:,.2f} {st.currency}",
-            str(st.contact_counts.get("sms", 0)), str(st.contact_counts.get("email", 0)),
-            str(st.contact_counts.get("call", 0)), (st.next_action or "")[:32],
-        )
-    return table
+def next_act(api: DemoApi, emulator_url: str | None, s: Script,
+             day: float) -> Awaitable[None] | None:
+    """What the outside world does to the loan now, if anything (each thing done once)."""
+    loan, agent = s.loan, api.keys.agent
+    lid, pays = loan.loan_id, f"POST /v1/cases/{loan.loan_id}/payments"
+
+    def once(what: str, when: bool) -> bool:
+        if when and what not in s.done:
+            s.done.add(what)
+            return True
+        return False
+
+    if s.plan == "pay in full" and once("paid", day > 3 + int(lid[-1])):
+        return act(day, "loan system", pays,
+                   api.pay(lid, f"{lid}-P1", loan.amount_overdue, "CNY"))
+    if s.plan == "pay in part" and once("part", day > 4):
+        part = (loan.amount_overdue / 3).quantize(Decimal("0.01"))
+        return act(day, "loan system", pays, api.pay(lid, f"{lid}-P1", part, "CNY"))
+    if s.plan == "promise" and once("promise", day > 2):
+        async def promise() -> str:
+            # The case lives on the policy's clock: its "today" is due date + DPD.
+            st = await api.status(lid)
+            by = loan.due_date + timedelta(days=st.days_past_due + 2)
+            return await api.promise(lid, st.outstanding, "CNY", by)
+        return act(day, agent, f"POST /v1/cases/{lid}/promise", promise())
+    if s.plan == "promise" and once("kept", day > 5):
+        return act(day, "loan system", pays,
+                   api.pay(lid, f"{lid}-P1", loan.amount_overdue, "CNY"))
+    if s.plan == "settle" and once("offer", day > 3):
+        async def offer() -> str:
+            st = await api.status(lid)
+            s.settlement = (st.outstanding * Decimal("0.6")).quantize(Decimal("0.01"))
+            pay_by = loan.due_date + timedelta(days=st.days_past_due + 3)
+            return await api.settle(lid, s.settlement, "CNY", pay_by)
+        return act(day, agent, f"POST /v1/cases/{lid}/settle", offer())
+    if s.plan == "settle" and s.settlement and once("settled", day > 5):
+        return act(day, "loan system", pays, api.pay(lid, f"{lid}-S1", s.settlement, "CNY"))
+    if emulator_url and lid == OPTS_OUT and once("stop", day > 2):
+        # Via Twilio (the emulator) to the inbound webhook: SMS stops, e-mail goes on.
+        async def texts_stop() -> str:
+            replies = await borrower_texts(emulator_url, loan.phone, "STOP")
+            return f"Twilio answers: {' / '.join(replies) or '-'}"
+        return act(day, "borrower", f"texts STOP about {lid}", texts_stop())
+    return None
+
+
+async def work_the_queue(api: DemoApi, rng: random.Random, day: float) -> None:
+    """The agent console: claim each open call task and report the call (a visit is left to
+    miss its deadline)."""
+    try:
+        tasks = [t for t in await api.call_tasks() if t["loan_id"].startswith("DEMO-")]
+    except ApiRefused as err:
+        step(day, api.keys.agent, "GET /v1/tasks", f"refused: {err}")
+        return
+    for task in tasks:
+        outcome = rng.choice(["no_answer", "reached", "no_answer"])
+        await act(day, api.keys.agent, f"claims {task['task_key']}, reports {outcome}",
+                  api.work_task(task["task_key"], task["loan_id"], outcome))
+
+
+async def act(day: float, who: str, what: str, call: Awaitable[str]) -> None:
+    try:
+        answer = await call
+    except ApiRefused as err:  # the case may have closed meanwhile
+        answer = f"refused: {err}"
+    step(day, who, what, answer)
 
 
 def demo_state_dir() -> Path:
@@ -203,50 +194,67 @@ async def run_demo() -> int:
     async with LocalStack(settings) as ep:
         pool = await create_pool(ep.dsn)
         try:
+            # The API keeps the borrowers' details in the vault, under the stack's key: the
+            # worker reads them from there at send time.
             async with running_worker(ep.client, pool, providers_from(ep, settings),
-                                      task_queue=settings.task_queue):
+                                      task_queue=settings.task_queue,
+                                      vault_keys=vault_keys(state_dir=state_dir)):
                 console.print(f"Temporal Web UI: [link]{ep.ui_url}[/]  (workflows are encrypted; "
                               f"the data is readable through the codec server, see README)")
-                api = await asyncio.to_thread(start_api, state_dir, state_dir / "api.log",
-                                              API_PORT=str(free_port()),
-                                              TASK_QUEUE=settings.task_queue)
-                if api is not None:
-                    console.print(f"Console: [link]{api[1]}/console[/]  (the demo's cases, while "
-                                  f"it runs; API keys in {state_dir / 'api-keys.json'})")
+                started = await asyncio.to_thread(start_api, state_dir, state_dir / "api.log",
+                                                  API_PORT=str(free_port()),
+                                                  TASK_QUEUE=settings.task_queue)
+                if started is None:
+                    console.print("[red]The HTTP API did not start; the demo plays through it.[/]")
+                    return 1
+                proc, url = started
                 try:
-                    return await drive(ep.client, pool, settings.task_queue)
+                    console.print(f"HTTP API: [link]{url}/docs[/]  console: [link]{url}/console[/]"
+                                  f"  (API keys, one per role, in {state_dir / KEY_FILE})")
+                    if ep.emulator_url:
+                        await point_emulator_at(ep.emulator_url, url, state_dir)
+                        console.print("The provider emulator reports deliveries and replies to "
+                                      "the API's webhooks, signed as Twilio and SendGrid sign.")
+                    api = DemoApi(url, Keys.read(state_dir))
+                    try:
+                        return await drive(api, ep.client, pool, ep.emulator_url)
+                    finally:
+                        await api.aclose()
                 finally:
-                    await asyncio.to_thread(stop, api[0] if api else None)
+                    await asyncio.to_thread(stop, proc)
         finally:
             await pool.close()
 
 
-async def drive(client: Client, pool: asyncpg.Pool, task_queue: str) -> int:
+async def drive(api: DemoApi, client: Client, pool: asyncpg.Pool,
+                emulator_url: str | None) -> int:
     rng = random.Random(20261123)
     today = datetime.now(UTC).date()
     scripts = demo_loans(today, rng)
-    counts = await cases.start_many(client, [s.loan for s in scripts], task_queue=task_queue)
-    console.print(f"Opened {counts.get('started', 0)} cases under the demo policy.")
+    plans = {s.loan.loan_id: s.plan for s in scripts}
+    counts = await api.start_batch([s.loan for s in scripts])
+    step(0, "loan system", f"POST /v1/cases:batch with {len(scripts)} loans",
+         ", ".join(f"{k} {v}" for k, v in counts.items()))
     loop = asyncio.get_running_loop()
     started = loop.time()
     stop = asyncio.Event()
-    world = asyncio.create_task(play_outside_world(client, pool, scripts, started, stop))
+    world = asyncio.create_task(play_outside_world(api, emulator_url, scripts, started, stop))
     statuses: dict[str, CaseStatus | None] = {}
     no_status: dict[str, str] = {}
     progress = Progress(stall_seconds=STALL_SECONDS, max_seconds=MAX_SECONDS, started=started)
     interactive = console.is_terminal
     last_print = 0.0
-    with Live(render(statuses, scripts, 0), console=console, refresh_per_second=2,
-              transient=False) if interactive else _NoLive() as live:
+    with Live(render(statuses, plans, 0), console=console, refresh_per_second=2,
+              transient=False) if interactive else NoLive() as live:
         while not progress.give_up(loop.time()):
-            for s in scripts:
+            for s in scripts:  # what an operator sees: GET /v1/cases/{loan_id}
                 try:
-                    statuses[s.loan.loan_id] = await cases.status(client, s.loan.loan_id)
-                except ServiceError as err:
+                    statuses[s.loan.loan_id] = await api.status(s.loan.loan_id)
+                except ApiRefused as err:
                     statuses[s.loan.loan_id] = None
                     no_status[s.loan.loan_id] = await why_no_status(client, s.loan.loan_id, err)
             elapsed = loop.time() - started
-            live.update(render(statuses, scripts, elapsed))
+            live.update(render(statuses, plans, elapsed))
             if not interactive and elapsed - last_print >= 15:
                 last_print = elapsed
                 states = Counter(st.state.value for st in statuses.values() if st)
@@ -259,7 +267,7 @@ async def drive(client: Client, pool: asyncpg.Pool, task_queue: str) -> int:
     stop.set()
     await world
     if not interactive:
-        console.print(render(statuses, scripts, loop.time() - started))
+        console.print(render(statuses, plans, loop.time() - started))
     code = await summary(pool, statuses)
     if code:
         console.print("[red]" + give_up_message(
@@ -267,59 +275,6 @@ async def drive(client: Client, pool: asyncpg.Pool, task_queue: str) -> int:
             elapsed=loop.time() - started, day_seconds=DAY_SECONDS, no_status=no_status) + "[/]",
             highlight=False)
     return code
-
-
-async def why_no_status(client: Client, loan_id: str, err: ServiceError) -> str:
-    """What the server knows of a case whose status query failed (a query on a closed workflow
-    replays its whole history, so a replay failure shows up here)."""
-    try:
-        described = await client.get_workflow_handle(workflow_id_for(loan_id)).describe()
-    except RPCError as rpc:
-        return f"{type(err).__name__}; the workflow cannot be described ({rpc.status.name})"
-    state = described.status.name.lower() if described.status else "unknown"
-    return f"{type(err).__name__} from the status query; the workflow is {state}"
-
-
-class _NoLive:
-    def __enter__(self) -> _NoLive:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def update(self, _: object) -> None:
-        return None
-
-
-async def summary(pool: asyncpg.Pool, statuses: dict[str, CaseStatus | None]) -> int:
-    states = Counter(st.state.value for st in statuses.values() if st)
-    reached_legal = await pool.fetchval(
-        "SELECT count(DISTINCT loan_id) FROM stage_history "
-        "WHERE to_stage = 'legal' AND loan_id LIKE 'DEMO-%'")
-    sent = await pool.fetch(
-        "SELECT channel, count(*) AS n FROM contacts "
-        "WHERE decision = 'sent' AND loan_id LIKE 'DEMO-%' GROUP BY channel ORDER BY channel")
-    deferred = await pool.fetchval(
-        "SELECT count(*) FROM contacts WHERE decision = 'deferred' AND loan_id LIKE 'DEMO-%'")
-    collected = await pool.fetchval(
-        "SELECT coalesce(sum(amount), 0) FROM payments WHERE loan_id LIKE 'DEMO-%'")
-    legal = await pool.fetchval("SELECT count(*) FROM legal_actions WHERE loan_id LIKE 'DEMO-%'")
-    table = Table(title="Demo summary")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    for state in ("paid", "settled", "written_off", "closed", "active"):
-        table.add_row(f"cases {state}", str(states.get(state, 0)))
-    table.add_row("cases escalated to legal", str(reached_legal))
-    table.add_row("legal actions recorded", str(legal))
-    for row in sent:
-        table.add_row(f"{row['channel']} contacts made", str(row["n"]))
-    table.add_row("contacts deferred by contact rules", str(deferred))
-    table.add_row("collected (CNY)", f"{collected:,.2f}")
-    console.print(table)
-    if not all(finished(st) for st in statuses.values()):
-        return 1
-    console.print("[green]Every case reached an end state.[/] Shutting down.")
-    return 0
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -25,14 +25,22 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker, WorkflowRunner
 
+from activities.lab_shard import LabShardActivities
 from activities.wiring import Providers, activities_for, close_activities
-from contracts.names import TASK_QUEUE
+from contracts.names import LAB_TASK_QUEUE, TASK_QUEUE
+from contracts.retention import PURGE_SCHEDULE_ID
 from infra import log_masking
 from infra.database import create_pool
 from infra.settings import SendGridSettings, Settings, TwilioSettings, WeComSettings
 from infra.shutdown import run_until_signalled
 from infra.stack import Endpoints, NoStack, open_stack
+from infra.vault_crypto import vault_keys as configured_vault_keys
+from lab import shard as lab_shard
+from service.errors import Unreachable
+from service.retention import ensure_purge_schedule
 from workflows.collection_workflow import CollectionWorkflow
+from workflows.lab_workflow import LabBacktestWorkflow
+from workflows.purge_workflow import RetentionPurgeWorkflow
 from workflows.sandbox import sandbox_runner
 
 log = logging.getLogger("worker")
@@ -75,13 +83,14 @@ def emulator_providers(url: str, settings: Settings | None = None) -> Providers:
 async def running_worker(client: Client, pool: asyncpg.Pool, providers: Providers, *,
                          task_queue: str = TASK_QUEUE, max_cached_workflows: int = 1000,
                          workflow_runner: WorkflowRunner | None = None,
+                         vault_keys: Mapping[str, bytes] | None = None,
                          **kwargs: Any) -> AsyncIterator[Worker]:
-    activities = activities_for(pool, providers)
+    activities = activities_for(pool, providers, vault_keys=vault_keys)
     try:
         async with Worker(
             client,
             task_queue=task_queue,
-            workflows=[CollectionWorkflow],
+            workflows=[CollectionWorkflow, RetentionPurgeWorkflow],
             activities=activities,
             workflow_runner=workflow_runner or sandbox_runner(),
             max_cached_workflows=max_cached_workflows,
@@ -90,6 +99,23 @@ async def running_worker(client: Client, pool: asyncpg.Pool, providers: Provider
             yield worker
     finally:
         await close_activities(activities)
+
+
+# A shard is CPU-bound Python: a second one in the same process would only share its core.
+LAB_SHARDS_PER_WORKER = 1
+
+
+@asynccontextmanager
+async def running_lab_worker(client: Client, *, task_queue: str = LAB_TASK_QUEUE,
+                             shards: LabShardActivities | None = None,
+                             **kwargs: Any) -> AsyncIterator[Worker]:
+    """The strategy lab's backtests on the cluster: LabBacktestWorkflow and its shards."""
+    shards = shards or LabShardActivities(lab_shard.play_loans, lab_shard.figures)
+    kwargs.setdefault("max_concurrent_activities", LAB_SHARDS_PER_WORKER)
+    async with Worker(client, task_queue=task_queue, workflows=[LabBacktestWorkflow],
+                      activities=[shards.lab_shard, shards.lab_figures],
+                      workflow_runner=sandbox_runner(), **kwargs) as worker:
+        yield worker
 
 
 def serve_sdk_metrics(bind: str | None = None) -> str | None:
@@ -132,12 +158,25 @@ async def main(embedded: bool) -> None:
         raise SystemExit(f"{err}; or pass --embedded to start one in this process") from None
 
 
+async def purge_schedule_at_start(client: Client, task_queue: str) -> None:
+    """The retention purge's daily schedule (issue 18), made by whichever worker starts first."""
+    try:
+        if await ensure_purge_schedule(client, task_queue):
+            log.info("created the daily retention purge schedule %r", PURGE_SCHEDULE_ID)
+    except Unreachable as err:  # the cases still run; the next worker start tries again
+        log.warning("%s", err)
+
+
 async def serve(ep: Endpoints, settings: Settings) -> None:
     pool = await create_pool(ep.dsn)
     try:
-        async with running_worker(ep.client, pool, providers_from(ep, settings),
+        async with running_lab_worker(ep.client, task_queue=settings.lab_task_queue), \
+                running_worker(ep.client, pool, providers_from(ep, settings),
                                   task_queue=settings.task_queue,
-                                  max_cached_workflows=settings.max_cached_workflows):
+                                  max_cached_workflows=settings.max_cached_workflows,
+                                  vault_keys=configured_vault_keys(
+                                      state_dir=settings.state_dir.resolve())):
+            await purge_schedule_at_start(ep.client, settings.task_queue)
             freeze_startup_objects()
             if ep.ui_url:
                 log.info("Temporal Web UI: %s", ep.ui_url)

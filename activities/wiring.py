@@ -8,7 +8,7 @@ and its adapter, passed here in `channels`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -28,11 +28,15 @@ from activities.channels.wecom import WeComMessages
 from activities.channels.wecom_client import DEFAULT_BASE_URL, WeComClient
 from activities.database.contacts import ContactActivities
 from activities.database.placements import PlacementActivities
+from activities.database.purge import PurgeActivities
 from activities.database.records import RecordActivities
 from activities.database.tasks import TaskActivities
+from activities.database.vault import VaultReader
 from activities.policies import resolve_policy
 from activities.templates import LinkBuilder
 from contracts.channels import message_channels
+from infra.vault_crypto import VaultCipher
+from infra.vault_crypto import vault_keys as default_vault_keys
 
 
 @dataclasses.dataclass
@@ -84,8 +88,10 @@ def _check_covers_table(names: Sequence[str]) -> None:
 
 
 def activities_for(pool: asyncpg.Pool, p: Providers, *,
-                   channels: Sequence[ChannelAdapter] = ()) -> list[Callable[..., Any]]:
-    """Every activity a case worker runs; `channels` adds adapters beyond the shipped ones."""
+                   channels: Sequence[ChannelAdapter] = (),
+                   vault_keys: Mapping[str, bytes] | None = None) -> list[Callable[..., Any]]:
+    """Every activity a case worker runs; `channels` adds adapters beyond the shipped ones;
+    `vault_keys` read the borrower vault at send time (issue 18), else the environment's keys."""
     # Checked before any client exists: a refused wiring leaves no connection open.
     _check_covers_table([TwilioSms.channel, SendGridEmail.channel, WeComMessages.channel,
                          TwilioVoice.channel, *(a.channel for a in channels)])
@@ -93,14 +99,17 @@ def activities_for(pool: asyncpg.Pool, p: Providers, *,
     outbox = Outbox(pool, in_flight_for=p.in_flight_for)
     links = LinkBuilder(p.payment_link_base)
     records, contacts, tasks = RecordActivities(pool), ContactActivities(pool), TaskActivities(pool)
+    keys = vault_keys if vault_keys is not None else default_vault_keys()
+    vault = VaultReader(pool, VaultCipher(keys)).complete_send if keys else None
     return [
         resolve_policy,
         records.record, records.record_legal_action,
         contacts.reserve_contact, contacts.record_contact,
-        *(send_activity(adapter, outbox, links) for adapter in adapters),
+        *(send_activity(adapter, outbox, links, vault) for adapter in adapters),
         *(f for f in map(follow_up_activity, adapters) if f is not None),
         tasks.create_task, tasks.close_task,
         *_placement_activities(pool),
+        PurgeActivities(pool).purge_expired,  # the retention purge (issue 18)
     ]
 
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from temporalio.client import Client
 
 from service.connection import Connections
+from service.vault import Vault, configured_vault
 
 
 class Services:
@@ -27,6 +28,10 @@ class Services:
 
     def dsn(self) -> str:
         return self.connections.dsn()
+
+    def vault(self) -> Vault | None:
+        """The borrower vault on the app's pool (issue 18); None without any encryption key."""
+        return configured_vault(self.connections.settings, self.pool)
 
     async def temporal(self) -> Client:
         async with self._lock:  # one connect, however many requests arrive at once

@@ -18,12 +18,14 @@ from api.keys import KEY_FILE, ApiKey, parse_keys, read_key_file, store_keys
 from api.routes import (
     agency,
     agents,
+    erasure,
     health,
     loan_system,
     operators,
     tasks,
     voice_webhooks,
     webhooks,
+    wecom_webhooks,
 )
 from api.settings import ApiSettings
 from console import pages as console_pages
@@ -70,7 +72,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.api_settings = api_settings
     problems.install(app)
     for module in (health, loan_system, agents, tasks, operators, webhooks,
-                   voice_webhooks, agency):
+                   voice_webhooks, wecom_webhooks, agency, erasure):
         app.include_router(module.router)
     app.include_router(console_pages.router)  # the web console, /console (issue 16)
     app.include_router(metrics.router)  # /metrics, Prometheus

@@ -54,6 +54,8 @@ class Write:
         media_type = JSON
         try:
             answer = await run()
+            if answer.status >= 400:  # a route's own refusal is a problem document too
+                media_type = MEDIA_TYPE
         except ServiceError as err:
             problem = from_service_error(err)
             outcome = f"{err.kind.value}: {problem.detail}"

@@ -37,6 +37,7 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
      ["--n", "3", "--concurrent", "5", "--recorded", "1"], 600),
     ("operator_queries", ["--book", "100000", "--cases", "1000", "--samples", "40"],
      ["--book", "5000", "--cases", "200", "--samples", "20"], 900),
+    ("api_rates", ["--n", "10000"], ["--n", "300", "--payments", "200", "--samples", "30"], 3600),
     # 10,000 open cases, and caches of 100 to 2,500 of them, fit `make bench` in about 25 minutes:
     # opening a case is bound by the dev server's SQLite (10,000 settle in ~10 minutes ours, ~6
     # bare).
@@ -46,14 +47,18 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
                     "--memory-samples", "100"],
      ["--n", "1000", "--samples", "50", "--memory-sizes", "50,200", "--memory-samples", "30"],
      3600),
+    # The strategy lab (issue 21): a 10,000-loan book under two policies, and the lab's timelines
+    # against the workflow's on 200 loans.
+    ("lab_speed", ["--n", "10000", "--sample", "50"], ["--n", "1000", "--sample", "5"], 900),
+    ("lab_equivalence", ["--n", "200"], ["--n", "20"], 900),
 ]
 STANDALONE: list[tuple[str, list[str], list[str], int]] = [
     ("memory", ["--sizes", "100,1000,2500", "--samples", "100"],
      ["--sizes", "50,200", "--samples", "30"], 3600),
 ]
 # What the combined table shows, in this order.
-TABLE_ORDER = ["start_rate", "lifecycle", "simulation", "operator_queries", "open_cases", "memory",
-               "open_cases_50k"]
+TABLE_ORDER = ["start_rate", "lifecycle", "simulation", "operator_queries", "api_rates",
+               "open_cases", "memory", "open_cases_50k", "lab_speed", "lab_equivalence"]
 
 
 def run_one(name: str, args: list[str], limit: int) -> tuple[int | None, float]:

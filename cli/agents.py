@@ -13,6 +13,7 @@ from temporalio.client import Client
 from cli.arguments import Actor, Agent, Cur, JsonFlag, LoanArg, Money, Reason, ReviewBy
 from cli.plumbing import Commands, out, run, show_answer, show_json, when, with_temporal
 from contracts.messages import UpdateResult
+from lab.queue_model import queue_model
 from service import inputs, updates
 from service import tasks as work_queue
 from service.connection import Connections
@@ -35,18 +36,25 @@ def answer(loan: str, make: Callable[[], T],
 def tasks(kind: Annotated[str | None, typer.Option(help="Only call or only visit tasks.")] = None,
           limit: Annotated[int, typer.Option(
               min=1, max=work_queue.MAX_TASKS, help="At most this many.")] = 50,
-          as_json: JsonFlag = False) -> None:
+          as_json: JsonFlag = False,
+          order: Annotated[str | None, typer.Option(
+              help="due (priority, then deadline) or expected (the amount a call is expected to "
+                   "recover, from COLLECT_QUEUE_MODEL's model). Default: expected with a model, "
+                   "else due.")] = None) -> None:
     """Open call and visit tasks for agents, most urgent first, with when each may be worked: the
     rule pack's window in the borrower's local time and zone, the next allowed period (local),
     the calls left under each cap, and the deadline. Withdrawn tasks (a hold, a dispute, a cease,
-    a closed case) are not listed.
+    a closed case) are not listed. With a behaviour model configured (COLLECT_QUEUE_MODEL), each
+    task shows the amount a call is expected to recover, and the queue is ranked by it.
 
         collect tasks --kind call
     """
     wanted = work_queue.task_kind(kind)
 
     async def read(c: Connections) -> list[work_queue.TaskRow]:
-        return await work_queue.open_tasks(c.dsn(), kind=wanted, limit=limit)
+        model = queue_model(c.settings.collect_queue_model)
+        return await work_queue.open_tasks(c.dsn(), kind=wanted, limit=limit, model=model,
+                                           order=order)
 
     rows = run(read)
     if as_json:
@@ -55,13 +63,22 @@ def tasks(kind: Annotated[str | None, typer.Option(help="Only call or only visit
     if not rows:
         out.print("no open tasks")
         return
+    expected = any(r.expected_per_call is not None for r in rows)
     table = Table("loan", "kind", "step", "priority", "window (local)", "next allowed (local)",
-                  "caps left", "due by", "task key")
+                  "caps left", "due by", *(["expected/call"] if expected else []), "task key")
     now = datetime.now(UTC)
     for r in rows:
         table.add_row(r.loan_id, r.kind, r.step_id, str(r.priority), r.window or "-",
-                      next_allowed(r, now), caps_left(r), when(r.due_by), r.task_key)
+                      next_allowed(r, now), caps_left(r), when(r.due_by),
+                      *([expected_figure(r)] if expected else []), r.task_key)
     out.print(table)
+
+
+def expected_figure(task: work_queue.TaskRow) -> str:
+    """"512.40 CNY", or "-" for a task whose case is not recorded."""
+    if task.expected_per_call is None:
+        return "-"
+    return f"{task.expected_per_call} {task.currency}"
 
 
 def next_allowed(task: work_queue.TaskRow, now: datetime) -> str:

@@ -54,7 +54,8 @@ def start(
         one = loan_from_flags(loan)
 
         async def start_one(c: Connections) -> str:
-            return await cases.start_loan(await c.temporal(), one, task_queue=c.task_queue)
+            return await cases.start_loan(await c.temporal(), one, task_queue=c.task_queue,
+                                          vault=await c.vault())
 
         out.print(f"loan {one.loan_id}: {run(start_one)}")
         return
@@ -81,7 +82,8 @@ def start_file(loans: list[LoanInput], concurrency: int) -> None:
 
         async def start_all(c: Connections) -> dict[str, int]:
             return await cases.start_many(await c.temporal(), loans, task_queue=c.task_queue,
-                                          concurrency=concurrency, on_progress=advance)
+                                          concurrency=concurrency, on_progress=advance,
+                                          vault=await c.vault())
 
         try:
             counts = run(start_all)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import agents, loan_system, operators, placements, policy
+from cli import agents, erasure, lab, loan_system, operators, placements, policy
 from cli.exit_codes import exit_code_help
 from cli.help_style import PlainHelpGroup
 from cli.plumbing import OneLineErrors, reflow
@@ -48,4 +48,6 @@ loan_system.commands.register(app)
 agents.commands.register(app)
 operators.commands.register(app)
 placements.commands.register(app)
+erasure.commands.register(app)
 policy.commands.register(policy_app)
+app.add_typer(lab.app, name="lab", rich_help_panel="Strategy lab")

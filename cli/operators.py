@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import shlex
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +40,7 @@ from service import history as case_history
 from service import report as portfolio
 from service.case_filters import list_limit, visibility_query
 from service.connection import Connections
+from service.erasure import erased_when
 from service.errors import Unreachable
 from service.history import HistoryEntry
 from service.listing import CaseRow
@@ -77,11 +79,18 @@ def status(loan: LoanArg, as_json: JsonFlag = False) -> None:
         collect status CN-1001
     """
     loan_id = parse_loan_id(loan, "loan")
-    case = with_temporal(lambda client: cases.status(client, loan_id))
+
+    async def read(c: Connections) -> tuple[CaseStatus, datetime | None]:
+        case = await cases.status(await c.temporal(), loan_id)
+        return case, await erased_when(c, loan_id)
+
+    case, erased = run(read)
     if as_json:
         show_json(case, CaseStatus)
     else:
         out.print(status_panel(case))
+        if erased is not None:  # issue 18: a deletion request or the retention purge
+            out.print(f"borrower: erased (personal data erased {erased:%Y-%m-%d %H:%M} UTC)")
 
 
 @commands.command("timeline")

@@ -7,14 +7,17 @@ import asyncio
 from dataclasses import dataclass
 from typing import Final
 
+import asyncpg
 from temporalio.client import Client
 
 from contracts.messages import CaseStatus, LoanInput
 from service import cases
+from service.connection import load_settings
 from service.contact_window import CallWindow, borrower, call_window
 from service.errors import ServiceError
 from service.masking import mask_phone
 from service.tasks import TaskRow
+from service.vault import configured_vault, with_personal
 
 ANSWER_WITHIN: Final = 10.0
 
@@ -42,9 +45,15 @@ async def borrower_of(client: Client, loan_id: str) -> Borrower:
     return found
 
 
-async def full_borrower(client: Client, loan_id: str) -> LoanInput:
-    """The borrower's details in full: only for the agent holding the task (log the reveal)."""
-    return await borrower(client, loan_id)
+async def full_borrower(client: Client, loan_id: str,
+                        pool: asyncpg.Pool | None = None) -> LoanInput:
+    """The borrower's details in full: only for the agent holding the task (log the reveal).
+    A case started through the service keeps them in the vault (issue 18), read on `pool`."""
+    loan = await borrower(client, loan_id)
+    if loan.borrower_ref and pool is not None:
+        vault = configured_vault(load_settings(), pool)
+        loan = with_personal(loan, await vault.fields(loan.borrower_ref) if vault else None)
+    return loan
 
 
 @dataclass(frozen=True)

@@ -178,6 +178,24 @@ class RecordResult:
     events: list[EventRecord] = field(default_factory=list)
 
 
+# A send's status when the window had closed (or a quiet day begun) by the time it would have
+# gone out, after activity retries: nothing was sent; the case defers it to the next opening.
+OUTSIDE_WINDOW = "outside_window"
+
+
+@dataclass
+class SendWindow:
+    """What the send activity checks the contact window against right before the provider call:
+    the rule pack and the borrower's zone, and the decision's instant on the case's clock and in
+    real time. The send's instant is the decision's plus the real time since: real time in
+    production; on a compressed clock, what the send's delay would be on a real one."""
+
+    rule_pack: RulePack
+    timezone: str
+    decided_at: datetime  # policy time
+    decided_real: datetime  # real time
+
+
 @dataclass
 class SendInput:
     outbox_key: str
@@ -188,11 +206,17 @@ class SendInput:
     locale: str
     context: dict[str, Any]
     contact_key: str | None = None
+    # Histories from before the window was checked at send time carry none (not checked).
+    window: SendWindow | None = None
+    # The borrower's vault entry (issue 18): `to` and the context's borrower_name are then blank,
+    # read from the vault by the send activity. Empty: both inline, as before it.
+    borrower_ref: str = ""
 
 
 @dataclass
 class SendResult:
-    status: str  # "sent" or "failed" (permanent: invalid number, rejected address)
+    # "sent", "failed" (permanent: invalid number, rejected address) or OUTSIDE_WINDOW
+    status: str
     provider_id: str | None = None
     error_code: str | None = None
     reused: bool = False  # an earlier attempt had already sent it

@@ -188,14 +188,18 @@ def check_start_input(raw: object, today: date) -> None:
 
 
 def _check_loan(loan: Mapping[str, Any], today: date) -> None:
-    for name in ("loan_id", "borrower_name", "phone", "email", "locale", "timezone", "currency",
-                 "amount_overdue", "due_date"):
+    # A vault-shaped input (issue 18) carries a borrower reference instead of the personal fields.
+    vaulted = bool(loan.get("borrower_ref"))
+    personal = () if vaulted else ("borrower_name", "phone", "email")
+    for name in ("loan_id", *personal, "locale", "timezone", "currency", "amount_overdue",
+                 "due_date"):
         if loan.get(name) in (None, ""):
             raise FieldProblem(f"loan.{name}", "is required")
     check_loan_id(loan["loan_id"], "loan.loan_id")
     currency = check_currency(loan["currency"], "loan.currency")
     check_timezone(loan["timezone"], "loan.timezone")
-    check_phone(loan["phone"], "loan.phone")
+    if not vaulted:
+        check_phone(loan["phone"], "loan.phone")
     amount = check_amount(loan["amount_overdue"], currency, "loan.amount_overdue")
     parts = Decimal(0)
     for name in ("interest", "fees"):

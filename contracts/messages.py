@@ -91,6 +91,17 @@ class LoanInput:
     # Prior express consent to prerecorded (automated voice) calls, where the rule pack asks for it
     # (the `us` pack, TCPA). Defaulted: no consent.
     prerecorded_call_consent: bool = False
+    # Issue 18: the borrower's entry in the vault (PostgreSQL, encrypted), set when the case is
+    # started through the service; the PERSONAL_FIELDS are then blank here and the activities read
+    # them at send time. Empty: an input of the old shape, the personal fields inline.
+    borrower_ref: str = ""
+    # With a borrower_ref, the key each channel's caps count under (`p:<hash>`, ...), computed at
+    # start from the addresses the input no longer holds; a channel without an address has none.
+    contact_keys: dict[str, str] = field(default_factory=dict)
+
+
+# The loan fields that identify or reach the borrower: kept in the vault, never in the workflow.
+PERSONAL_FIELDS = ("borrower_name", "phone", "email", "wecom_external_userid")
 
 
 @dataclass

@@ -15,6 +15,18 @@ API_DEFAULT_PORT = 8000
 API_KEY_FILE = "api-keys.json"
 WORKFLOW_TYPE = "CollectionWorkflow"
 
+# The strategy lab on the cluster (issue 21): backtests split into shards, on a queue of their own
+# so that CPU-bound shards never delay a case's workflow tasks.
+LAB_TASK_QUEUE = "lab"
+LAB_WORKFLOW_TYPE = "LabBacktestWorkflow"
+LAB_SHARD_ACTIVITY = "lab_shard"
+LAB_FIGURES_ACTIVITY = "lab_figures"
+LAB_PROGRESS_QUERY = "lab_progress"
+
+
+def lab_workflow_id(run: str) -> str:
+    return f"lab-{run}"
+
 
 class Update(StrEnum):
     """The case's updates: a caller gets the workflow's answer (or its refusal)."""

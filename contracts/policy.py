@@ -159,6 +159,10 @@ class RulePack(_Strict):
         return self
 
 
+DEFAULT_RETENTION_YEARS = 5
+MAX_RETENTION_YEARS = 30
+
+
 class PolicySettings(_Strict):
     """Everything in a policy but its segments and ladders."""
 
@@ -200,6 +204,9 @@ class PolicySettings(_Strict):
     send_timeout_seconds: PositiveInt = 60
     # Continue as new before the history grows large (the server also suggests it).
     max_history_events: PositiveInt = 5000
+    # How long a case's personal data is kept after the case ends (issue 18), as the lender's
+    # legal obligations set it; then the daily retention purge erases it (a legal hold waits).
+    retention_years: int = Field(DEFAULT_RETENTION_YEARS, ge=1, le=MAX_RETENTION_YEARS)
 
 
 class Challenger(_Strict):

@@ -11,7 +11,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.names import LAB_TASK_QUEUE
 from infra.emulator import sendgrid, twilio, wecom
+from infra.wecom_callback import CallbackKeys
 
 PLACEHOLDER_SECRETS = {"", "changeme", "test", "secret"}
 
@@ -65,6 +67,10 @@ class WeComSettings(BaseSettings):
     # The secret of the app with the external-contact permission (客户联系 secret).
     corp_secret: str | None = None
     base_url: str | None = Field(None, description="override for qyapi.weixin.qq.com")
+    # The callback URL's Token and EncodingAESKey (接收事件服务器, set in WeCom's admin console):
+    # WeCom signs and encrypts its events to us with them (api/routes/wecom_webhooks.py).
+    callback_token: str | None = None
+    callback_aes_key: str | None = None
 
     @property
     def configured(self) -> bool:
@@ -73,6 +79,15 @@ class WeComSettings(BaseSettings):
     def on_emulator(self, url: str) -> WeComSettings:
         return self.model_copy(update={"corp_id": wecom.CORP_ID, "corp_secret": wecom.CORP_SECRET,
                                        "base_url": url})
+
+    def callback_keys(self) -> CallbackKeys | None:
+        """What WeCom's callbacks are checked with; without a corp id, the emulator's; None when
+        a corp id is set without both callback keys (the callbacks are then refused)."""
+        if not self.configured:
+            return wecom.callback_keys()
+        if not (self.callback_token and self.callback_aes_key):
+            return None
+        return CallbackKeys(self.callback_token, self.callback_aes_key, str(self.corp_id))
 
 
 class WebhookSettings(BaseSettings):
@@ -125,6 +140,12 @@ class Settings(BaseSettings):
     emulator_port: int = 8099
     max_cached_workflows: int = 1000
     task_queue: str = "collections"
+    # The strategy lab's backtests on the cluster (`collect lab run --on-temporal`).
+    lab_task_queue: str = LAB_TASK_QUEUE
+    # A borrower-behaviour model file (lab/model_file.py's format, e.g. one `lab fit` wrote):
+    # with one, the agents' queue is ordered by the amount a call is expected to recover
+    # (service/queue_priority.py); without, by priority and due time.
+    collect_queue_model: Path | None = None
     # A provider call gives up after this long; an unfinished send is reconciled, not repeated,
     # until `send_in_flight_seconds` have passed since it was claimed.
     provider_timeout_seconds: float = 20
@@ -168,6 +189,9 @@ class Settings(BaseSettings):
             problems.append("TWILIO_AUTH_TOKEN is missing or a placeholder")
         if self.wecom.configured and (self.wecom.corp_secret or "") in PLACEHOLDER_SECRETS:
             problems.append("WECOM_CORP_SECRET is missing or a placeholder")
+        if self.wecom.configured and (self.wecom.callback_token or "") in PLACEHOLDER_SECRETS:
+            problems.append("WECOM_CALLBACK_TOKEN is missing or a placeholder: WeCom's events "
+                            "(a contact deleting the lender) cannot be verified and are refused")
         if self.sendgrid.api_key is not None and self.sendgrid.api_key in PLACEHOLDER_SECRETS:
             problems.append("SENDGRID_API_KEY is a placeholder")
         if self.sendgrid.configured and self.webhook.base_url and not (

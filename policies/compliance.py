@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from contracts.channels import counted_as
@@ -77,6 +78,8 @@ def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
     return hi
 
 
+# Pure, and asked for every step at every wake of every case (the lab plays thousands a second).
+@lru_cache(maxsize=16384)
 def step_instant(due_date: date, day: int, hour: int, tz: str) -> datetime:
     """UTC instant of local `due_date + day` days at `hour`:00 (the transition if that is a gap)."""
     wall = datetime.combine(due_date + timedelta(days=day), time(hour))

@@ -44,6 +44,7 @@ from service.case_calls import (
 )
 from service.errors import Refused, ServiceError, Unreachable
 from service.updates import execute
+from service.vault import Vault
 
 T = TypeVar("T")
 
@@ -67,17 +68,24 @@ async def _start_case(client: Client, loan: LoanInput, task_queue: str, **option
     )
 
 
-async def start_loan(client: Client, loan: LoanInput, *, task_queue: str = TASK_QUEUE) -> str:
+async def start_loan(client: Client, loan: LoanInput, *, task_queue: str = TASK_QUEUE,
+                     vault: Vault | None = None) -> str:
     """Open the case for `loan`: "started", or "already running" / "already closed" (no new run).
 
     The workflow id comes from the loan id, and a duplicate is rejected by the server even after
-    the first run has closed, so starting a loan twice never creates a second case.
+    the first run has closed, so starting a loan twice never creates a second case. With a
+    `vault`, the borrower's personal fields are stored there and the case gets only a reference
+    to them (issue 18).
     """
+    created = False
+    if vault is not None:
+        loan, created = await vault.store(loan)
     try:
         await _start_case(client, loan, task_queue)
         return "started"
     except WorkflowAlreadyStartedError:
-        pass
+        if created and vault is not None:  # the case exists with an input of its own
+            await vault.discard(loan.loan_id)
     except RPCError as err:
         raise rpc_error(err, loan.loan_id) from None
     try:
@@ -112,6 +120,7 @@ async def start_many(
     concurrency: int = 50,
     on_progress: Callable[[StartResult], None] | None = None,
     batch_size: int | None = None,
+    vault: Vault | None = None,
 ) -> dict[str, int]:
     """Start many loans, at most `concurrency` requests in flight; counts per outcome.
 
@@ -128,7 +137,8 @@ async def start_many(
         async with limit:
             try:
                 result = StartResult(
-                    loan.loan_id, await start_loan(client, loan, task_queue=task_queue))
+                    loan.loan_id, await start_loan(client, loan, task_queue=task_queue,
+                                                   vault=vault))
             except Unreachable:
                 raise
             except ServiceError as err:

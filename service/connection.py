@@ -19,7 +19,9 @@ from temporalio.client import Client
 from contracts.names import TASK_QUEUE
 from infra.settings import Settings
 from infra.stack import connect_temporal, read_endpoints
+from infra.vault_crypto import vault_keys
 from service.errors import BadInput, Unreachable
+from service.vault import Vault, configured_vault
 
 KEY_FILE: Final = "encryption.key"
 ENDPOINTS: Final = "endpoints.json"
@@ -164,6 +166,13 @@ class Connections:
         if self._pool is None:
             self._pool = await open_pool(self.dsn())
         return self._pool
+
+    async def vault(self) -> Vault | None:
+        """The borrower vault (issue 18) on this pool, or None without any encryption key (no
+        database is needed then)."""
+        if vault_keys(state_dir=self.settings.state_dir.resolve()) is None:
+            return None
+        return configured_vault(self.settings, await self.pool())
 
     async def close(self) -> None:
         """Close the pool and drop the client while the event loop still runs.

@@ -36,7 +36,7 @@ MAX_RUNS: Final = 10_000  # a guard against a corrupt continue-as-new chain
 class HistoryEntry:
     at: datetime
     # "events" (PostgreSQL), "temporal" (the workflow, only what PostgreSQL lacks), "contacts",
-    # "payments", "tasks", "legal_actions"
+    # "payments", "tasks", "legal_actions", "erasure_audit"
     source: str
     kind: str
     summary: str
@@ -130,6 +130,17 @@ async def _pg_history(pool: asyncpg.Pool, loan_id: str) -> list[HistoryEntry]:
                 r["created_at"], "legal_actions", "legal_action",
                 f"{r['action']}: {len(documents)} document(s) generated", None, None,
                 {"action": r["action"], "documents": documents},
+            ))
+        # Issue 18: the borrower's personal data erased (a deletion request, the retention purge).
+        for r in await conn.fetch(
+            "SELECT kind, actor, reason, what, at FROM erasure_audit "
+            "WHERE $1 = ANY(loan_ids) ORDER BY at, id", loan_id,
+        ):
+            why = "deletion request" if r["kind"] == "erasure" else "retention ended"
+            out.append(HistoryEntry(
+                r["at"], "erasure_audit", "borrower_erased",
+                f"borrower's personal data erased ({why}: {r['reason']})", None, r["actor"],
+                {"kind": r["kind"], "erased_from": list(r["what"])},
             ))
     return out
 

@@ -38,6 +38,7 @@ from service import cases
 from service.case_calls import ANSWER_TIMEOUT, answer, handle, rpc_error
 from service.errors import Refused
 from service.updates import execute
+from service.vault import Vault, placement_borrower
 
 # What an agency may see of a case's history: what happened while it was placed, of these kinds.
 VISIBLE_KINDS: Final = frozenset({
@@ -123,8 +124,12 @@ class AgencyCase:
     history: list[TimelineEvent]
 
 
-async def agency_case(client: Client, loan_id: str, agency_id: str) -> AgencyCase:
+async def agency_case(client: Client, loan_id: str, agency_id: str, *,
+                      vault: Vault | None = None) -> AgencyCase:
     view = await placed_here(client, loan_id, agency_id)
+    if view.borrower and view.borrower.get("borrower_ref"):  # issue 18: read from the vault
+        view.borrower = placement_borrower(
+            view.borrower, await vault.fields(view.borrower["borrower_ref"]) if vault else None)
     st: CaseStatus = await cases.status(client, loan_id)
     events = await cases.timeline(client, loan_id)
     since = view.placed_at

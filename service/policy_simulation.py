@@ -25,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.policies import resolve
-from contracts.case_io import CollectionInput
+from contracts.case_io import CollectionInput, simulation_workflow_id
 from contracts.messages import CaseResult, LoanInput
 from contracts.names import WORKFLOW_TYPE
 from infra.codec import data_converter
@@ -54,21 +54,33 @@ async def simulate(loan: LoanInput, *, as_of: datetime | None = None) -> CaseRes
         if as_of is not None:
             moved = await _start_at(env, as_of)
         shifted = dataclasses.replace(loan, due_date=loan.due_date + moved)
-        async with Worker(env.client, task_queue=QUEUE, workflows=[CollectionWorkflow],
-                          workflow_runner=sandbox_runner()):
-            with env.auto_time_skipping_disabled():
-                handle = await env.client.start_workflow(
-                    WORKFLOW_TYPE, CollectionInput(loan=shifted, policy=policy, simulate=True),
-                    id=f"simulation-{loan.loan_id}", task_queue=QUEUE, result_type=CaseResult)
-                # Skip time only while waiting for the result (the unlock-once pattern).
-                await env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
-                try:
-                    result: CaseResult = await handle.result()
-                finally:
-                    await env.client.test_service.lock_time_skipping(LockTimeSkippingRequest())
+        async with simulation_worker(env):
+            result = await play(env, CollectionInput(loan=shifted, policy=policy, simulate=True))
     finally:
         await env.shutdown()
     return _moved_back(result, moved, ZoneInfo(loan.timezone)) if moved else result
+
+
+def simulation_worker(env: WorkflowEnvironment) -> Worker:
+    """The worker simulated cases run on (the real workflow, in the real workers' sandbox)."""
+    return Worker(env.client, task_queue=QUEUE, workflows=[CollectionWorkflow],
+                  workflow_runner=sandbox_runner())
+
+
+async def play(env: WorkflowEnvironment, inp: CollectionInput) -> CaseResult:
+    """One case from `inp` on the time-skipping server `env` (a `simulation_worker` running), to
+    its end, under the id a simulation runs under."""
+    with env.auto_time_skipping_disabled():
+        handle = await env.client.start_workflow(
+            WORKFLOW_TYPE, inp, id=simulation_workflow_id(inp.loan.loan_id), task_queue=QUEUE,
+            result_type=CaseResult)
+        # Skip time only while waiting for the result (the unlock-once pattern).
+        await env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
+        try:
+            result: CaseResult = await handle.result()
+        finally:
+            await env.client.test_service.lock_time_skipping(LockTimeSkippingRequest())
+    return result
 
 
 async def _start_at(env: WorkflowEnvironment, as_of: datetime) -> timedelta:

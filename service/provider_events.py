@@ -28,6 +28,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from activities.database.delivery_status import (
+    NUMBER_UNUSABLE_CODES,
+    SENDGRID_EVENTS,
+    STATUS_RANK,
+    lock_message,
+    sendgrid_report,
+    set_delivery,
+    twilio_report,
+)
 from contracts.contact_keys import (
     CN_OPT_OUT_RULE,
     EMAIL_SUPPRESSED_RULE,
@@ -52,16 +61,10 @@ CN_OPT_OUT_WORDS: Final = frozenset({"退订", "TD", "T"})
 OPT_IN_WORDS: Final = frozenset({"START", "UNSTOP", "YES"})
 HELP_WORDS: Final = frozenset({"HELP", "INFO"})
 
-# Twilio error codes: the number cannot take SMS at all (no retry, use another channel); the
-# recipient unsubscribed (blocked until they send START).
-NUMBER_UNUSABLE_CODES: Final = {"30005": "unknown handset",
-                                 "30006": "landline or unreachable carrier"}
+# Twilio's error code for a recipient who unsubscribed (blocked until they send START). The
+# codes of a number that cannot take SMS, and the delivery statuses' order, are
+# activities/database/delivery_status.py's (also applied there to a report that came early).
 UNSUBSCRIBED_CODE: Final = "21610"
-# How far a delivery status has got: a late "sent" never overwrites "delivered".
-_STATUS_RANK: Final = {"accepted": 0, "scheduled": 0, "queued": 0, "sending": 1, "processed": 1,
-                       "deferred": 1, "sent": 2, "delivered": 3, "read": 4, "opened": 4,
-                       "clicked": 4}
-_FAILED: Final = 9  # undelivered, failed, bounced, dropped, blocked: always recorded
 _REPLY_AAD: Final = b"inbound_reply"
 DEV_KEY_FILE: Final = "encryption.key"  # the local stack's, as service.connection names it
 
@@ -132,8 +135,10 @@ async def _contact_of_key(conn: asyncpg.Connection, outbox_key: str) -> asyncpg.
 
 async def _event(conn: asyncpg.Connection, provider: str, event_key: str, kind: str, *,
                  provider_id: str | None, contact: asyncpg.Record | None, contact_key: str | None,
-                 error_code: str | None, at: datetime) -> bool:
-    """Record the event; False if it was recorded before (nothing else is done then)."""
+                 error_code: str | None, at: datetime, outbox_key: str | None = None) -> bool:
+    """Record the event; False if it was recorded before (nothing else is done then). Without
+    its contact row yet (a report that overtook the send) it is kept with no loan, and the
+    message's `outbox_key` if known, until the row is written (delivery_status.py links it)."""
     inserted = await conn.fetchval(
         """
         INSERT INTO provider_events (provider, event_key, kind, provider_id, outbox_key, loan_id,
@@ -142,26 +147,9 @@ async def _event(conn: asyncpg.Connection, provider: str, event_key: str, kind: 
         RETURNING id
         """,
         provider, event_key, kind, provider_id,
-        contact["idempotency_key"] if contact else None, contact["loan_id"] if contact else None,
-        contact_key, error_code, at)
+        contact["idempotency_key"] if contact else outbox_key,
+        contact["loan_id"] if contact else None, contact_key, error_code, at)
     return inserted is not None
-
-
-async def _delivery(conn: asyncpg.Connection, outbox_key: str, status: str, error: str | None,
-                    provider_id: str | None, at: datetime) -> None:
-    """Move the contact row's delivery status forward (a failure is always kept)."""
-    current = await conn.fetchval(
-        "SELECT delivery_status FROM contacts WHERE idempotency_key = $1 FOR UPDATE", outbox_key)
-    new_rank = _STATUS_RANK.get(status, _FAILED)
-    behind = current is not None and _STATUS_RANK.get(current, _FAILED) >= new_rank
-    if behind and new_rank < _FAILED:
-        return
-    await conn.execute(
-        """
-        UPDATE contacts SET delivery_status = $2, delivery_error = $3, delivery_at = $4,
-            provider_id = COALESCE(provider_id, $5)
-        WHERE idempotency_key = $1
-        """, outbox_key, status, error, at, provider_id)
 
 
 async def suppress(conn: asyncpg.Connection | asyncpg.Pool, contact_key: str, channel: str,
@@ -198,18 +186,22 @@ async def apply_twilio_status(pool: asyncpg.Pool, cb: StatusCallback,
     code = (cb.error_code or "").strip() or None
     out = Applied()
     async with pool.acquire() as conn, conn.transaction():
+        # First: the contact row written as sent takes the same lock (delivery_status.py).
+        await lock_message(conn, cb.message_sid)
         contact = await _contact_of_message(conn, cb.message_sid)
         contact_key = contact["contact_key"] if contact else (
             phone_key(cb.to) if cb.to else None)
+        outbox_key = None if contact else await conn.fetchval(
+            "SELECT outbox_key FROM outbox WHERE provider_id = $1 LIMIT 1", cb.message_sid)
         if not await _event(conn, "twilio", f"{cb.message_sid}:{status}", status,
                             provider_id=cb.message_sid, contact=contact, contact_key=contact_key,
-                            error_code=code, at=at):
+                            error_code=code, at=at, outbox_key=outbox_key):
             out.duplicates += 1
             return out
         out.applied += 1
         if contact is not None:
-            await _delivery(conn, contact["idempotency_key"], status,
-                            f"twilio_{code}" if code else None, cb.message_sid, at)
+            await set_delivery(conn, contact["idempotency_key"], status,
+                               f"twilio_{code}" if code else None, cb.message_sid, at)
         if status not in ("undelivered", "failed") or contact_key is None:
             return out
         unusable = code in NUMBER_UNUSABLE_CODES
@@ -223,11 +215,9 @@ async def apply_twilio_status(pool: asyncpg.Pool, cb: StatusCallback,
                            "Twilio 21610: the recipient unsubscribed", source)
         # Anything else (30003 unreachable, 30007 filtered, ...) is recorded: the next step tries
         # again.
-        if contact is not None:
-            out.reports.append(DeliveryReport(
-                loan_id=contact["loan_id"], outbox_key=contact["idempotency_key"],
-                step_id=contact["step_id"], channel=contact["channel"], status=status,
-                error_code=f"twilio_{code}" if code else "", address_unusable=unusable, at=at))
+        report = twilio_report(contact, status, code, at) if contact is not None else None
+        if report is not None:
+            out.reports.append(report)
     return out
 
 
@@ -350,23 +340,6 @@ async def apply_inbound(pool: asyncpg.Pool, msg: InboundMessage, secrets: Webhoo
 
 # ---------------------------------------------------------------------------- SendGrid events
 
-# event (and bounce type) -> (delivery status, suppression kind or None)
-_SENDGRID: Final[dict[str, tuple[str | None, str | None]]] = {
-    "processed": ("processed", None),
-    "deferred": ("deferred", None),
-    "delivered": ("delivered", None),
-    "open": ("opened", None),
-    "click": ("clicked", None),
-    "bounce": ("bounced", "bounce"),
-    "blocked": ("blocked", None),  # a soft bounce: recorded, the next step tries again
-    "dropped": ("dropped", "bounce"),
-    "spamreport": ("spamreport", "spamreport"),
-    "unsubscribe": (None, "unsubscribe"),
-    "group_unsubscribe": (None, "unsubscribe"),
-    "group_resubscribe": (None, None),
-}
-
-
 def _event_id(event: Mapping[str, Any]) -> str:
     given = event.get("sg_event_id")
     if isinstance(given, str) and given:
@@ -392,29 +365,32 @@ async def apply_sendgrid_events(pool: asyncpg.Pool, events: Sequence[Mapping[str
 async def _apply_sendgrid_event(pool: asyncpg.Pool, event: Mapping[str, Any], out: Applied) -> None:
     name = str(event.get("event", ""))
     kind = "blocked" if name == "bounce" and event.get("type") == "blocked" else name
-    if kind not in _SENDGRID:  # an event we do not act on: acknowledged, ignored
+    if kind not in SENDGRID_EVENTS:  # an event we do not act on: acknowledged, ignored
         return
-    status, suppression = _SENDGRID[kind]
+    status, suppression = SENDGRID_EVENTS[kind]
     at = _at(event)
     outbox_key = event.get("outbox_key")
     message_id = event.get("sg_message_id")
     email = event.get("email")
     code = str(event.get("status") or event.get("type") or "") or None
+    known_key = outbox_key if isinstance(outbox_key, str) and outbox_key else None
     async with pool.acquire() as conn, conn.transaction():
-        contact = (await _contact_of_key(conn, outbox_key)
-                   if isinstance(outbox_key, str) and outbox_key else None)
+        if known_key is not None:  # first: as the contact row written as sent does
+            await lock_message(conn, known_key)
+        contact = await _contact_of_key(conn, known_key) if known_key is not None else None
         contact_key = contact["contact_key"] if contact else (
             email_key(email) if isinstance(email, str) and email else None)
         if not await _event(conn, "sendgrid", _event_id(event), kind,
                             provider_id=message_id if isinstance(message_id, str) else None,
-                            contact=contact, contact_key=contact_key, error_code=code, at=at):
+                            contact=contact, contact_key=contact_key, error_code=code, at=at,
+                            outbox_key=known_key):
             out.duplicates += 1
             return
         out.applied += 1
         if contact is not None and status is not None:
-            await _delivery(conn, contact["idempotency_key"], status,
-                            f"sendgrid_{kind}" if _STATUS_RANK.get(status) is None else None,
-                            message_id if isinstance(message_id, str) else None, at)
+            await set_delivery(conn, contact["idempotency_key"], status,
+                               f"sendgrid_{kind}" if status not in STATUS_RANK else None,
+                               message_id if isinstance(message_id, str) else None, at)
         if contact_key is None:
             return
         source = f"sendgrid:{_event_id(event)}"
@@ -424,11 +400,9 @@ async def _apply_sendgrid_event(pool: asyncpg.Pool, event: Mapping[str, Any], ou
             await suppress(conn, contact_key, "email", suppression, EMAIL_SUPPRESSED_RULE,
                            f"SendGrid {kind}" + (f" ({code})" if code and kind != "dropped"
                                                  else ""), source)
-        if kind in ("bounce", "dropped") and contact is not None:
-            out.reports.append(DeliveryReport(
-                loan_id=contact["loan_id"], outbox_key=contact["idempotency_key"],
-                step_id=contact["step_id"], channel=contact["channel"], status=kind,
-                error_code=f"sendgrid_{kind}", address_unusable=True, at=at))
+        report = sendgrid_report(contact, kind, at) if contact is not None else None
+        if report is not None:
+            out.reports.append(report)
 
 
 # --------------------------------------------------------------------------- telling the case

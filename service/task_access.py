@@ -15,11 +15,13 @@ from typing import Final
 import asyncpg
 from temporalio.client import Client
 
+from service.connection import load_settings
 from service.contact_window import borrower
 from service.errors import NotFound
 from service.masking import mask_email, mask_phone
 from service.shapes import as_utc
 from service.task_claims import Claim, log_reveal
+from service.vault import configured_vault, with_personal
 
 REVEALED: Final = ("phone", "address")  # what the holder sees in full; e-mail stays masked
 
@@ -61,6 +63,9 @@ async def task_view(pool: asyncpg.Pool, client: Client, task_key: str, *, viewer
     holder: str | None = row["agent"]
     lease = as_utc(row["lease_until"]) if row["lease_until"] is not None else None
     loan = await borrower(client, row["loan_id"])
+    if loan.borrower_ref:  # issue 18: the contact details are in the vault, not the case
+        vault = configured_vault(load_settings(), pool)
+        loan = with_personal(loan, await vault.fields(loan.borrower_ref) if vault else None)
     address = getattr(loan, "address", None) or None
     reveal = (viewer is not None and holder == viewer and lease is not None
               and row["status"] == "open")

@@ -3,6 +3,7 @@ every reveal of a borrower's contact details.
 
     claim = await claim_task(pool, "collection-L1/early-call", "agent-7")   # or Conflict
     await log_reveal(pool, claim, ("phone", "email"), surface="console")
+    await release_claim(pool, claim.task_key, "agent-7")   # back in the queue at once
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Final
 
 import asyncpg
 
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, ErrorKind, NotFound, ServiceError
 from service.shapes import as_utc
 
 LEASE_MINUTES: Final = 30
@@ -84,9 +85,35 @@ async def holders(pool: asyncpg.Pool, task_keys: Sequence[str]) -> dict[str, str
     return {r["task_key"]: r["agent"] for r in rows}
 
 
-async def release(pool: asyncpg.Pool, task_key: str, agent: str) -> None:
-    await pool.execute("DELETE FROM task_claims WHERE task_key = $1 AND agent = $2",
-                       task_key, agent)
+class NotTheHolder(ServiceError):
+    """A release by an agent who does not hold the claim: the surface answers it as forbidden
+    (403), not as a conflict, since trying again will not make it theirs."""
+
+    kind = ErrorKind.CONFLICT
+
+    def __init__(self, message: str, loan_id: str) -> None:
+        super().__init__(message)
+        self.loan_id = loan_id
+
+
+async def release_claim(pool: asyncpg.Pool, task_key: str, agent: str) -> Claim:
+    """Give back a task the agent holds: its claim ends now, so any agent may claim it at once.
+
+    NotFound if no task has that key; Conflict if nobody holds it (never claimed, lapsed, or
+    released already); NotTheHolder if another agent does. Answers the claim as it was."""
+    async with pool.acquire() as conn, conn.transaction():
+        task = await conn.fetchrow("SELECT loan_id FROM tasks WHERE task_key = $1", task_key)
+        if task is None:
+            raise NotFound(f"no task {task_key}")
+        row = await conn.fetchrow(
+            "SELECT task_key, loan_id, agent, lease_until FROM task_claims "
+            "WHERE task_key = $1 AND lease_until > now() FOR UPDATE", task_key)
+        if row is None:
+            raise Conflict(f"task {task_key} is not held by anyone")
+        if row["agent"] != agent:
+            raise NotTheHolder(f"task {task_key} is held by another agent", row["loan_id"])
+        await conn.execute("DELETE FROM task_claims WHERE task_key = $1", task_key)
+    return Claim(row["task_key"], row["loan_id"], row["agent"], as_utc(row["lease_until"]))
 
 
 async def log_reveal(pool: asyncpg.Pool, claim: Claim, fields: Sequence[str], *,

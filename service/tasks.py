@@ -9,13 +9,16 @@ one already done or expired, is not in the queue.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from contracts.behaviour import BehaviourModel
+from service import queue_priority
 from service.connection import NOT_A_URL
 from service.errors import BadInput, Unreachable
 from service.values import parse_choice
@@ -42,6 +45,12 @@ class TaskRow:
     window_end: str = ""
     work_windows: list[list[str]] = field(default_factory=list)
     caps_left: dict[str, int] = field(default_factory=dict)
+    # The case's stage and balance now, and, with a behaviour model configured, the amount one
+    # call (or visit) is expected to recover (service/queue_priority.py); None without a model.
+    stage: str = ""
+    outstanding: Decimal | None = None
+    currency: str = ""
+    expected_per_call: Decimal | None = None
 
     @property
     def window(self) -> str:
@@ -97,14 +106,47 @@ def _row(r: asyncpg.Record) -> TaskRow:
         work_windows=[[str(x) for x in p] for p in windows if isinstance(p, list)]
         if isinstance(windows, list) else [],
         caps_left={str(k): int(v) for k, v in caps.items()} if isinstance(caps, dict) else {},
+        stage=r["stage"] or "", outstanding=r["outstanding"],
+        currency=(r["currency"] or "").strip(),
     )
 
 
-async def open_tasks(dsn: str, *, kind: str | None = None, limit: int = 50) -> list[TaskRow]:
-    """Open call and visit tasks, most urgent first (highest priority, earliest deadline)."""
+def with_expected(row: TaskRow, model: BehaviourModel) -> TaskRow:
+    """The row with its expected recovery per call (none for a task whose case has no row)."""
+    if row.outstanding is None or not row.stage:
+        return row
+    return replace(row, expected_per_call=queue_priority.expected_per_call(
+        model, channel=row.kind, stage=row.stage, outstanding=row.outstanding,
+        currency=row.currency))
+
+
+def _due_key(row: TaskRow) -> tuple[int, datetime]:
+    return queue_priority.due_key(row.priority, row.due_by)
+
+
+def ranked(rows: list[TaskRow], model: BehaviourModel | None, order: str) -> list[TaskRow]:
+    """The rows with their expected figures (given a model), in `order`."""
+    if model is not None:
+        rows = [with_expected(r, model) for r in rows]
+    if order == queue_priority.BY_EXPECTED:
+        return queue_priority.by_expected(
+            rows, lambda r: r.expected_per_call if r.expected_per_call is not None
+            else Decimal(-1), _due_key)
+    return queue_priority.by_due(rows, _due_key)
+
+
+async def open_tasks(dsn: str, *, kind: str | None = None, limit: int = 50,
+                     model: BehaviourModel | None = None,
+                     order: str | None = None) -> list[TaskRow]:
+    """Open call and visit tasks, most urgent first (highest priority, earliest deadline); with a
+    behaviour model, each with its expected recovery per call, and by default ranked by it
+    (`order`: "due" or "expected", see service/queue_priority.py)."""
     wanted = task_kind(kind)
     if not 1 <= limit <= MAX_TASKS:
         raise BadInput("limit", f"must be 1-{MAX_TASKS}, got {limit}")
+    chosen = queue_priority.queue_order(order, model)
+    # Ranked by expected recovery, the first `limit` are known only once every open task is.
+    fetch = limit if chosen == queue_priority.BY_DUE else None
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
     except (OSError, asyncpg.PostgresError, TimeoutError) as err:
@@ -113,12 +155,13 @@ async def open_tasks(dsn: str, *, kind: str | None = None, limit: int = 50) -> l
         raise BadInput("DATABASE_URL", NOT_A_URL) from None
     try:
         rows = await conn.fetch(
-            "SELECT task_key, loan_id, kind, step_id, priority, due_by, rule_pack, timezone, "
-            "window_start, window_end, work_windows, caps_left FROM tasks "
-            "WHERE status = 'open' AND ($1::text IS NULL OR kind = $1) "
-            "ORDER BY priority DESC, due_by, id LIMIT $2",
-            wanted, limit,
+            "SELECT t.task_key, t.loan_id, t.kind, t.step_id, t.priority, t.due_by, t.rule_pack, "
+            "t.timezone, t.window_start, t.window_end, t.work_windows, t.caps_left, c.stage, "
+            "c.outstanding, c.currency FROM tasks t LEFT JOIN cases c ON c.loan_id = t.loan_id "
+            "WHERE t.status = 'open' AND ($1::text IS NULL OR t.kind = $1) "
+            "ORDER BY t.priority DESC, t.due_by, t.id LIMIT $2",
+            wanted, fetch,
         )
     finally:
         await conn.close()
-    return [_row(r) for r in rows]
+    return ranked([_row(r) for r in rows], model, chosen)[:limit]

@@ -7,8 +7,10 @@ handler.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Final, TypeVar
 
+import asyncpg
 from temporalio.client import (
     Client,
     WorkflowUpdateFailedError,
@@ -22,6 +24,9 @@ from contracts.messages import (
     CloseInput,
     ExtensionInput,
     HoldInput,
+    PaymentInput,
+    PaymentResult,
+    PaymentStatus,
     PlanInput,
     PromiseInput,
     ResolveHoldInput,
@@ -32,9 +37,13 @@ from contracts.messages import (
 )
 from contracts.names import Update
 from service.case_calls import ANSWER_TIMEOUT, answer, closed_or_unknown, handle, rpc_error
-from service.errors import Refused, Unreachable
+from service.errors import CaseClosed, Refused, Unreachable
 
 R = TypeVar("R")
+
+# The reason a payment to a case whose workflow has ended is kept unapplied (followed by the
+# case's end state): the money was received, and nothing can apply it any more.
+CASE_CLOSED_REASON: Final = "case closed"
 
 UpdateInput = (PromiseInput | PlanInput | ExtensionInput | WaiverInput | SettlementInput
                | HoldInput | ResolveHoldInput | CeaseInput | CloseInput | TaskOutcomeInput)
@@ -127,3 +136,48 @@ async def task_outcome(client: Client, loan_id: str, arg: TaskOutcomeInput, *,
                        answer_within: float = ANSWER_TIMEOUT) -> UpdateResult:
     """Report the outcome of a call or visit task."""
     return await _update(client, loan_id, Update.TASK_OUTCOME, arg, answer_within)
+
+
+async def pay(client: Client, pool: asyncpg.Pool, loan_id: str, payment: PaymentInput, *,
+              answer_within: float = ANSWER_TIMEOUT) -> PaymentResult:
+    """Report a payment; the case's answer, or, when its workflow has ended (paid, written off,
+    closed, failed), the payment kept as unapplied with the reason: money received is never
+    dropped, so the amounts reported add up to those applied plus those unapplied."""
+    try:
+        return await execute(client, loan_id, Update.PAY, payment, PaymentResult, answer_within)
+    except CaseClosed:
+        kept = await keep_unapplied(pool, loan_id, payment)
+        if kept is None:  # no row for the case: nothing to keep it against
+            raise
+        return kept
+
+
+async def keep_unapplied(pool: asyncpg.Pool, loan_id: str,
+                         payment: PaymentInput) -> PaymentResult | None:
+    """Keep a payment to an ended case in `unapplied_payments` ("case closed (<state>)"), once;
+    a payment id the case already applied or kept is a duplicate. None if the case has no row."""
+    async with pool.acquire() as conn, conn.transaction():
+        case = await conn.fetchrow(
+            "SELECT state, currency, outstanding FROM cases WHERE loan_id = $1", loan_id)
+        if case is None:
+            return None
+        reason = f"{CASE_CLOSED_REASON} ({case['state']})"
+        applied = await conn.fetchval(
+            "SELECT 1 FROM payments WHERE loan_id = $1 AND payment_id = $2",
+            loan_id, payment.payment_id)
+        kept = None if applied else await conn.fetchval(
+            """
+            INSERT INTO unapplied_payments (loan_id, payment_id, amount, currency, received_at,
+                reason)
+            VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (loan_id, payment_id) DO NOTHING RETURNING id
+            """,
+            loan_id, payment.payment_id, payment.amount, payment.currency,
+            payment.paid_at or datetime.now(UTC), reason)
+    outstanding, currency = case["outstanding"], str(case["currency"]).strip()
+    if kept is None:
+        return PaymentResult(payment.payment_id, PaymentStatus.DUPLICATE,
+                             f"payment {payment.payment_id} was reported before", outstanding,
+                             currency)
+    return PaymentResult(payment.payment_id, PaymentStatus.UNAPPLIED,
+                         f"payment {payment.payment_id} kept unapplied: {reason}", outstanding,
+                         currency, reason=reason)

@@ -95,3 +95,19 @@ async def dev_worker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool,
 @pytest.fixture
 def loan_id() -> str:
     return f"T{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def vault_keys() -> dict[str, bytes]:
+    """The borrower vault's keys (issue 18), generated for the session."""
+    from infra.codec import generate_key, parse_keys
+    return parse_keys(generate_key())
+
+
+@pytest.fixture(scope="session")
+async def vault_worker(ts_env: WorkflowEnvironment, pool: asyncpg.Pool, providers: Providers,
+                       vault_keys: dict[str, bytes]) -> AsyncIterator[Worker]:
+    """A worker on the test server that reads the borrower vault at send time."""
+    async with running_worker(ts_env.client, pool, providers, task_queue="ts-vault",
+                              vault_keys=vault_keys) as w:
+        yield w

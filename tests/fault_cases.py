@@ -157,3 +157,52 @@ async def kill_and_check_takeover(doomed: WorkerProcess, handles: list[WorkflowH
         assert ids[0].startswith(doomed_id), ids  # the killed worker had the case...
         if was_running:
             assert not ids[-1].startswith(doomed_id), ids  # ...the survivor finished it
+
+
+# ----------------------------------------------------------- WeCom and voice (issue 17)
+
+# One step on each new channel, then the write-off: what a kill mid-send must not send twice.
+NEW_CHANNEL_STEP = "new-channel"
+
+
+def new_channel_policy(loan: LoanInput, name: str, day_seconds: int = 2) -> ResolvedPolicy:
+    policy = compressed(loan, day_seconds)
+    return policy.model_copy(update={"steps": [
+        Step(id=NEW_CHANNEL_STEP, day=1, hour=10, stage=Stage.EARLY, kind="message",
+             channels=[name], template="early_reminder"),
+        LADDER[-1],
+    ]})
+
+
+def new_channel_loans(today: date) -> dict[str, LoanInput]:
+    """A WeCom borrower (an external contact) and a voice one, each on a number of their own."""
+    return {"wecom": make_loan(f"P{uuid.uuid4().hex[:10]}", due=today,
+                               wecom_external_userid=f"wm{uuid.uuid4().hex}"),
+            "voice": make_loan(f"P{uuid.uuid4().hex[:10]}", due=today)}
+
+
+def provider_records(emu: ProviderEmulator, name: str, loan: LoanInput) -> list[dict[str, Any]]:
+    """What the provider holds for the loan's step: WeCom tasks, or placed calls."""
+    if name == "wecom":
+        return [t for t in emu.wecom.tasks() if t["external_userid"] == loan.wecom_external_userid]
+    return [c for c in emu.calls.calls() if c["to"] == loan.phone]
+
+
+async def new_channel_outbox(pool: asyncpg.Pool, handle: WorkflowHandle[Any, Any],
+                             name: str) -> asyncpg.Record | None:
+    return await pool.fetchrow("SELECT status, provider_id FROM outbox WHERE outbox_key = $1",
+                               f"{handle.id}/{NEW_CHANNEL_STEP}/{name}")
+
+
+async def send_attempts(handle: WorkflowHandle[Any, Any], activity_type: str) -> int:
+    """The attempt the `activity_type` activity completed on (history records the last one)."""
+    scheduled: set[int] = set()
+    attempt = 0
+    async for e in handle.fetch_history_events():
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and (
+                e.activity_task_scheduled_event_attributes.activity_type.name == activity_type):
+            scheduled.add(e.event_id)
+        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED and (
+                e.activity_task_started_event_attributes.scheduled_event_id in scheduled):
+            attempt = max(attempt, e.activity_task_started_event_attributes.attempt)
+    return attempt

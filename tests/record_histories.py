@@ -1,6 +1,6 @@
 """Record the event histories that tests/test_replay.py replays against the current workflow code.
 
-    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # all scenarios, as -v6
+    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # the v7 scenarios, as -v7
     PYTHONPATH=. .venv/bin/python tests/record_histories.py write_off  # some of them
     PYTHONPATH=. .venv/bin/python tests/record_histories.py --out /tmp/h  # elsewhere (to compare)
 
@@ -17,7 +17,9 @@ have already taken must replay the OLD histories unchanged: guard it with `workf
 (`<name>-v2`) rather than overwriting them: `--version` names the recording (`-v6` by default:
 an agency placement, WeCom and voice follow-ups, a suppressed SMS skipped and fallen back from,
 the `delivery_failed` signal; `<name>.json` and -v2 to -v5 are the earlier shapes, and the
-scenarios new in v6 are recorded only as -v6).
+scenarios new in v6 are recorded only as -v6). From -v7 (issue 18) a case starts as the service
+starts it, the personal fields in the borrower vault and a reference in the input (V7_SCENARIOS;
+`--inline --version v6` records the shape before it).
 """
 
 from __future__ import annotations
@@ -63,13 +65,14 @@ from contracts.messages import (  # noqa: E402
     UpdateResult,
 )
 from contracts.names import WORKFLOW_TYPE, Update, workflow_id_for  # noqa: E402
-from contracts.policy import Step  # noqa: E402
-from infra.codec import data_converter  # noqa: E402
+from contracts.policy import ResolvedPolicy, Step  # noqa: E402
+from infra.codec import data_converter, generate_key, parse_keys  # noqa: E402
 from infra.database import EmbeddedPostgres, create_pool, migrate  # noqa: E402
 from infra.emulator import ProviderEmulator  # noqa: E402
 from infra.emulator import wecom as wecom_emulator  # noqa: E402
 from infra.temporal_server import start_test_server  # noqa: E402
 from service.provider_events import lift, suppress  # noqa: E402
+from service.vault import Vault  # noqa: E402
 from tests.helpers import at_local, make_loan, pinned, start_case, today_of, utc_at  # noqa: E402
 from worker import running_worker  # noqa: E402
 from workflows.collection_workflow import CollectionWorkflow  # noqa: E402
@@ -85,6 +88,18 @@ OPTED_OUT_PHONE = "+8613800138003"  # opted out of SMS in `sms_opted_out`
 UNDELIVERED_PHONE = "+8613800138004"  # reported undeliverable in `sms_undelivered`
 
 
+# From v7 (issue 18) cases start as the service starts them: the personal fields stored in the
+# vault, the input carrying a reference and the facts computed at start. `record` sets it.
+_VAULT: list[Vault] = []
+
+
+async def _start(env: WorkflowEnvironment, loan: LoanInput,
+                 policy: ResolvedPolicy | None = None) -> WorkflowHandle:
+    if _VAULT:
+        loan, _ = await _VAULT[0].store(loan)
+    return await start_case(env.client, loan, TASK_QUEUE, policy)
+
+
 def loan_for(name: str, due: date) -> LoanInput:
     loan_id = f"REPLAY-{name}"
     return make_loan(loan_id, due=due, phone=PHONE, email=f"{loan_id.lower()}@example.com")
@@ -98,7 +113,7 @@ async def paid_in_full(env: WorkflowEnvironment, today: date,
                emulator: ProviderEmulator, pool: asyncpg.Pool) -> WorkflowHandle:
     """Reminders before and after the due date, then one payment of the whole balance."""
     loan = loan_for("paid_in_full", today + timedelta(days=5))
-    handle = await start_case(env.client, loan, TASK_QUEUE)  # policy resolved by the activity
+    handle = await _start(env, loan)  # policy resolved by the activity
     await env.sleep(timedelta(days=7))  # D-3 reminder, D+1 SMS
     await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", cny("1200.00"), "CNY"))
     result = await handle.result()
@@ -125,7 +140,7 @@ async def write_off(env: WorkflowEnvironment, today: date,
     """Nobody pays or answers: messages, an unanswered call, a lawyer's letter, write-off."""
     loan = loan_for("write_off", today)
     policy = pinned(loan).model_copy(update={"steps": SMALL_LADDER, "ladder_name": "replay-small"})
-    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    handle = await _start(env, loan, policy)
     result = await handle.result()
     assert result.state == CaseState.WRITTEN_OFF, result
     return handle
@@ -135,7 +150,7 @@ async def promise_kept(env: WorkflowEnvironment, today: date,
                emulator: ProviderEmulator, pool: asyncpg.Pool) -> WorkflowHandle:
     """A promise to pay part of the balance, kept; then the rest is paid."""
     loan = loan_for("promise_kept", today - timedelta(days=2))
-    handle = await start_case(env.client, loan, TASK_QUEUE, pinned(loan))
+    handle = await _start(env, loan, pinned(loan))
     await env.sleep(timedelta(hours=1))
     await handle.execute_update(Update.PROMISE, PromiseInput(
         agent="agent-7", amount=cny("500.00"), currency="CNY",
@@ -156,7 +171,7 @@ async def plan_broken(env: WorkflowEnvironment, today: date,
     """A two-installment plan: the first is paid, the second is missed; escalation resumes and an
     agent closes the case."""
     loan = loan_for("plan_broken", today - timedelta(days=2))
-    handle = await start_case(env.client, loan, TASK_QUEUE, pinned(loan))
+    handle = await _start(env, loan, pinned(loan))
     await env.sleep(timedelta(hours=1))
     await handle.execute_update(Update.PLAN, PlanInput(
         agent="agent-7", currency="CNY", installments=[
@@ -183,7 +198,7 @@ async def sms_refused(env: WorkflowEnvironment, today: date,
                      email="replay-sms_refused@example.com")
     emulator.add_fault(loan.phone, "invalid_number", channel="sms")
     policy = pinned(loan).model_copy(update={"steps": SMALL_LADDER, "ladder_name": "replay-small"})
-    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    handle = await _start(env, loan, policy)
     await env.sleep(timedelta(days=5, hours=12))  # early SMS refused, call skipped, firm reminder
     await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", cny("1200.00"), "CNY"))
     result = await handle.result()
@@ -208,7 +223,7 @@ async def call_breach(env: WorkflowEnvironment, today: date,
     currency through the `pay` update is kept as unapplied; then the case is closed."""
     loan = loan_for("call_breach", today)
     policy = pinned(loan).model_copy(update={"steps": CALL_LADDER, "ladder_name": "replay-calls"})
-    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    handle = await _start(env, loan, policy)
     day1 = today + timedelta(days=1)
     await _sleep_to(env, utc_at(day1, 23) + timedelta(minutes=45))
     key = "collection-REPLAY-call_breach/early-call"
@@ -267,7 +282,7 @@ async def agency_placement(env: WorkflowEnvironment, today: date,
     loan = loan_for("agency_placement", today)
     policy = pinned(loan).model_copy(update={"steps": PLACEMENT_LADDER,
                                              "ladder_name": "replay-placement"})
-    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    handle = await _start(env, loan, policy)
     await _sleep_to(env, utc_at(today + timedelta(days=2), 12))
     await handle.signal(CollectionWorkflow.pay, PaymentInput("pay-1", cny("100.00"), "CNY"))
     result = await handle.result()
@@ -294,8 +309,7 @@ async def wecom_confirmed(env: WorkflowEnvironment, today: date,
                      wecom_external_userid="wmREPLAYwecomconfirmed")
     steps = _one_step(Step(id="wecom-reminder", day=1, hour=10, stage=Stage.EARLY,
                            kind="message", channels=["wecom"], template="early_reminder"))
-    handle = await start_case(env.client, loan, TASK_QUEUE,
-                              pinned(loan).model_copy(update={"steps": steps}))
+    handle = await _start(env, loan, pinned(loan).model_copy(update={"steps": steps}))
     await env.sleep(timedelta(hours=1, minutes=1))
     for _ in range(200):
         if any(t["external_userid"] == loan.wecom_external_userid
@@ -320,8 +334,7 @@ async def voice_answered(env: WorkflowEnvironment, today: date,
                      email="replay-voice_answered@example.com")
     steps = _one_step(Step(id="voice-reminder", day=1, hour=10, stage=Stage.EARLY,
                            kind="message", channels=["voice"], template="early_reminder"))
-    handle = await start_case(env.client, loan, TASK_QUEUE,
-                              pinned(loan).model_copy(update={"steps": steps}))
+    handle = await _start(env, loan, pinned(loan).model_copy(update={"steps": steps}))
     result = await handle.result()
     assert result.state == CaseState.WRITTEN_OFF, result
     outcomes = [e.detail.get("outcome") for e in await handle.query(CollectionWorkflow.timeline)
@@ -341,7 +354,7 @@ async def sms_opted_out(env: WorkflowEnvironment, today: date,
     await suppress(pool, key, "sms", "opt_out", OPT_OUT_RULE,
                    "the borrower replied an opt-out keyword", "record-histories")
     policy = pinned(loan).model_copy(update={"steps": SMALL_LADDER, "ladder_name": "replay-small"})
-    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    handle = await _start(env, loan, policy)
     await _sleep_to(env, utc_at(today + timedelta(days=3), 12))  # early SMS skipped, call
     await lift(pool, key, "sms", "opt_out", "record-histories")
     await _sleep_to(env, utc_at(today + timedelta(days=4), 12))  # firm reminder, SMS again
@@ -365,7 +378,7 @@ async def sms_undelivered(env: WorkflowEnvironment, today: date,
     loan = make_loan("REPLAY-sms_undelivered", due=today - timedelta(days=1),
                      phone=UNDELIVERED_PHONE, email="replay-sms_undelivered@example.com")
     policy = pinned(loan).model_copy(update={"steps": SMALL_LADDER, "ladder_name": "replay-small"})
-    handle = await start_case(env.client, loan, TASK_QUEUE, policy)
+    handle = await _start(env, loan, policy)
     await _sleep_to(env, utc_at(today + timedelta(days=1), 10) + timedelta(minutes=30))
     report = DeliveryReport(
         loan_id=loan.loan_id, outbox_key=f"{workflow_id_for(loan.loan_id)}/early-sms/sms",
@@ -414,10 +427,13 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-CURRENT = "v6"
+CURRENT = "v7"
+# Recorded as -v7 (the vault shape); the others' paths do not change with it.
+V7_SCENARIOS = ("paid_in_full", "sms_opted_out", "wecom_confirmed")
 
 
-async def record(names: list[str], out: Path = HISTORIES, version: str = CURRENT) -> None:
+async def record(names: list[str], out: Path = HISTORIES, version: str = CURRENT, *,
+                 inline: bool = False) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="record-histories-"))
     scratch.chmod(0o755)  # noqa: ASYNC240 - PostgreSQL runs as its own system user when we are root
     os.environ.setdefault("XDG_RUNTIME_DIR", str(scratch / "runtime"))
@@ -435,8 +451,12 @@ async def record(names: list[str], out: Path = HISTORIES, version: str = CURRENT
                               wecom_corp_id=wecom_emulator.CORP_ID,
                               wecom_secret=wecom_emulator.CORP_SECRET, wecom_base_url=url)
         env = await start_test_server(data_converter=data_converter(None))
+        keys = parse_keys(generate_key())
+        if not inline:
+            _VAULT[:] = [Vault(pool, keys)]
         try:
-            async with running_worker(env.client, pool, providers, task_queue=TASK_QUEUE):
+            async with running_worker(env.client, pool, providers, task_queue=TASK_QUEUE,
+                                      vault_keys=keys):
                 out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any case
                 for name in names:
                     # The test server's clock carries over from one scenario to the next.
@@ -461,12 +481,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HISTORIES, help="folder for the JSON files")
     parser.add_argument("--version", default=CURRENT,
                         help="suffix of the files: <name>-<version>.json")
+    parser.add_argument("--inline", action="store_true",
+                        help="start with the personal fields inline (the shape before v7)")
     args = parser.parse_args()
-    names = args.scenarios or list(SCENARIOS)
+    names = args.scenarios or (list(SCENARIOS) if args.inline else list(V7_SCENARIOS))
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
-    asyncio.run(record(names, args.out, args.version))
+    asyncio.run(record(names, args.out, args.version, inline=args.inline))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ async def encrypted_worker(dev_env: WorkflowEnvironment, pool: asyncpg.Pool,
     client = await Client.connect(
         dev_env.client.service_client.config.target_host, namespace=dev_env.client.namespace,
         data_converter=data_converter(EncryptionCodec(keys, next(iter(keys)))))
-    async with running_worker(client, pool, providers, task_queue=task_queue):
+    async with running_worker(client, pool, providers, task_queue=task_queue,
+                              vault_keys=keys):  # the API stores borrowers in the vault
         yield client
 
 

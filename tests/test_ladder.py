@@ -816,12 +816,13 @@ def test_due_step_supersedes_earlier_steps_and_skips_out_of_bounds_ones() -> Non
 def test_escalation_lands_on_the_next_stage_and_passes_over_the_rest() -> None:
     from workflows import ladder
     from workflows.case import Case
+    from workflows.runtime import ClockRuntime
 
     s = _case_state(_PURE_STEPS, due=date(2026, 3, 1), stage=Stage.EARLY, done_steps=["sms-1"])
     esc = ladder.escalation(s)
     assert esc is not None and esc.target.id == "big-visit"
     assert [st.id for st in esc.skipped] == ["sms-2"]
-    case = Case(s, lambda: _at(s.loan, 2, 12))
+    case = Case(s, ClockRuntime(lambda: _at(s.loan, 2, 12)))
     case.escalate("visit outcome refused")
     assert s.pull_forward == ["big-visit"] and "sms-2" in s.done_steps
     assert [e.kind for e in s.timeline] == ["step_skipped", "escalated"]

@@ -19,22 +19,30 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.wiring import Providers
+from contracts.channels import channel
 from infra.codec import data_converter
 from infra.database import EmbeddedPostgres, create_pool, migrate
 from infra.emulator import ProviderEmulator
+from infra.emulator import wecom as wecom_emulator
 from infra.endpoints import free_port
 from infra.settings import Settings
 from infra.temporal_server import start_dev_server
 from tests.fault_cases import (
+    NEW_CHANNEL_STEP,
     check_case,
     compressed,
     in_process,
     kill_and_check_takeover,
+    new_channel_loans,
+    new_channel_outbox,
+    new_channel_policy,
     new_loans,
+    provider_records,
     results,
+    send_attempts,
     wait_for_messages,
 )
-from tests.helpers import running_emulator, scratch_dir, start_case, today_of
+from tests.helpers import eventually, running_emulator, scratch_dir, start_case, today_of
 from tests.worker_process import WorkerProcess, codec_client, new_key, worker_env
 from worker import emulator_providers, running_worker
 from workflows.collection_workflow import CollectionWorkflow
@@ -184,3 +192,58 @@ async def test_postgres_unavailable_for_a_while(
     finally:
         await pool.close()
         await asyncio.to_thread(pg.stop)
+
+
+async def test_worker_killed_mid_send_on_wecom_and_voice_sends_once(
+    dev_env: WorkflowEnvironment, pg_dsn: str, pool: asyncpg.Pool, pemu: ProviderEmulator,
+    tmp_path: Path,
+) -> None:
+    """WeCom has created the task and Twilio placed the call, and both hold their answer, when
+    the worker is SIGKILLed: the retry on a second worker finds each in the provider's own log
+    (`get_groupmsg_list_v2`, the Calls list) and records it. One task, one call."""
+    key, queue = new_key(), f"mid-send-{uuid.uuid4().hex[:8]}"
+    env = process_env(dev_env, pg_dsn, pemu, queue, key, tmp_path)
+    env.update(WECOM_CORP_ID=wecom_emulator.CORP_ID, WECOM_CORP_SECRET=wecom_emulator.CORP_SECRET,
+               WECOM_BASE_URL=pemu.url, WECOM_CALLBACK_TOKEN=wecom_emulator.CALLBACK_TOKEN,
+               WECOM_CALLBACK_AES_KEY=wecom_emulator.CALLBACK_AES_KEY)
+    client = codec_client(dev_env.client, key)
+    first, second = WorkerProcess("worker-1", env, tmp_path), WorkerProcess("worker-2", env,
+                                                                            tmp_path)
+    loans = new_channel_loans(today_of(await dev_env.get_current_time()))
+    pemu.add_fault(str(loans["wecom"].wecom_external_userid), "slow", channel="wecom", times=1,
+                   delay=15)
+    pemu.add_fault(loans["voice"].phone, "slow", channel="voice", times=1, delay=15)
+    try:
+        await first.start().wait_ready()
+        handles = {name: await start_case(client, loan, queue, new_channel_policy(loan, name))
+                   for name, loan in loans.items()}
+        # Each provider has the message and holds its answer: the worker is between send and mark.
+        await eventually(lambda: asyncio.sleep(0, [
+            len(provider_records(pemu, name, loan)) for name, loan in loans.items()]),
+            lambda n: n == [1, 1], timeout=60)
+        for name, handle in handles.items():
+            row = await new_channel_outbox(pool, handle, name)
+            assert row is not None and row["status"] == "sending", (name, row)
+        pemu.wecom.confirm(external_userid=loans["wecom"].wecom_external_userid)
+        await first.kill()
+
+        await second.start().wait_ready()
+        await results(list(handles.values()), within=120)
+        for name, handle in handles.items():
+            [made] = provider_records(pemu, name, loans[name])
+            row = await new_channel_outbox(pool, handle, name)
+            assert row is not None and (row["status"], row["provider_id"]) == (
+                "sent", made["msgid" if name == "wecom" else "sid"]), (name, row)
+            contact = await pool.fetchrow(
+                "SELECT decision, outcome FROM contacts WHERE idempotency_key = $1",
+                f"{handle.id}/{NEW_CHANNEL_STEP}/{name}")
+            assert contact["decision"] == "sent", (name, dict(contact))
+            # The attempt that marked it sent was a retry: it found the message, sent nothing.
+            assert await send_attempts(handle, channel(name).activity or "") >= 2, name
+        assert len(pemu.messages(channel="wecom", to=loans["wecom"].wecom_external_userid)) == 1
+        assert len(pemu.messages(channel="voice", to=loans["voice"].phone)) == 1
+        # Nothing fell back: the one message on each new channel was the contact.
+        assert all(pemu.messages(channel="sms", to=loan.phone) == [] for loan in loans.values())
+    finally:
+        await first.kill()
+        await second.stop()

@@ -132,6 +132,16 @@ def test_a_payment_refused_as_closed_is_not_a_loss() -> None:
     assert f.conserved and len(f.refused) == 1
 
 
+def test_a_payment_kept_unapplied_after_the_case_ended_is_counted() -> None:
+    reported = [ReportedPayment("L1", "L9", Decimal("100.00"), "CNY", "422")]
+    kept = [UnappliedRow("L1", "L9", Decimal("100.00"), "CNY", "unapplied",
+                         "case closed (written_off)")]
+    f = check_payments(reported, [], kept, [])
+    assert f.conserved and not f.refused
+    assert (f.unapplied, f.unapplied_closed) == (1, 1)
+    assert f.unapplied_amount == {"CNY": Decimal("100.00")}
+
+
 def test_a_running_case_whose_history_does_not_grow_is_stuck() -> None:
     stuck = WorkflowFact("collection-L1", "running", "active", 1200, 40, 40,
                          pending="send_sms attempt 9")
@@ -186,3 +196,9 @@ def test_the_rule_packs_are_read_from_their_files() -> None:
     assert packs["cn"].window_start == time(8) and packs["cn"].window_end == time(22)
     assert packs["us"].window_end == time(21) and packs["us"].post_conversation_quiet_days == 7
     assert {c.id for c in packs["cn"].caps} >= {"cn.nifa.connected_calls_per_day"}
+
+
+def test_a_send_withheld_because_the_window_closed_is_listed_not_stuck() -> None:
+    row = OutboxRow(KEY, "sms", "failed", None, "h", T0, "outside_window")
+    f = check_messages([], [row], [], ended={"L1"})
+    assert len(f.withheld) == 1 and not (f.stuck_sends or f.losses)

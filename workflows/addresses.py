@@ -16,12 +16,23 @@ def hashed(text: str) -> str:
 
 
 def contact_key(loan: LoanInput, name: str) -> str:
+    # A vault-shaped input (issue 18) carries the keys computed at start: its addresses are blank.
+    if name in loan.contact_keys:
+        return loan.contact_keys[name]
     spec = channel(name)
     return f"{spec.contact_prefix}:{hashed(str(getattr(loan, spec.key_field)))}"
 
 
 def address(loan: LoanInput, name: str) -> str:
     return str(getattr(loan, channel(name).address_field))
+
+
+def has_address(loan: LoanInput, name: str) -> bool:
+    """Whether the loan has an address on this channel; a vault-shaped input says so by the
+    channel's contact key, computed at start while the address was at hand."""
+    if loan.borrower_ref:
+        return name in loan.contact_keys
+    return bool(address(loan, name).strip())
 
 
 def borrower_key(loan: LoanInput) -> str:
@@ -32,7 +43,7 @@ def borrower_key(loan: LoanInput) -> str:
 def unusable_reason(s: CaseData, name: str) -> str | None:
     """Why the case may not use this channel, or None if it may."""
     spec = channel(name)
-    if spec.optional_address and not address(s.loan, name).strip():
+    if spec.optional_address and not has_address(s.loan, name):
         # An optional loan column left empty (no WeCom external contact): the row says why.
         return spec.missing_reason or f"no {spec.address_label} on the loan"
     if name not in s.unusable:

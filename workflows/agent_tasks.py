@@ -57,7 +57,7 @@ class AgentTasks:
         clearance = await self.contacts.clear_to_contact(step.id, kind, task_key, None)
         if clearance is not Clearance.CLEAR:
             return
-        if workflow.patched(TASK_RULES_PATCH):
+        if case.runtime.patched(TASK_RULES_PATCH):
             await self._task_within_rules(step, task_key)
             return
         settings = s.policy.settings

@@ -1,16 +1,17 @@
 """A case: its state, its policy time and its record, which every layer above writes through.
 
-Pure: the real clock is passed in (the workflow gives `workflow.now`), so the same case runs
-without a server. Recording an event here is a change of state; writing it out is the recorder's.
+Pure: the runtime is passed in (workflows/runtime.py: the workflow's, or the lab's virtual one),
+so the same case runs without a server. Recording an event here is a change of state; writing it
+out is the recorder's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
 from contracts.activity_io import EventRecord, StageChange
+from contracts.behaviour import BehaviourModel
 from contracts.messages import CaseState, LoanInput, Stage, TimelineEvent
 from contracts.policy import ResolvedPolicy, Step
 from policies import compliance
@@ -19,27 +20,31 @@ from workflows.addresses import borrower_key
 from workflows.case_state import CaseData, Notice
 from workflows.clock import PolicyClock
 from workflows.ledger import balance_of
+from workflows.runtime import CaseRuntime
 
 
 class Case:
-    def __init__(self, s: CaseData, real_now: Callable[[], datetime]) -> None:
+    def __init__(self, s: CaseData, runtime: CaseRuntime) -> None:
         self.s = s
-        self.real_now = real_now
+        self.runtime = runtime
+        self.real_now = runtime.now
         # Set by whatever should make the run loop look again (a payment, an update, a close).
         self.wake = False
+        self._today: tuple[datetime, date] | None = None
 
     @classmethod
-    def open(cls, loan: LoanInput, policy: ResolvedPolicy, real_now: Callable[[], datetime], *,
-             simulate: bool = False) -> Case:
-        now = real_now()
+    def open(cls, loan: LoanInput, policy: ResolvedPolicy, runtime: CaseRuntime, *,
+             simulate: bool = False, behaviour: BehaviourModel | None = None,
+             seed: int = 0) -> Case:
+        now = runtime.now()
         balance = balance_of(loan.amount_overdue, loan.interest, loan.fees)
         case = cls(CaseData(
             loan=loan, policy=policy, clock_origin=now, opened_at=now, due_date=loan.due_date,
             principal=balance.principal, interest=balance.interest, fees=balance.fees,
             borrower_key=borrower_key(loan), simulate=simulate,
             # A landline or toll-free phone: SMS unusable from the start (service.loan_file).
-            unusable=dict(loan.unusable_channels),
-        ), real_now)
+            unusable=dict(loan.unusable_channels), behaviour=behaviour, seed=seed,
+        ), runtime)
         s = case.s
         s.stage = case.stage_for_dpd()
         case.event(
@@ -62,10 +67,32 @@ class Case:
         return PolicyClock(self.s.clock_origin, self.s.policy.settings.day_seconds)
 
     def now(self) -> datetime:
+        s = self.s
+        if s.behaviour is not None:
+            # A case played against a behaviour model runs on its own instants: the one it opened
+            # at (in whole seconds), then each its timers were set for. A server wakes a workflow
+            # some real milliseconds (more under load) after a timer's instant, the lab
+            # (workflows/virtual_loop.py) at the instant; both must see the same time and draws.
+            if s.instant is None:
+                s.instant = self.exact_now().replace(microsecond=0)
+            return s.instant
+        return self.exact_now()
+
+    def exact_now(self) -> datetime:
+        """Policy time by the runtime's clock: what a timer's length is measured from."""
         return self.clock.policy_time(self.real_now())
 
+    def reached(self, target: datetime) -> None:
+        """A timer set for `target` has fired (or its instant has passed)."""
+        s = self.s
+        if s.behaviour is not None and (s.instant is None or target > s.instant):
+            s.instant = target
+
     def today(self) -> date:
-        return compliance.local(self.now(), self.s.loan.timezone).date()
+        now = self.now()
+        if self._today is None or self._today[0] != now:  # asked many times an instant
+            self._today = (now, compliance.local(now, self.s.loan.timezone).date())
+        return self._today[1]
 
     def at_local(self, day: date, hour: int = 0) -> datetime:
         return compliance.step_instant(day, 0, hour, self.s.loan.timezone)

@@ -11,11 +11,12 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from contracts.messages import CaseState, Stage
+    from contracts.messages import CaseResult, CaseState, Stage
     from contracts.policy import Step
     from workflows import arrangements, ladder, placement
     from workflows.agent_tasks import AgentTasks
     from workflows.case import Case
+    from workflows.case_state import CaseData
     from workflows.contacts import DOCUMENT_CHANNEL, CaseContacts
     from workflows.effects import CaseEffects
     from workflows.legal_steps import LegalSteps
@@ -35,13 +36,13 @@ class CaseRun:
 
     async def run(self) -> bool:
         """Run until the case closes or its history grows long; True to continue as new."""
-        s = self.case.s
+        case, s = self.case, self.case.s
         # Records are written and owed notices sent in the background, each in order; a notice
         # waiting for the contact window never holds back the records.
         recorder = asyncio.create_task(self.recorder.run())
         notifier = asyncio.create_task(self._notifier())
         placements = asyncio.create_task(
-            placement.write_all(s, lambda: self._placements_done))
+            placement.write_all(case, lambda: self._placements_done))
         continue_as_new = False
         while s.active:
             if self._history_is_long():
@@ -56,14 +57,11 @@ class CaseRun:
         await placements
         self.recorder.stopping = True
         await recorder
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await case.runtime.wait_condition(case.runtime.handlers_finished)
         return continue_as_new
 
     def _history_is_long(self) -> bool:
-        info = workflow.info()
-        return info.is_continue_as_new_suggested() or (
-            info.get_current_history_length() > self.case.s.policy.settings.max_history_events
-        )
+        return self.case.runtime.history_is_long(self.case.s.policy.settings.max_history_events)
 
     async def _advance(self) -> None:
         case, s = self.case, self.case.s
@@ -115,7 +113,8 @@ class CaseRun:
         """Sends the notices the case owes (receipts, acknowledgements, confirmations) in order."""
         s = self.case.s
         while True:
-            await workflow.wait_condition(lambda: bool(s.pending_notices) or self._notices_done)
+            await self.case.runtime.wait_condition(
+                lambda: bool(s.pending_notices) or self._notices_done)
             if not s.pending_notices:
                 return
             notice = s.pending_notices[0]
@@ -129,3 +128,12 @@ class CaseRun:
                 await self.contacts.contact(None, name, notice.template, key_base=notice.key,
                                             extra=notice.extra, caps=False)
             s.pending_notices.pop(0)
+
+
+def case_result(s: CaseData) -> CaseResult:
+    """What a finished run returns (a simulation's with its timeline)."""
+    return CaseResult(
+        loan_id=s.loan.loan_id, state=s.state, stage=s.stage, outstanding=s.outstanding,
+        currency=s.loan.currency, paid_total=s.paid_total, excess=s.excess,
+        close_reason=s.close_reason, timeline=s.timeline if s.simulate else None,
+    )

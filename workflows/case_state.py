@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from contracts.activity_io import EventRecord, PaymentRecord, StageChange, UnappliedPayment
 from contracts.agency import PlacementRecord
+from contracts.behaviour import BehaviourModel, BorrowerAction
 from contracts.channels import CHANNELS
 from contracts.messages import CaseState, Installment, LoanInput, Stage, TimelineEvent
 from contracts.policy import ResolvedPolicy
@@ -184,6 +185,12 @@ class CaseData:
     # A simulation (workflows/simulation.py) keeps its contact attempts here instead of PostgreSQL.
     simulate: bool = False
     simulated_attempts: list[SimulatedAttempt] = field(default_factory=list)
+    # Played against a borrower-behaviour model (workflows/behaviour.py): the model, the seed of
+    # its draws and the borrower's actions still to come, in time order.
+    behaviour: BehaviourModel | None = None
+    seed: int = 0
+    pending_actions: list[BorrowerAction] = field(default_factory=list)
+    instant: datetime | None = None  # its policy time (workflows/case.py `now`)
     # State carried over from runs before `unusable` held per-channel flags; read, never written.
     phone_ok: InitVar[bool] = True
     email_ok: InitVar[bool] = True

@@ -37,10 +37,11 @@ with workflow.unsafe.imports_passed_through():
     from contracts.policy import ResolvedPolicy
     from workflows.agency_handlers import AgencyHandlers
     from workflows.case import Case
-    from workflows.case_run import CaseRun
+    from workflows.case_run import CaseRun, case_result
     from workflows.case_state import CaseData
     from workflows.effects import effects_for, run_db
     from workflows.handlers import CaseHandlers
+    from workflows.runtime import TemporalRuntime
 
 
 @dataclass
@@ -107,9 +108,10 @@ class CollectionWorkflow(CaseHandlers, AgencyHandlers):
             pass
         elif inp.state is not None:
             inp.state.run_count += 1
-            case = Case(inp.state, workflow.now)
+            case = Case(inp.state, TemporalRuntime())
         elif inp.policy is not None and self._input_problem is None:
-            case = Case.open(inp.loan, inp.policy, workflow.now, simulate=inp.simulate)
+            case = Case.open(inp.loan, inp.policy, TemporalRuntime(), simulate=inp.simulate,
+                             behaviour=inp.behaviour, seed=inp.seed)
         self._start_handlers(case)
 
     @workflow.run
@@ -125,7 +127,8 @@ class CollectionWorkflow(CaseHandlers, AgencyHandlers):
                                    non_retryable=True)
         case = self._case
         if case is None and inp.policy is not None:  # an old execution: opened regardless
-            case = Case.open(inp.loan, inp.policy, workflow.now, simulate=inp.simulate)
+            case = Case.open(inp.loan, inp.policy, TemporalRuntime(), simulate=inp.simulate,
+                             behaviour=inp.behaviour, seed=inp.seed)
         if case is None:
             # Asked before the lookup, in the first task, which is the same on replay.
             steady = workflow.patched(STEADY_OPEN_PATCH)
@@ -133,14 +136,11 @@ class CollectionWorkflow(CaseHandlers, AgencyHandlers):
                                   start_to_close_timeout=timedelta(seconds=30), read_only=True)
             if steady:
                 await workflow.sleep(timedelta(milliseconds=1))
-            case = Case.open(inp.loan, policy, workflow.now, simulate=inp.simulate)
+            case = Case.open(inp.loan, policy, TemporalRuntime(), simulate=inp.simulate,
+                             behaviour=inp.behaviour, seed=inp.seed)
         self._open(case)
         s = case.s
         # The effects are chosen here, once: the mode was fixed when the case opened.
         if await CaseRun(case, effects_for(s), workflow.info().workflow_id).run():
             workflow.continue_as_new(CaseInput(loan=s.loan, policy=s.policy, state=s))
-        return CaseResult(
-            loan_id=s.loan.loan_id, state=s.state, stage=s.stage, outstanding=s.outstanding,
-            currency=s.loan.currency, paid_total=s.paid_total, excess=s.excess,
-            close_reason=s.close_reason, timeline=s.timeline if s.simulate else None,
-        )
+        return case_result(s)

@@ -10,7 +10,7 @@ go through this path; it imports neither.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -18,11 +18,13 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts.activity_io import (
+        OUTSIDE_WINDOW,
         ContactDecision,
         ContactRecord,
         ContactRequest,
         SendInput,
         SendResult,
+        SendWindow,
     )
     from contracts.channels import ChannelSpec, channel
     from contracts.policy import Step
@@ -53,11 +55,25 @@ FOLLOW_UP_PATCH = "channel-follow-up"
 # falls back as the channel table says (SMS -> e-mail); the channel is not marked unusable, so
 # the next step tries it again (the suppression may have been lifted by then: START).
 SUPPRESSED_PATCH = "suppressed-contact-skipped"
+# Executions from before this patch sent the notices a case owes (receipts, confirmations: caps
+# off) without a reservation, so an SMS opt-out or a suppressed address did not stop them (a text
+# after STOP, refused by Twilio with 21610). Since it, a notice asks (check only) whether the
+# channel is suppressed; if so it is skipped with the suppression's rule, and the notice goes out
+# on its other channels only (a receipt by e-mail after STOP).
+NOTICE_SUPPRESSED_PATCH = "notice-suppression-checked"
 # The `delivery_failed` signal (workflows/handlers.py) is handled since this patch: an address the
 # provider says is unusable is marked so, and a step whose message was not delivered gets its
 # fallback once, under `<step>-fallback`, sent by the run loop. A history with that signal from
 # before the handler existed replays without it (the signal is ignored, as it was).
 DELIVERY_FAILED_PATCH = "delivery-failed-signal"
+# Since this patch a send carries its window (SendInput.window) and the send activity checks it
+# again right before the provider call: a send retried past the window's end is not made
+# (OUTSIDE_WINDOW). The case then withdraws the reservation (no contact was made: the caps stop
+# counting it, as for a task withdrawn) and contacts again under `<key>/reopened`, cleared anew:
+# deferred to the window's next opening and counted against that day's caps. No execution before
+# it was ever answered OUTSIDE_WINDOW, so none replays through this branch.
+SEND_WINDOW_PATCH = "send-window-checked-at-send"
+REOPENED = "reopened"  # the key suffix of a contact made again after a send outside the window
 # Rule codes of the decisions no rule pack makes.
 UNUSABLE_ADDRESS_RULE = "case.address_unusable"
 PAUSED_RULE = "case.ladder_paused"
@@ -96,6 +112,9 @@ class CaseContacts:
         self.effects = effects
         self.workflow_id = workflow_id
         self.last_decision: ContactDecision | None = None  # the latest reservation granted
+        # Each attempt's latest clearance (policy, real instant), for its send to check the window
+        # against: keyed, since a signal's fallback may clear another attempt meanwhile.
+        self.cleared_at: dict[str, tuple[datetime, datetime]] = {}
         self.follow_ups = FollowUps(case, effects)
 
     def _record(self, step_id: str, name: str, decision: str, *, key: str, rule: str | None,
@@ -147,6 +166,7 @@ class CaseContacts:
             if caps and not s.active:
                 return Clearance.MOVED_ON
             now = case.now()
+            self.cleared_at[attempt_key] = (now, case.real_now())
             at, rule = compliance.next_allowed(now, s.loan.timezone, pack)
             reason = "outside the contact window"
             if at <= now and caps:
@@ -159,13 +179,16 @@ class CaseContacts:
                 if decision.allowed:
                     self.last_decision = decision
                     return Clearance.CLEAR
-                if decision.suppressed and workflow.patched(SUPPRESSED_PATCH):
+                if decision.suppressed and case.runtime.patched(SUPPRESSED_PATCH):
                     self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
                                  rule=decision.rule, reason=decision.reason, template=template)
                     return Clearance.SUPPRESSED
                 at = decision.retry_at or now + timedelta(days=1)
                 rule, reason = decision.rule, decision.reason
             elif at <= now:
+                if case.runtime.patched(NOTICE_SUPPRESSED_PATCH) and await self._notice_suppressed(
+                        step_id, name, attempt_key, template):
+                    return Clearance.SUPPRESSED
                 return Clearance.CLEAR
             deferrals += 1
             local_at = compliance.local(at, s.loan.timezone)
@@ -186,6 +209,25 @@ class CaseContacts:
                 self._record(step_id, name, "skipped", key=f"{attempt_key}/paused",
                              rule=PAUSED_RULE, reason=f"ladder paused by {s.paused_by}")
                 return Clearance.MOVED_ON
+
+    async def _notice_suppressed(self, step_id: str, name: str, attempt_key: str,
+                                 template: str | None) -> bool:
+        """Whether a notice the case owes (a receipt, a confirmation) may not use this channel:
+        the caps do not hold notices back, but an opt-out or a suppressed address does
+        (NOTICE_SUPPRESSED_PATCH). Asked as a check only, so nothing is written and the caps'
+        answer is ignored; a suppressed channel is recorded as skipped with the rule."""
+        s = self.case.s
+        decision = await self.effects.reserve_contact(ContactRequest(
+            key=attempt_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
+            contact_key=addresses.contact_key(s.loan, name), channel=name, step_id=step_id,
+            stage=s.stage.value, template=template, at=self.case.now(),
+            timezone=s.loan.timezone, rule_pack=s.policy.rule_pack, check_only=True,
+        ))
+        if not decision.suppressed:
+            return False
+        self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped", rule=decision.rule,
+                     reason=decision.reason, template=template)
+        return True
 
     async def validation_notice_first(self) -> None:
         """Where the pack requires it, the validation notice goes with the first communication."""
@@ -222,16 +264,22 @@ class CaseContacts:
                 outbox_key=attempt_key, loan_id=s.loan.loan_id, channel=name,
                 to=addresses.address(s.loan, name), template=template,
                 locale=s.loan.locale, context=self._template_context(extra or {}),
-                contact_key=attempt_key,
+                contact_key=attempt_key, borrower_ref=s.loan.borrower_ref,
+                window=self._send_window(attempt_key),
             ),
             timedelta(seconds=s.policy.settings.send_timeout_seconds),
         )
+        if (result.status == OUTSIDE_WINDOW
+                and self.case.runtime.patched(SEND_WINDOW_PATCH)):
+            return await self._reopened(step, step_id, name, template, attempt_key,
+                                        key_base=key_base, extra=extra, caps=caps)
         pack = s.policy.rule_pack.name
         if result.status == "sent":
             s.sent_messages[attempt_key] = SentMessage(
                 step_id=step.id if step else "", channel=name, template=template,
                 extra=dict(extra or {}))
-        if result.status == "sent" and spec.follow_up and workflow.patched(FOLLOW_UP_PATCH):
+        if (result.status == "sent" and spec.follow_up
+                and self.case.runtime.patched(FOLLOW_UP_PATCH)):
             return await self._followed_up(step, step_id, spec, template, attempt_key, result,
                                            key_base=key_base, extra=extra)
         if result.status == "sent":
@@ -247,6 +295,29 @@ class CaseContacts:
         return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
                                      refused=True)
 
+    def _send_window(self, attempt_key: str) -> SendWindow | None:
+        """The window the send checks again before it goes out: its clearance's."""
+        cleared = self.cleared_at.pop(attempt_key, None)
+        if cleared is None:
+            return None
+        s = self.case.s
+        decided_at, decided_real = cleared
+        return SendWindow(rule_pack=s.policy.rule_pack, timezone=s.loan.timezone,
+                          decided_at=decided_at, decided_real=decided_real)
+
+    async def _reopened(self, step: Step | None, step_id: str, name: str, template: str,
+                        attempt_key: str, *, key_base: str | None, extra: dict[str, str] | None,
+                        caps: bool) -> bool:
+        """A send not made because the window had closed by the time it would have gone out
+        (SEND_WINDOW_PATCH): the reservation is withdrawn, and the message is contacted again
+        under a key of its own, cleared anew (the next opening, that day's caps)."""
+        rule = self.case.s.policy.rule_pack.window_rule
+        self._record(step_id, name, "withdrawn", key=attempt_key, rule=rule, template=template,
+                     reason="not sent: the window had closed when the send would have gone out "
+                            "(after provider retries); contacted again at the next opening")
+        base = f"{key_base or step_id}/{REOPENED}"
+        return await self.contact(step, name, template, key_base=base, extra=extra, caps=caps)
+
     async def _fall_back(self, step: Step | None, name: str, template: str, *,
                          key_base: str | None, extra: dict[str, str] | None, refused: bool) -> bool:
         """A ladder step that cannot use a channel (unusable, or the provider just refused the
@@ -257,7 +328,7 @@ class CaseContacts:
         to = addresses.fallback(name)
         if to is None or step is None or to in step.channels or addresses.unusable_reason(s, to):
             return False
-        if workflow.patched(ONE_FALLBACK_PATCH):
+        if self.case.runtime.patched(ONE_FALLBACK_PATCH):
             if s.ceased:
                 return False
             key = f"{key_base or step.id}-fallback"
@@ -327,11 +398,14 @@ class CaseContacts:
         rule = PROVIDER_REFUSED_RULE if not_contact else UNCONFIRMED_RULE
         reason = ("not a WeCom external contact of the lender (wecom_84061)" if not_contact
                   else f"not confirmed by the lender's staff member: {checked.detail}")
+        withdrawn_rule = self.follow_ups.withdrawn_rule  # follow_ups.WITHDRAW_PATCH
+        if withdrawn_rule is not None:
+            rule, reason = withdrawn_rule, checked.detail
         self._record(step_id, name, "failed", key=attempt_key, rule=rule, template=template,
                      outcome="failed", reason=reason)
         if not_contact:
             s.mark_unusable(spec.address_field, reason)
-        if not s.active:
+        if not s.active or withdrawn_rule is not None:
             return False
         return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
                                      refused=True)

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         TaskClose,
         TaskInput,
     )
+    from workflows.behaviour_effects import BehaviourEffects
     from workflows.case_state import CaseData
     from workflows.simulation import SimulatedEffects
 
@@ -74,6 +75,9 @@ FOLLOW_UP_WITHIN = timedelta(hours=1)
 class CaseEffects(Protocol):
     """Every side effect a case has. Contact decisions are noted as they are made and travel
     with the next record batch."""
+
+    # False: nothing the recorder would write goes anywhere (a simulation), so it builds no batch.
+    writes_records: bool
 
     async def reserve_contact(self, req: ContactRequest) -> ContactDecision: ...
 
@@ -117,6 +121,8 @@ async def run_db(name: str, arg: Any, *, result_type: type | None = None,
 
 class DurableEffects:
     """Activities: sends through the outbox, the caps' reservation and the records in PostgreSQL."""
+
+    writes_records = True
 
     def __init__(self) -> None:
         self._contacts: list[ContactRecord] = []
@@ -173,7 +179,10 @@ class DurableEffects:
 
 def effects_for(s: CaseData) -> CaseEffects:
     """The one place the mode is read: a simulated case (from `CollectionInput.simulate`, kept in
-    its state through continue-as-new) gets in-memory effects."""
-    if s.simulate:
-        return SimulatedEffects(s.simulated_attempts)
-    return DurableEffects()
+    its state through continue-as-new) gets in-memory effects; a case played against a behaviour
+    model (`CollectionInput.behaviour`) gets its borrower's answers drawn, around either."""
+    effects: CaseEffects = (SimulatedEffects(s.simulated_attempts) if s.simulate
+                            else DurableEffects())
+    if s.behaviour is not None:
+        return BehaviourEffects(effects, s, s.behaviour)
+    return effects

@@ -15,9 +15,33 @@ with workflow.unsafe.imports_passed_through():
     from contracts.channels import ChannelSpec
     from contracts.policy import Step
     from policies import compliance
+    from workflows import placement
     from workflows.case import Case
+    from workflows.case_state import CaseData
     from workflows.effects import CaseEffects
     from workflows.timers import sleep_until
+
+# Executions from before this patch waited for a WeCom staff member's confirmation until the
+# deadline whatever happened meanwhile, short of the case closing: a cease-contact request or a
+# hold left the task for the member to send, and an unconfirmed one fell back to SMS at its
+# deadline even under a hold. Since it, a pending task is withdrawn (cancelled) as soon as the
+# borrower asks to cease contact, a hold is placed or the case is placed with an agency (what
+# withdraws an agent's call, workflows/agent_tasks.py), and the step does not fall back.
+WITHDRAW_PATCH = "wecom-pending-withdrawn"
+WITHDRAWN = "withdrawn"  # how a withdrawn task's detail (and the contact row's reason) begins
+
+
+def withdrawal(s: CaseData) -> tuple[str, str] | None:
+    """(rule, why) a pending WeCom task is withdrawn now, or None while it may still be sent.
+    The rules of an agent task's withdrawal (AgentTasks.withdraw_reason), short of the case
+    closing, which the wait has always handled."""
+    if s.ceased:
+        return f"{s.policy.rule_pack.name}.cease_communication", "borrower asked to cease contact"
+    if s.hold is not None:
+        return f"case.hold.{s.hold.kind}", f"{s.hold.kind} hold"
+    if s.placement is not None:
+        return placement.PLACED_RULE, f"placed with agency {s.placement.agency_id}"
+    return None
 
 
 class FollowUps:
@@ -26,6 +50,8 @@ class FollowUps:
     def __init__(self, case: Case, effects: CaseEffects) -> None:
         self.case = case
         self.effects = effects
+        # The rule of the last task `await_confirmation` withdrew (WITHDRAW_PATCH), else None.
+        self.withdrawn_rule: str | None = None
 
     async def ask(self, spec: ChannelSpec, result: SendResult, attempt_key: str,
                   action: str) -> FollowUpResult | None:
@@ -42,8 +68,13 @@ class FollowUps:
     async def await_confirmation(self, step: Step | None, step_id: str, spec: ChannelSpec,
                                  result: SendResult, attempt_key: str) -> FollowUpResult:
         """Check at once, remind once halfway to the deadline, cancel at the deadline (or when
-        the case closes first)."""
+        the case closes first, or, since WITHDRAW_PATCH, as soon as `withdrawal` says so)."""
         case, s = self.case, self.case.s
+        self.withdrawn_rule = None
+        withdraws = case.runtime.patched(WITHDRAW_PATCH)
+
+        def stopped() -> bool:
+            return not s.active or (withdraws and withdrawal(s) is not None)
         hours = (step.deadline_days * 24 if step is not None and step.deadline_days
                  else s.policy.settings.wecom_confirm_hours)
         start = case.now()
@@ -58,18 +89,23 @@ class FollowUps:
         for wake, remind in ((start + (deadline - start) / 2, True), (deadline, False)):
             if checked.state != "pending":
                 return checked
-            await sleep_until(case, wake, lambda: not s.active)
+            await sleep_until(case, wake, stopped)
             checked = await self.ask(spec, result, attempt_key, "check") or unknown
-            if checked.state == "pending" and remind and s.active:
+            if checked.state == "pending" and remind and not stopped():
                 await self.ask(spec, result, attempt_key, "remind")
                 case.event("contact_reminded",
                            f"{spec.name} staff member reminded to confirm the message",
                            detail={"step": step_id, "channel": spec.name})
-            if not s.active:
+            if stopped():
                 break
         if checked.state != "pending":
             return checked
         await self.ask(spec, result, attempt_key, "cancel")
+        withdrawn = withdrawal(s) if withdraws and s.active else None
+        if withdrawn is not None:
+            self.withdrawn_rule = withdrawn[0]
+            return FollowUpResult("not_delivered", "failed",
+                                  f"{WITHDRAWN}: {withdrawn[1]}; task cancelled")
         why = "the case closed first" if not s.active else (
             f"unconfirmed at {local_deadline:%Y-%m-%d %H:%M} local; task cancelled")
         return FollowUpResult("not_delivered", "failed", why)

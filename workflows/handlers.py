@@ -6,8 +6,6 @@ waits in the inbox, an update waits until the case is open, a query says it is s
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -35,18 +33,14 @@ with workflow.unsafe.imports_passed_through():
         WaiverInput,
     )
     from contracts.names import Query, Signal, Update
-    from workflows import arrangements, case_views, negotiation, placement
+    from workflows import arrangements, case_updates, case_views, negotiation, placement
     from workflows.case import Case
     from workflows.case_state import (
-        HoldState,
         OpenTask,
-        PlanState,
-        PromiseState,
         SettlementState,
     )
     from workflows.contacts import DELIVERY_FAILED_PATCH, UNDELIVERED_RULE, delivery_fallback
     from workflows.handler_base import HandlerBase, refusal, refused
-    from workflows.ledger import format_amount
 
 
 class CaseHandlers(HandlerBase):
@@ -129,21 +123,7 @@ class CaseHandlers(HandlerBase):
     @workflow.update(name=Update.PROMISE)
     async def promise(self, p: PromiseInput) -> UpdateResult:
         case = await self._until_open()
-        s = case.s
-        refused(lambda: negotiation.check_promise(s, p, case.today()))
-        if s.promise is not None and s.promise.status == "open":
-            s.promise.status = "cancelled"
-            case.event("promise_cancelled", "earlier promise replaced", actor=p.agent)
-        s.promise = PromiseState(agent=p.agent, amount=p.amount, promised_date=p.promised_date,
-                                 made_at=case.now(), paid_before=s.paid_total)
-        s.assigned_agent = p.agent
-        case.event("promise", f"promise to pay {p.amount} {p.currency} by {p.promised_date}",
-                   actor=p.agent,
-                   detail={"amount": str(p.amount), "date": p.promised_date.isoformat()})
-        case.notify("promise_confirmation", ["sms"], {"promised_amount": format_amount(p.amount),
-                                                      "promised_date": p.promised_date.isoformat()})
-        return self._result(case, f"promise recorded: {p.amount} {p.currency} by "
-                                  f"{p.promised_date}; escalation paused")
+        return self._result(case, refused(lambda: case_updates.promise(case, p)))
 
     @promise.validator
     def _check_promise(self, p: PromiseInput) -> None:
@@ -152,17 +132,7 @@ class CaseHandlers(HandlerBase):
     @workflow.update(name=Update.PLAN)
     async def plan(self, p: PlanInput) -> UpdateResult:
         case = await self._until_open()
-        s = case.s
-        refused(lambda: negotiation.check_plan(s, p, case.today()))
-        s.plan = PlanState(agent=p.agent, installments=list(p.installments), made_at=case.now(),
-                           paid_before=s.paid_total)
-        s.assigned_agent = p.agent
-        case.event("plan", f"installment plan of {len(p.installments)} installments agreed",
-                   actor=p.agent, detail={"installments": [
-                       {"amount": str(i.amount), "due_date": i.due_date.isoformat()}
-                       for i in p.installments]})
-        return self._result(case, f"plan recorded: {len(p.installments)} installments; "
-                                  "escalation paused")
+        return self._result(case, refused(lambda: case_updates.plan(case, p)))
 
     @plan.validator
     def _check_plan_update(self, p: PlanInput) -> None:
@@ -225,16 +195,7 @@ class CaseHandlers(HandlerBase):
     @workflow.update(name=Update.HOLD)
     async def hold(self, h: HoldInput) -> UpdateResult:
         case = await self._until_open()
-        s = case.s
-        today = case.today()
-        refused(lambda: negotiation.check_hold(s, h, today))
-        review_by = h.review_by or today + timedelta(days=s.policy.settings.hold_review_days)
-        s.hold = HoldState(kind=h.kind, actor=h.actor, reason=h.reason, since=case.now(),
-                           review_by=review_by)
-        case.event("hold", f"{h.kind} hold until review on {review_by}: contact paused",
-                   actor=h.actor,
-                   detail={"reason": h.reason})
-        return self._result(case, f"{h.kind} hold placed; review by {review_by}")
+        return self._result(case, refused(lambda: case_updates.hold(case, h)))
 
     @hold.validator
     def _check_hold_update(self, h: HoldInput) -> None:
@@ -257,11 +218,7 @@ class CaseHandlers(HandlerBase):
     @workflow.update(name=Update.CEASE)
     async def cease(self, c: CeaseInput) -> UpdateResult:
         case = await self._until_open()
-        s = case.s
-        refused(lambda: negotiation.check_cease(s))
-        s.ceased = True
-        case.event("cease", f"borrower asked to cease contact: {c.reason}", actor=c.actor)
-        return self._result(case, "contact ceased; only notices the rules allow will be sent")
+        return self._result(case, refused(lambda: case_updates.cease(case, c)))
 
     @cease.validator
     def _check_cease(self, c: CeaseInput) -> None:

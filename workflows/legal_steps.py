@@ -37,7 +37,7 @@ class LegalSteps:
         case.event("legal_action", f"legal action recorded: {action}",
                    detail={"step": step.id, "action": action})
         extra: dict[str, str] = {}
-        if action == "agency_placement" and not s.simulate and workflow.patched(
+        if action == "agency_placement" and not s.simulate and case.runtime.patched(
                 placement.PLACEMENT_PATCH):
             placed, _ = await placement.place(case, actor="policy", reason=f"step {step.id}",
                                               channels=[])

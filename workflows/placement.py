@@ -189,7 +189,9 @@ def view(s: CaseData) -> PlacementView:
         amount_at_placement=p.amount_at_placement, recovered=p.recovered,
         commission_rate=p.commission_rate, breaches=p.breaches, history=history,
         borrower={"name": s.loan.borrower_name, "phone": s.loan.phone, "email": s.loan.email,
-                  "locale": s.loan.locale, "timezone": s.loan.timezone})
+                  "locale": s.loan.locale, "timezone": s.loan.timezone,
+                  # Issue 18: the contact details are in the vault; the service reads them.
+                  **({"borrower_ref": s.loan.borrower_ref} if s.loan.borrower_ref else {})})
 
 
 def _row(s: CaseData, p: PlacementState) -> PlacementRecord:
@@ -293,10 +295,11 @@ def _capped(s: CaseData, channel: str) -> bool:
         channel == "call" and pack.post_conversation_quiet_days > 0)
 
 
-async def write_all(s: CaseData, stopping: Callable[[], bool]) -> None:
+async def write_all(case: Case, stopping: Callable[[], bool]) -> None:
     """Writes the placement rows in order, beside the recorder, until told to stop."""
+    s = case.s
     while True:
-        await workflow.wait_condition(lambda: bool(s.pending_placements) or stopping())
+        await case.runtime.wait_condition(lambda: bool(s.pending_placements) or stopping())
         if not s.pending_placements:
             return
         rec = s.pending_placements[0]

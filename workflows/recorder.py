@@ -53,9 +53,12 @@ class Recorder:
     async def run(self) -> None:
         s = self.case.s
         while True:
-            await workflow.wait_condition(lambda: self.has_pending() or self.stopping)
+            await self.case.runtime.wait_condition(lambda: self.has_pending() or self.stopping)
             if not self.has_pending():
                 return
+            if not self.effects.writes_records:
+                self._discard()
+                continue
             batch = RecordBatch(case=self.snapshot(), events=s.pending_events[:],
                                 payments=s.pending_payments[:],
                                 stage_changes=s.pending_stage_changes[:],
@@ -68,6 +71,16 @@ class Recorder:
             del s.pending_stage_changes[:len(batch.stage_changes)]
             del s.pending_unapplied[:len(batch.unapplied)]
             self._upsert_search_attributes()
+
+    def _discard(self) -> None:
+        """Effects that write nothing (a simulation, the lab) are spared the batch and the
+        snapshot: what is pending is done with, as if written."""
+        s = self.case.s
+        s.snapshot_dirty = False
+        for pending in (s.pending_events, s.pending_payments, s.pending_stage_changes,
+                        s.pending_unapplied):
+            pending.clear()
+        self._search_attributes["dpd"] = self.case.dpd()
 
     def snapshot(self) -> CaseSnapshot:
         case, s = self.case, self.case.s

@@ -38,9 +38,16 @@ def _for_caps(outcome: str | None) -> str:
 def reserve(attempts: list[SimulatedAttempt], req: ContactRequest) -> ContactDecision:
     """The decision `reserve_contact` would make on these attempts; a granted one is added
     (unless only checked, leaving out the attempt `exclude_key`)."""
+    # Only attempts near `at` can count (a cap's period, the quiet days after a conversation, the
+    # borrower's day): the rest are left out before the rules look, for speed alone.
+    pack = req.rule_pack
+    reach = timedelta(days=max([c.period_days for c in pack.caps]
+                               + [pack.post_conversation_quiet_days, 1]) + 1)
+    since, until = req.at - reach, req.at + timedelta(days=1)
     counted = [compliance.Attempt(at=a.at, channel=a.channel, loan_id=req.loan_id,
                                   contact_key=a.contact_key, outcome=a.outcome)
-               for a in attempts if a.outcome != "failed" and a.key != req.exclude_key]
+               for a in attempts if a.outcome != "failed" and a.key != req.exclude_key
+               and since < a.at <= until]
     decision = compliance.evaluate_caps(
         req.rule_pack, channel=req.channel, at=req.at, tz=req.timezone, loan_id=req.loan_id,
         contact_key=req.contact_key,
@@ -78,6 +85,8 @@ def record(attempts: list[SimulatedAttempt], rec: ContactRecord) -> None:
 class SimulatedEffects:
     """The case's effects (workflows/effects.py) kept in memory: every send succeeds, and the caps
     count the attempts this case made."""
+
+    writes_records = False
 
     def __init__(self, attempts: list[SimulatedAttempt]) -> None:
         self._attempts = attempts  # the case state's own list, so it survives continue-as-new

@@ -24,8 +24,15 @@ from activities.channels.outbox import (
     TransientSendError,
     body_hash,
 )
+from activities.channels.send_window import outside_window
 from activities.templates import LinkBuilder, RenderedMessage, render
-from contracts.activity_io import FollowUpInput, FollowUpResult, SendInput, SendResult
+from contracts.activity_io import (
+    OUTSIDE_WINDOW,
+    FollowUpInput,
+    FollowUpResult,
+    SendInput,
+    SendResult,
+)
 from contracts.channels import ChannelSpec, channel
 
 SendActivity = Callable[[SendInput], Awaitable[SendResult]]
@@ -90,6 +97,13 @@ class ChannelAdapter(ABC):
         digest = self.digest(inp.to, message)
 
         async def deliver() -> str:
+            # Checked here, after the outbox has made sure no earlier attempt sent it, and right
+            # before the provider is asked: a retry past the window's end sends nothing (the
+            # outbox row ends "failed", this result OUTSIDE_WINDOW, and the case defers it).
+            if (rule := outside_window(inp.window)) is not None:
+                activity.logger.info("send %s not made: outside the window (%s)", self.channel,
+                                     rule)
+                raise PermanentSendError(OUTSIDE_WINDOW)
             try:
                 return await self.deliver(inp, message)
             except (PermanentSendError, TransientSendError):
@@ -104,18 +118,36 @@ class ChannelAdapter(ABC):
             return await self.find_sent(inp, digest, since)
 
         result = await outbox.send_once(inp.outbox_key, self.channel, digest, deliver, lookup)
+        if result.status == "failed" and result.error_code == OUTSIDE_WINDOW:
+            result.status = OUTSIDE_WINDOW
+            return result
         if result.status == "failed" and result.error_code:
             result.address_unusable = self.address_unusable(result.error_code)
         return result
 
 
-def send_activity(adapter: ChannelAdapter, outbox: Outbox, links: LinkBuilder) -> SendActivity:
+# Fills a vault-shaped send's address and borrower name (activities/database/vault.py), or None
+# when the borrower was erased.
+VaultLookup = Callable[[SendInput], Awaitable[SendInput | None]]
+BORROWER_ERASED = "borrower_erased"
+
+
+def send_activity(adapter: ChannelAdapter, outbox: Outbox, links: LinkBuilder,
+                  vault: VaultLookup | None = None) -> SendActivity:
     """The adapter's send as a Temporal activity, named by its row in the channel table."""
     name = adapter.spec.activity
     if name is None:
         raise ValueError(f"channel {adapter.channel!r} has no send activity in the channel table")
 
     async def send(inp: SendInput) -> SendResult:
+        if inp.borrower_ref:  # issue 18: the address is read from the vault now, not carried
+            if vault is None:  # a worker without the vault's keys: retried once it has them
+                raise RuntimeError("a vault-shaped send, and this worker has no vault keys")
+            completed = await vault(inp)
+            if completed is None:
+                return SendResult(status="failed", error_code=BORROWER_ERASED,
+                                  address_unusable=True)
+            inp = completed
         return await adapter.send(inp, outbox, links)
 
     send.__name__ = send.__qualname__ = name

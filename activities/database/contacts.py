@@ -12,6 +12,11 @@ from datetime import timedelta
 import asyncpg
 from temporalio import activity
 
+from activities.database.delivery_status import (
+    link_early_reports,
+    lock_for_contact,
+    tell_own_case,
+)
 from contracts.activity_io import (
     RECORD_CONTACT,
     RESERVE_CONTACT,
@@ -19,6 +24,7 @@ from contracts.activity_io import (
     ContactRecord,
     ContactRequest,
 )
+from contracts.messages import DeliveryReport
 from policies import compliance
 
 ATTEMPT = "sent"  # the decision written for a contact that was made
@@ -32,9 +38,12 @@ def _outcome_for_caps(outcome: str | None) -> str:
     return "sent"
 
 
-async def write_contact(conn: asyncpg.Pool | asyncpg.Connection, rec: ContactRecord) -> None:
+async def write_contact(conn: asyncpg.Connection, rec: ContactRecord) -> list[DeliveryReport]:
     """Insert a decision row, or set the outcome of an attempt already written (keyed: retries
-    are no-ops)."""
+    are no-ops), in the caller's transaction. A message written as sent gets the providers'
+    reports about it that came first (delivery_status.py); returns the ones the case must be
+    told of, for the caller to tell once the transaction has committed."""
+    provider_id = await lock_for_contact(conn, rec.key) if rec.decision == ATTEMPT else None
     await conn.execute(
         """
         INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key, channel,
@@ -58,6 +67,9 @@ async def write_contact(conn: asyncpg.Pool | asyncpg.Connection, rec: ContactRec
         rec.stage, rec.template, rec.decision, rec.rule, rec.reason, rec.outcome, rec.at,
         rec.local_date, rec.moved,
     )
+    if rec.decision != ATTEMPT:
+        return []
+    return await link_early_reports(conn, rec.key, provider_id)
 
 
 class ContactActivities:
@@ -152,4 +164,6 @@ class ContactActivities:
     @activity.defn(name=RECORD_CONTACT)
     async def record_contact(self, rec: ContactRecord) -> None:
         """Insert a decision row, or set the outcome of an attempt already written."""
-        await write_contact(self.pool, rec)
+        async with self.pool.acquire() as conn, conn.transaction():
+            reports = await write_contact(conn, rec)
+        await tell_own_case(reports)

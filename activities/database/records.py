@@ -11,6 +11,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.database.contacts import write_contact
+from activities.database.delivery_status import tell_own_case
 from contracts.activity_io import RECORD, RECORD_LEGAL_ACTION, LegalInput, RecordBatch, RecordResult
 
 
@@ -22,9 +23,10 @@ class RecordActivities:
     async def record(self, batch: RecordBatch) -> RecordResult:
         """Write one batch in one transaction; returns how many rows were new, and its events."""
         written = 0
+        reports = []  # delivery reports that came before their contact row (told after commit)
         async with self.pool.acquire() as conn, conn.transaction():
             for rec in batch.contacts:
-                await write_contact(conn, rec)
+                reports += await write_contact(conn, rec)
             if batch.case is not None:
                 c = batch.case
                 await conn.execute(
@@ -98,6 +100,7 @@ class RecordActivities:
                     s.key, s.loan_id, s.from_stage, s.to_stage, s.occurred_at,
                 )
                 written += status.endswith(" 1")
+        await tell_own_case(reports)
         return RecordResult(written=written, events=batch.events)
 
     @activity.defn(name=RECORD_LEGAL_ACTION)

@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from api.auth import allow
 from api.bodies import Body, PaymentBody, PromiseBody
-from api.deps import Db, Temporal
+from api.deps import Db, Svc, Temporal
 from api.encoding import plain
 from api.keys import ApiKey, Role
 from api.problems import Problem
@@ -67,11 +67,11 @@ async def agency_cases(agency: AgencyCaller, pool: Db) -> list[dict[str, Any]]:
 
 
 @router.get("/agency/cases/{loan_id}", responses=READ_ERRORS)
-async def agency_case(loan_id: str, agency: AgencyCaller, client: Temporal) -> Any:
+async def agency_case(loan_id: str, agency: AgencyCaller, client: Temporal, svc: Svc) -> Any:
     """One placed case: balance, days past due, the borrower's contact details, and its history
     since the placement."""
     case = await _mine(client, loan_id, agency)
-    return plain(await placements.agency_case(client, case, agency.name))
+    return plain(await placements.agency_case(client, case, agency.name, vault=svc.vault()))
 
 
 @router.post("/agency/cases/{loan_id}/payments", responses=WRITE_ERRORS)

@@ -43,7 +43,8 @@ async def start_case(body: LoanBody, write: LoanSystemWrite, client: Temporal,
     loan = validate_loan_record(body.model_dump(exclude_none=True))
 
     async def run() -> Answer:
-        outcome = await cases.start_loan(client, loan, task_queue=svc.task_queue)
+        outcome = await cases.start_loan(client, loan, task_queue=svc.task_queue,
+                                         vault=svc.vault())
         return Answer(200, {"loan_id": loan.loan_id, "outcome": outcome},
                       [(loan.loan_id, outcome)])
 
@@ -83,7 +84,8 @@ async def start_batch(body: BatchBody, write: LoanSystemWrite, client: Temporal,
     async def run() -> Answer:
         results: dict[str, cases.StartResult] = {}
         await cases.start_many(client, [loan for _, loan in to_start], task_queue=svc.task_queue,
-                               on_progress=lambda r: results.__setitem__(r.loan_id, r))
+                               on_progress=lambda r: results.__setitem__(r.loan_id, r),
+                               vault=svc.vault())
         for row, loan in to_start:
             r = results[loan.loan_id]
             answers[row] = RowAnswer(row=row, loan_id=loan.loan_id, outcome=r.outcome,
@@ -112,7 +114,8 @@ async def pay(loan_id: str, body: PaymentBody, write: LoanSystemWrite,
     payment = inputs.payment_input(body.payment_id, body.amount, body.currency, body.paid_at)
 
     async def run() -> Answer:
-        result = await cases.pay(client, case, payment)
+        # A case whose workflow has ended keeps the payment unapplied (service.updates.pay).
+        result = await updates.pay(client, write.pool, case, payment)
         if result.status == PaymentStatus.UNAPPLIED:
             # Kept by the case with the reason, but not applied: a problem the loan system sees.
             raise Refused(f"payment {result.payment_id} unapplied: "

@@ -16,10 +16,12 @@ from api.bodies import TaskOutcomeBody, Text
 from api.deps import Db, Svc, Temporal
 from api.encoding import plain
 from api.keys import ApiKey, Role
+from api.problems import problem_body
 from api.responses import READ_ERRORS, WRITE_ERRORS
 from api.writes import AgentWrite, Answer
 from contracts.messages import UpdateResult
-from service import inputs, task_claims, updates
+from lab.queue_model import queue_model
+from service import inputs, queue_priority, task_claims, updates
 from service import tasks as work_queue
 from service.errors import Conflict
 from service.task_access import task_view
@@ -34,6 +36,12 @@ class ClaimAnswer(BaseModel):
     loan_id: str
     agent: str
     lease_until: datetime = Field(description="the claim lapses then unless claimed again")
+
+
+class ReleaseAnswer(BaseModel):
+    task_key: str
+    loan_id: str
+    released_by: str = Field(description="the agent whose claim ended")
 
 
 class TaskContact(BaseModel):
@@ -71,9 +79,17 @@ async def queue(agent: Agent, svc: Svc,
                 kind: Annotated[str | None, Query(max_length=10,
                                                   description="call or visit")] = None,
                 limit: Annotated[int, Query(ge=1, le=work_queue.MAX_TASKS)] = 50,
+                order: Annotated[str | None, Query(
+                    max_length=10, description=f"{' or '.join(queue_priority.ORDERS)}; default "
+                    "expected with a behaviour model configured (COLLECT_QUEUE_MODEL), else due"),
+                ] = None,
                 ) -> list[work_queue.TaskRow]:
-    """Open call and visit tasks, most urgent first (highest priority, earliest deadline)."""
-    return await work_queue.open_tasks(svc.dsn(), kind=kind, limit=limit)
+    """Open call and visit tasks, most urgent first (highest priority, earliest deadline). With
+    a behaviour model configured, each task carries `expected_per_call`, the amount a call is
+    expected to recover, and the queue is ranked by it unless `order=due`."""
+    model = queue_model(svc.connections.settings.collect_queue_model)
+    return await work_queue.open_tasks(svc.dsn(), kind=kind, limit=limit, model=model,
+                                       order=order)
 
 
 @router.post("/{task_key:path}/claim", response_model=ClaimAnswer,
@@ -90,6 +106,27 @@ async def claim(task_key: str, write: AgentWrite, pool: Db) -> Response:
                       [(held.loan_id, f"claimed {held.task_key}")])
 
     return await write.once("claim", None, run)
+
+
+@router.post("/{task_key:path}/release", response_model=ReleaseAnswer,
+             responses=WRITE_ERRORS)
+async def release(task_key: str, write: AgentWrite, pool: Db) -> Response:
+    """Give back a task you hold: it is back in the queue at once for any agent. 403 if another
+    agent holds it, 409 if nobody does (never claimed, lapsed or released already)."""
+    key = _key(task_key)
+
+    async def run() -> Answer:
+        try:
+            held = await task_claims.release_claim(pool, key, write.caller.name)
+        except task_claims.NotTheHolder as err:
+            # Kept and audited like any answer, as 403: the claim is not the caller's to end.
+            return Answer(403, problem_body(403, "forbidden", str(err)),
+                          [(err.loan_id, f"forbidden: {err}")])
+        return Answer(200, plain(ReleaseAnswer(task_key=held.task_key, loan_id=held.loan_id,
+                                               released_by=held.agent)),
+                      [(held.loan_id, f"released {held.task_key}")])
+
+    return await write.once("release", None, run)
 
 
 @router.get("/{task_key:path}", response_model=TaskDetail, responses=READ_ERRORS)

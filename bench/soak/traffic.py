@@ -7,10 +7,11 @@ back is written to the run log, which is what the reconciler calls "reported".
 
 Each loan follows a script drawn at the start: paid in full (a few reported twice, with a new
 key, as a loan system resending would), paid in part once or twice, paid in the wrong currency
-first (kept unapplied), paid after it was written off (kept as excess), or left unpaid to
-escalate to write-off. The agent calls inside the borrower's window: the case's clock is
-compressed, so it picks an allowed period from the task and gives the instant of the call in
-real time (`at`), as a dialer that logged the call would.
+first (kept unapplied), paid after it was written off (kept as excess while the case's workflow
+runs, unapplied "case closed" once it has ended), or left unpaid to escalate to write-off.
+The agent calls inside the borrower's window: the case's clock is compressed, so it picks an
+allowed period from the task and gives the instant of the call in real time (`at`), as a dialer
+that logged the call would.
 """
 
 from __future__ import annotations

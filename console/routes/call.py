@@ -34,7 +34,7 @@ async def _claim(v: Viewer, task_key: str) -> task_claims.Claim:
 async def _screen(v: Viewer, claim: task_claims.Claim, *, status: int = 200,
                   message: str | None = None, error: str | None = None) -> Response:
     client = await v.temporal()
-    loan = await full_borrower(client, claim.loan_id)
+    loan = await full_borrower(client, claim.loan_id, v.pool)
     await task_claims.log_reveal(v.pool, claim, ("phone",), surface="console")
     if claim.task_key not in v.session.verified:
         return v.page("verify.html", status, claim=claim, phone=loan.phone, checks=CHECKS,

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from console.casework import borrower_of, queue_row
 from console.web import ConsoleRoute, Denied, checked_form, redirect, require
+from lab.queue_model import queue_model
 from service import task_claims, tasks
 from service.errors import Conflict, NotFound
 
@@ -20,14 +21,16 @@ QUEUE_SIZE = 50
 @router.get("/queue")
 async def queue(request: Request) -> Response:
     v = require(request, "agent", "operator")
-    open_tasks = await tasks.open_tasks(v.services().dsn(), limit=QUEUE_SIZE)
+    # With a behaviour model configured, ranked by the amount a call is expected to recover.
+    model = queue_model(v.services().connections.settings.collect_queue_model)
+    open_tasks = await tasks.open_tasks(v.services().dsn(), limit=QUEUE_SIZE, model=model)
     holders = await task_claims.holders(v.pool, [t.task_key for t in open_tasks])
     client = await v.temporal()
     rows = await asyncio.gather(*(queue_row(client, t, holders.get(t.task_key))
                                   for t in open_tasks))
     message = request.query_params.get("message")
-    return v.page("queue.html", rows=rows, message=v.t(message) if message == "claim_lost"
-                  else None)
+    return v.page("queue.html", rows=rows, expected=model is not None,
+                  message=v.t(message) if message == "claim_lost" else None)
 
 
 @router.post("/tasks/claim")

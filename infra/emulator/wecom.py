@@ -7,17 +7,31 @@ control route `POST /_emulator/wecom/confirm`, or `auto_confirm`), as in the WeC
 Faults on channel "wecom", per external user id: `rate_limit` (45009), `invalid_number` and
 `rejected` (the id in `fail_list`: not a contact), `server_error` (-1), `slow` (answers late,
 after creating the task). `POST /_emulator/wecom/expire_tokens` expires every issued token (42001).
+
+A contact deleting the lender (`POST /_emulator/wecom/delete_contact` with `external_userid` and
+`by`: "customer", the contact deleted the staff member, or "staff", the member deleted the
+contact; `repeat` to deliver it more than once, as WeCom retries) makes them no contact any more
+and calls the lender's callback URL (the configured webhook base + `CALLBACK_PATH`) with the
+`change_external_contact` event, signed and encrypted as WeCom does (infra/wecom_callback.py)
+with the callback keys below, which the local stack's settings use (infra/settings.py).
+`POST /_emulator/wecom/verify_url` makes the GET WeCom makes when the URL is saved.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import web
+
+from infra import wecom_callback
+from infra.wecom_callback import CALLBACK_PATH, CallbackKeys
 
 if TYPE_CHECKING:
     from infra.emulator.server import ProviderEmulator
@@ -30,6 +44,13 @@ TOKEN_SECONDS = 7200
 API = "/cgi-bin"
 CONTROL = "/_emulator/wecom"
 UNSENT, SENT, NOT_A_CONTACT, OVER_LIMIT = 0, 1, 2, 3
+# The callback URL's keys (WECOM_CALLBACK_TOKEN, WECOM_CALLBACK_AES_KEY for a real corp).
+CALLBACK_TOKEN = "emulator-wecom-callback-token"
+CALLBACK_AES_KEY = "EmulatorWeComCallbackAesKey0123456789abcdef"
+AGENT_ID = "1000002"
+# Who deleted whom -> the ChangeType of WeCom's change_external_contact event.
+CHANGE_TYPES = {"customer": "del_follow_user", "staff": "del_external_contact"}
+log = logging.getLogger("infra.emulator")
 
 
 def _err(code: int, message: str) -> web.Response:
@@ -44,6 +65,7 @@ class WeComApi:
         self._removed: set[str] = set()
         self.auto_confirm = False
         self.token_requests = 0
+        self.callbacks: list[dict[str, Any]] = []  # the events called back, and the answers
 
     def routes(self) -> list[web.RouteDef]:
         ext = API + "/externalcontact"
@@ -61,6 +83,8 @@ class WeComApi:
             web.post(CONTROL + "/remove_contact", self._ctl_remove),
             web.post(CONTROL + "/auto_confirm", self._ctl_auto_confirm),
             web.get(CONTROL + "/tasks", self._ctl_tasks),
+            web.post(CONTROL + "/delete_contact", self._ctl_delete_contact),
+            web.post(CONTROL + "/verify_url", self._ctl_verify_url),
         ]
 
     def reset(self) -> None:
@@ -69,6 +93,7 @@ class WeComApi:
         self._removed.clear()
         self.auto_confirm = False
         self.token_requests = 0
+        self.callbacks.clear()
 
     # ----- in-process control (the routes below call these) --------------------------------
     def expire_tokens(self) -> None:
@@ -77,6 +102,15 @@ class WeComApi:
 
     def remove_contact(self, external_userid: str) -> None:
         self._removed.add(external_userid)
+
+    def delete_contact(self, external_userid: str, by: str = "customer", repeat: int = 1) -> None:
+        """The contact and the staff member are no longer contacts; WeCom tells the lender's
+        callback (in the background, `repeat` times, as after a lost answer)."""
+        change_type = CHANGE_TYPES[by]
+        self._removed.add(external_userid)
+        event = _contact_event(change_type, STAFF_USERID, external_userid, int(time.time()))
+        for _ in range(repeat):
+            self._emu.later(self._call_back(event, change_type))
 
     def tasks(self) -> list[dict[str, Any]]:
         return [dict(t) for t in self._tasks.values()]
@@ -235,6 +269,48 @@ class WeComApi:
         return web.json_response({"errcode": 0, "errmsg": "ok", "next_cursor": "",
                                   "group_msg_list": found})
 
+    # ----- the callbacks to the lender --------------------------------------------------------
+    def _callback_url(self, query: dict[str, str]) -> str | None:
+        targets = self._emu.webhooks
+        if targets is None:
+            return None
+        return targets.url(CALLBACK_PATH) + "?" + urlencode(query)
+
+    async def _call_back(self, event: bytes, change_type: str) -> None:
+        keys = callback_keys()
+        encrypted = wecom_callback.encrypt(keys, event)
+        timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
+        url = self._callback_url({
+            "msg_signature": wecom_callback.signature(keys.token, timestamp, nonce, encrypted),
+            "timestamp": timestamp, "nonce": nonce})
+        if url is None:
+            self.callbacks.append({"change_type": change_type, "status": 0, "answer": ""})
+            return
+        body = (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName><Encrypt><![CDATA["
+                f"{encrypted}]]></Encrypt><AgentID><![CDATA[{AGENT_ID}]]></AgentID></xml>")
+        status, answer = await self._emu.post_webhook(
+            url, body.encode(), {"Content-Type": "text/xml"}, "wecom")
+        self.callbacks.append({"change_type": change_type, "status": status, "answer": answer})
+
+    async def verify_url(self) -> bool:
+        """WeCom's GET when the callback URL is saved: True if it answered the echostr."""
+        keys = callback_keys()
+        echo = secrets.token_hex(8)
+        encrypted = wecom_callback.encrypt(keys, echo.encode())
+        timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
+        url = self._callback_url({
+            "msg_signature": wecom_callback.signature(keys.token, timestamp, nonce, encrypted),
+            "timestamp": timestamp, "nonce": nonce, "echostr": encrypted})
+        if url is None:
+            return False
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
+                    http.get(url) as resp:
+                return resp.status == 200 and await resp.text() == echo
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.info("wecom url verification failed: %s", type(err).__name__)
+            return False
+
     # ----- control routes --------------------------------------------------------------------
     async def _ctl_confirm(self, request: web.Request) -> web.Response:
         spec = await request.json()
@@ -255,3 +331,30 @@ class WeComApi:
 
     async def _ctl_tasks(self, request: web.Request) -> web.Response:
         return web.json_response({"tasks": self.tasks()})
+
+    async def _ctl_delete_contact(self, request: web.Request) -> web.Response:
+        spec = await request.json()
+        try:
+            self.delete_contact(str(spec["external_userid"]), str(spec.get("by", "customer")),
+                                int(spec.get("repeat", 1)))
+        except (KeyError, ValueError) as exc:
+            return web.json_response({"error": type(exc).__name__}, status=400)
+        return web.Response(status=204)
+
+    async def _ctl_verify_url(self, request: web.Request) -> web.Response:
+        return web.json_response({"verified": await self.verify_url()})
+
+
+def callback_keys() -> CallbackKeys:
+    return CallbackKeys(CALLBACK_TOKEN, CALLBACK_AES_KEY, CORP_ID)
+
+
+def _contact_event(change_type: str, userid: str, external_userid: str, at: int) -> bytes:
+    """WeCom's change_external_contact event, as its callback carries it (decrypted)."""
+    return (f"<xml><ToUserName><![CDATA[{CORP_ID}]]></ToUserName>"
+            "<FromUserName><![CDATA[sys]]></FromUserName>"
+            f"<CreateTime>{at}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+            "<Event><![CDATA[change_external_contact]]></Event>"
+            f"<ChangeType><![CDATA[{change_type}]]></ChangeType>"
+            f"<UserID><![CDATA[{userid}]]></UserID>"
+            f"<ExternalUserID><![CDATA[{external_userid}]]></ExternalUserID></xml>").encode()

@@ -14,7 +14,8 @@ from tests.api.calls import Api, loan_body, new_id
 
 WRITES = [("POST", "/v1/cases"), ("POST", "/v1/cases/L1/payments"), ("POST", "/v1/cases/L1/close")]
 AGENT_WRITES = [("POST", "/v1/cases/L1/promise"), ("POST", "/v1/cases/L1/cease"),
-                ("POST", "/v1/tasks/collection-L1/d4/outcome")]
+                ("POST", "/v1/tasks/collection-L1/d4/outcome"),
+                ("POST", "/v1/tasks/collection-L1/d4/release")]
 READS = [("GET", "/v1/cases/L1"), ("GET", "/v1/cases"), ("GET", "/v1/cases/L1/history"),
          ("GET", "/v1/report")]
 

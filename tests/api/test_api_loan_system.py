@@ -98,7 +98,7 @@ async def test_payment_closes_the_case_once(api: Api, pool: asyncpg.Pool) -> Non
     assert audit == 1
 
 
-async def test_close_then_pay_is_409_closed(api: Api) -> None:
+async def test_close_then_pay_is_kept_unapplied(api: Api) -> None:
     loan_id = new_id()
     async with api.http() as http:
         started = await http.post("/v1/cases", json=loan_body(loan_id),
@@ -117,8 +117,11 @@ async def test_close_then_pay_is_409_closed(api: Api) -> None:
         late = await http.post(f"/v1/cases/{loan_id}/payments",
                                json={"payment_id": "P-late", "amount": "1.00", "currency": "CNY"},
                                headers=api.auth("loan-system") | idem())
-    assert late.status_code == 409, late.text
-    assert late.json()["kind"] == "closed"
+    # The money was received: kept unapplied with the reason (service.updates.pay), a problem
+    # the loan system sees, never dropped.
+    assert late.status_code == 422, late.text
+    assert late.json()["kind"] == "refused"
+    assert "P-late unapplied: case closed (closed)" in late.json()["detail"]
     assert late.headers["content-type"] == "application/problem+json"
 
 

@@ -25,6 +25,10 @@ PHONE_CHANNELS = frozenset({"call", "voice"})
 # Answers that refuse a payment outright: the loan system knows it was not taken.
 REFUSALS = frozenset({"closed", "not_found", "bad_input"})
 VALIDATION_NOTICE = "validation-notice"  # one channel as the caps count them
+# The outbox's error for a send not made: the window had closed by the time it would have gone.
+OUTSIDE_WINDOW = "outside_window"
+# How the service's reason for a payment to a case whose workflow had ended begins.
+CLOSED_CASE_REASON = "case closed"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class OutboxRow:
     provider_id: str | None
     body_sha256: str
     claimed_at: datetime
+    error: str | None = None  # why a send failed or is retried (the provider's code, ...)
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,7 @@ class UnappliedRow:
     amount: Decimal
     currency: str
     status: str
+    reason: str = ""  # why it was not applied ("case closed (written_off)", another currency)
 
 
 @dataclass(frozen=True)

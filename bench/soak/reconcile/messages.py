@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from bench.soak.reconcile.inputs import (
     MADE,
     MESSAGE_CHANNELS,
+    OUTSIDE_WINDOW,
     WORKFLOW_PREFIX,
     ContactRow,
     OutboxRow,
@@ -26,6 +27,9 @@ class MessageFigures:
     losses: list[str] = field(default_factory=list)
     unexplained: list[str] = field(default_factory=list)  # provider messages nobody claims
     stuck_sends: list[str] = field(default_factory=list)
+    # Sends not made because the window had closed when they would have gone out (retried past
+    # its end): withheld, the case contacting again later (information).
+    withheld: list[str] = field(default_factory=list)
     delivery_reported: int = 0  # contacts whose delivery status came back "delivered"
     delivery_missing: list[str] = field(default_factory=list)
 
@@ -91,6 +95,8 @@ def check_messages(provider: Sequence[ProviderMessage], outbox: Sequence[OutboxR
             if c is None or c.decision not in MADE:
                 f.losses.append(f"{o.outbox_key}: sent, but the contact row is "
                                 f"{c.decision if c else 'missing'}")
+        elif o.status == "failed" and o.error == OUTSIDE_WINDOW:
+            f.withheld.append(f"{o.outbox_key}: not sent, the window had closed")
         elif o.status in ("sending", "retry") and (ended is None or loan in ended):
             f.stuck_sends.append(f"{o.outbox_key}: outbox {o.status} since "
                                  f"{o.claimed_at.isoformat()}")

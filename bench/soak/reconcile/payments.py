@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from bench.soak.reconcile.inputs import (
+    CLOSED_CASE_REASON,
     REFUSALS,
     CaseRow,
     PaymentRow,
@@ -27,6 +28,7 @@ class PaymentFigures:
     applied_amount: dict[str, Decimal] = field(default_factory=dict)
     unapplied: int = 0
     unapplied_amount: dict[str, Decimal] = field(default_factory=dict)
+    unapplied_closed: int = 0  # of the unapplied: reported after the case's workflow had ended
     excess_amount: dict[str, Decimal] = field(default_factory=dict)
     lost: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # refused, and the loan system was told
@@ -95,6 +97,7 @@ def check_payments(reported: Sequence[ReportedPayment], applied: Sequence[Paymen
         _add(f.excess_amount, p.currency, _excess(p))
     for u in kept.values():
         f.unapplied += 1
+        f.unapplied_closed += u.reason.startswith(CLOSED_CASE_REASON)
         _add(f.unapplied_amount, u.currency, u.amount)
     to_balance: dict[str, Decimal] = defaultdict(Decimal)
     for p in applied:

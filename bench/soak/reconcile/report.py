@@ -41,6 +41,8 @@ def report(r: Reconciliation) -> str:
     _listed("losses", m.losses, out)
     _listed("provider messages nobody sent", m.unexplained, out)
     _listed("sends left unfinished", m.stuck_sends, out)
+    _listed("sends withheld at send time, the window closed (information)", m.withheld, out,
+            shown=5)
     out.append(f"  delivery reports (webhooks) recorded as delivered: {m.delivery_reported} of "
                f"{sum(m.delivered.values())}")
     _listed("delivery reports not recorded (information)", m.delivery_missing, out, shown=5)
@@ -49,7 +51,8 @@ def report(r: Reconciliation) -> str:
                f"{p.repeats}")
     out.append(f"  applied {p.applied} ({_money(p.applied_amount)}; of which excess after close "
                f"{_money(p.excess_amount)}), unapplied {p.unapplied} "
-               f"({_money(p.unapplied_amount)})")
+               f"({_money(p.unapplied_amount)}; of which to a case already ended "
+               f"{p.unapplied_closed})")
     out.append(f"  amounts conserved to the cent: {'yes' if p.conserved else 'NO'}")
     _listed("lost", p.lost, out)
     _listed("refused, the loan system told (not counted above)", p.refused, out, shown=5)
@@ -94,7 +97,8 @@ def summary(r: Reconciliation) -> dict[str, Any]:
                      "duplicates": r.messages.duplicates, "losses": r.messages.losses,
                      "unexplained": r.messages.unexplained, "stuck": r.messages.stuck_sends,
                      "delivery_reported": r.messages.delivery_reported,
-                     "delivery_missing": len(r.messages.delivery_missing)},
+                     "delivery_missing": len(r.messages.delivery_missing),
+                     "withheld_outside_window": len(r.messages.withheld)},
         "payments": {k: (v if not isinstance(v, dict) else {c: str(a) for c, a in v.items()})
                      for k, v in asdict(r.payments).items()},
         "cases": {"started": r.cases.started, "by_state": dict(r.cases.by_state),

@@ -72,13 +72,14 @@ async def database_rows(dsn: str, loan_ids: set[str]) -> dict[str, list[Any]]:
                 f"SELECT {columns} FROM {table} WHERE loan_id = ANY($1::text[])", ids)
 
         outbox = await conn.fetch(
-            "SELECT outbox_key, channel, status, provider_id, body_sha256, claimed_at FROM outbox "
+            "SELECT outbox_key, channel, status, provider_id, body_sha256, claimed_at, error "
+            "FROM outbox "
             "WHERE split_part(outbox_key, '/', 1) || '/' = ANY($1::text[])", keys)
         contacts = await of_loans(
             "idempotency_key, loan_id, borrower_key, contact_key, channel, step_id, decision, "
             "outcome, rule, occurred_at, delivery_status", "contacts")
         payments = await of_loans("loan_id, payment_id, amount, currency, allocation", "payments")
-        unapplied = await of_loans("loan_id, payment_id, amount, currency, status",
+        unapplied = await of_loans("loan_id, payment_id, amount, currency, status, reason",
                                    "unapplied_payments")
         cases = await of_loans("loan_id, state, stage, currency, amount_placed, outstanding, "
                                "paid_total, rule_pack, opened_at", "cases")
@@ -87,7 +88,7 @@ async def database_rows(dsn: str, loan_ids: set[str]) -> dict[str, list[Any]]:
         await conn.close()
     return {
         "outbox": [OutboxRow(r["outbox_key"], r["channel"], r["status"], r["provider_id"],
-                             r["body_sha256"], r["claimed_at"]) for r in outbox],
+                             r["body_sha256"], r["claimed_at"], r["error"]) for r in outbox],
         "contacts": [ContactRow(r["idempotency_key"], r["loan_id"], r["borrower_key"],
                                 r["contact_key"], r["channel"], r["step_id"], r["decision"],
                                 r["outcome"], r["rule"], r["occurred_at"], r["delivery_status"])
@@ -96,7 +97,8 @@ async def database_rows(dsn: str, loan_ids: set[str]) -> dict[str, list[Any]]:
                                 {k: str(v) for k, v in json.loads(r["allocation"]).items()})
                      for r in payments],
         "unapplied": [UnappliedRow(r["loan_id"], r["payment_id"], Decimal(r["amount"]),
-                                   r["currency"].strip(), r["status"]) for r in unapplied],
+                                   r["currency"].strip(), r["status"], r["reason"])
+                      for r in unapplied],
         "cases": [CaseRow(r["loan_id"], r["state"], r["stage"], r["currency"].strip(),
                           r["amount_placed"], r["outstanding"], r["paid_total"], r["rule_pack"],
                           r["opened_at"]) for r in cases],
@@ -114,10 +116,12 @@ _STATUS = {
 }
 
 
-async def temporal_facts(client: Client, loan_ids: set[str],
-                         settle_seconds: float = 20) -> list[WorkflowFact]:
-    """Every case workflow's latest run: listed, then each running one described twice,
-    `settle_seconds` apart, to tell a stuck case from a slow one."""
+async def temporal_facts(client: Client, loan_ids: set[str], settle_seconds: float = 20,
+                         looks: int = 4) -> list[WorkflowFact]:
+    """Every case workflow's latest run: listed, then each running one described again,
+    `settle_seconds` apart, to tell a stuck case from a slow one: one whose history has not grown
+    is looked at again, up to `looks` times (on a loaded machine a case may wait longer than one
+    interval for a worker; a stuck one never grows)."""
     latest: dict[str, Any] = {}
     async for w in client.list_workflows(f"WorkflowId STARTS_WITH '{WORKFLOW_PREFIX}'"):
         if w.id.removeprefix(WORKFLOW_PREFIX) in loan_ids and w.id not in latest:
@@ -140,9 +144,15 @@ async def temporal_facts(client: Client, loan_ids: set[str],
         return dict(zip(running, await asyncio.gather(*(look(w) for w in running)), strict=True))
 
     first = await look_all()
-    if running:
+    later = dict(first)
+    waiting = list(running)
+    for _ in range(max(looks, 1)):
+        if not waiting:
+            break
         await asyncio.sleep(settle_seconds)
-    later = await look_all()
+        seen = dict(zip(waiting, await asyncio.gather(*(look(w) for w in waiting)), strict=True))
+        later.update(seen)
+        waiting = [w for w in waiting if seen[w][0] <= first[w][0]]
     facts = []
     for wid, w in latest.items():
         sa = w.search_attributes or {}
