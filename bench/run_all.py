@@ -51,6 +51,8 @@ PLAN: list[tuple[str, list[str], list[str], int]] = [
     # against the workflow's on 200 loans.
     ("lab_speed", ["--n", "10000", "--sample", "50"], ["--n", "1000", "--sample", "5"], 900),
     ("lab_equivalence", ["--n", "200"], ["--n", "20"], 900),
+    # Temporal actions of one recorded default-ladder lifecycle against its minimum (issue 21).
+    ("actions", [], [], 300),
 ]
 STANDALONE: list[tuple[str, list[str], list[str], int]] = [
     ("memory", ["--sizes", "100,1000,2500", "--samples", "100"],
@@ -58,7 +60,7 @@ STANDALONE: list[tuple[str, list[str], list[str], int]] = [
 ]
 # What the combined table shows, in this order.
 TABLE_ORDER = ["start_rate", "lifecycle", "simulation", "operator_queries", "api_rates",
-               "open_cases", "memory", "open_cases_50k", "lab_speed", "lab_equivalence"]
+               "open_cases", "memory", "open_cases_50k", "lab_speed", "lab_equivalence", "actions"]
 
 
 def run_one(name: str, args: list[str], limit: int) -> tuple[int | None, float]:

@@ -115,14 +115,18 @@ def pay(
     """Report a payment from the loan system to the loan's case, and print what the case did
     with it: applied (or kept as excess after the case closed), or a duplicate of a payment id
     already reported (nothing changes; exit 0 for both). Money the case cannot apply, such as a
-    payment in another currency, is kept as unapplied with the reason, never dropped: the reason
-    is printed and the exit code is 1 (refused).
+    payment in another currency or to a case that has ended, is kept as unapplied with the
+    reason, never dropped: the reason is printed and the exit code is 1 (refused).
 
         collect pay CN-1001 --amount 3000.00 --currency CNY --payment-id P-1001-1
     """
     loan_id = parse_loan_id(loan, "loan")
     payment = inputs.payment_input(payment_id, amount, currency, paid_at)
-    result = with_temporal(lambda client: cases.pay(client, loan_id, payment))
+
+    async def report(c: Connections) -> PaymentResult:
+        return await updates.pay(await c.temporal(), c.pool, loan_id, payment)
+
+    result = run(report)
     show_payment(result)
 
 

@@ -83,10 +83,11 @@ def default_start(loans: Sequence[LoanInput]) -> datetime:
     return datetime.combine(first, dtime(0), tzinfo=UTC)
 
 
-def run_backtest(specs: Sequence[str], loans: Sequence[LoanInput], model: BehaviourModel,
-                 seed: int, prices: dict[str, Prices], *, start: datetime | None = None,
-                 horizon_days: int = HORIZON_DAYS, processes: int = 2,
-                 replicates: int = REPLICATES, runner: Runner = run_book) -> Backtest:
+def checked_sources(specs: Sequence[str], loans: Sequence[LoanInput],
+                    prices: dict[str, Prices]) -> list[str | Path]:
+    """The policies' sources, once the run is known to be possible: at least one policy, each
+    loadable for the book's first loan (refused up front with the loader's line), a loan, and
+    prices for every currency of the book."""
     if not specs:
         raise BadInput("--policy", "name at least one policy")
     if not loans:
@@ -94,12 +95,20 @@ def run_backtest(specs: Sequence[str], loans: Sequence[LoanInput], model: Behavi
     sources = [policy_source(s) for s in specs]
     for spec, source in zip(specs, sources, strict=True):
         try:
-            resolve_for(loans[0], source)  # a loan the policy cannot take: refused up front
+            resolve_for(loans[0], source)
         except (ValueError, LookupError) as err:
             raise BadInput("--policy", f"{spec}: {str(err).splitlines()[0]}") from None
     missing = sorted({loan.currency for loan in loans} - set(prices))
     if missing:
         raise BadInput("prices", f"no prices for {', '.join(missing)}")
+    return sources
+
+
+def run_backtest(specs: Sequence[str], loans: Sequence[LoanInput], model: BehaviourModel,
+                 seed: int, prices: dict[str, Prices], *, start: datetime | None = None,
+                 horizon_days: int = HORIZON_DAYS, processes: int = 2,
+                 replicates: int = REPLICATES, runner: Runner = run_book) -> Backtest:
+    sources = checked_sources(specs, loans, prices)
     begin = start or default_start(loans)
     clock = time.perf_counter()
     runs = []

@@ -11,13 +11,12 @@ from pathlib import Path
 from contracts.behaviour import BehaviourModel
 from contracts.lab_run import MAX_INLINE_LOANS, SHARD_SIZE, BookRef, LabRunInput
 from contracts.messages import LoanInput
-from lab.backtest import default_start, policy_source
-from lab.engine import HORIZON_DAYS, resolve_for
+from lab.backtest import checked_sources, default_start
+from lab.engine import HORIZON_DAYS
 from lab.intervals import REPLICATES
 from lab.merge import prices_to_wire
 from lab.prices import Prices
 from lab.shard import file_digest
-from service.errors import BadInput
 
 
 def book_ref(loans: Sequence[LoanInput], *, book: Path | None = None,
@@ -36,19 +35,7 @@ def cluster_input(specs: Sequence[str], loans: Sequence[LoanInput], book: BookRe
                   model: BehaviourModel, seed: int, prices: dict[str, Prices], *,
                   start: datetime | None = None, horizon_days: int = HORIZON_DAYS,
                   replicates: int = REPLICATES, shard_size: int = SHARD_SIZE) -> LabRunInput:
-    if not specs:
-        raise BadInput("--policy", "name at least one policy")
-    if not loans:
-        raise BadInput("book", "has no loans")
-    sources = [policy_source(s) for s in specs]
-    for spec, source in zip(specs, sources, strict=True):
-        try:
-            resolve_for(loans[0], source)
-        except (ValueError, LookupError) as err:
-            raise BadInput("--policy", f"{spec}: {str(err).splitlines()[0]}") from None
-    missing = sorted({loan.currency for loan in loans} - set(prices))
-    if missing:
-        raise BadInput("prices", f"no prices for {', '.join(missing)}")
+    sources = checked_sources(specs, loans, prices)
     # A policy file by its absolute path: the workers do not run in this directory.
     policies = [str(s.resolve()) if isinstance(s, Path) else s for s in sources]
     return LabRunInput(book=book, policies=policies, model=model, seed=seed,

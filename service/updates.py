@@ -7,6 +7,7 @@ handler.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Final, TypeVar
 
@@ -138,14 +139,18 @@ async def task_outcome(client: Client, loan_id: str, arg: TaskOutcomeInput, *,
     return await _update(client, loan_id, Update.TASK_OUTCOME, arg, answer_within)
 
 
-async def pay(client: Client, pool: asyncpg.Pool, loan_id: str, payment: PaymentInput, *,
+async def pay(client: Client, pool: asyncpg.Pool | Callable[[], Awaitable[asyncpg.Pool]],
+              loan_id: str, payment: PaymentInput, *,
               answer_within: float = ANSWER_TIMEOUT) -> PaymentResult:
     """Report a payment; the case's answer, or, when its workflow has ended (paid, written off,
     closed, failed), the payment kept as unapplied with the reason: money received is never
-    dropped, so the amounts reported add up to those applied plus those unapplied."""
+    dropped, so the amounts reported add up to those applied plus those unapplied. `pool` may be
+    a function that opens one, called only for such a payment (the CLI opens none otherwise)."""
     try:
         return await execute(client, loan_id, Update.PAY, payment, PaymentResult, answer_within)
     except CaseClosed:
+        if not isinstance(pool, asyncpg.Pool):
+            pool = await pool()
         kept = await keep_unapplied(pool, loan_id, payment)
         if kept is None:  # no row for the case: nothing to keep it against
             raise

@@ -269,7 +269,7 @@ ERRORS: dict[ErrorKind, ServiceError] = {
 VERBS = [
     ("status", case_service, "status", ["status", "C1"]),
     ("timeline", case_service, "timeline", ["timeline", "C1"]),
-    ("pay", case_service, "pay",
+    ("pay", updates, "pay",
      ["pay", "C1", "--amount", "10.00", "--currency", "CNY", "--payment-id", "p1"]),
     ("cease", updates, "cease", ["cease", "C1", "--actor", "a1"]),
     ("close", updates, "close", ["close", "C1", "--actor", "a1", "--reason", "sold"]),

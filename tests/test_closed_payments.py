@@ -69,3 +69,22 @@ async def test_a_payment_for_no_case_is_not_found_and_not_kept(stack: Stack,
         await updates.pay(stack.env.client, stack.pool, loan_id, pay(f"{loan_id}-P1", "10.00"))
     assert await stack.pool.fetchval(
         "SELECT count(*) FROM unapplied_payments WHERE loan_id = $1", loan_id) == 0
+
+
+async def test_the_pool_is_opened_only_for_a_payment_to_an_ended_case(stack: Stack,
+                                                                      loan_id: str) -> None:
+    """The CLI passes a function that opens the pool: a payment the case takes opens none."""
+    opened: list[str] = []
+
+    async def open_pool() -> asyncpg.Pool:
+        opened.append("pool")
+        return stack.pool
+
+    case = await open_case(stack, loan_id, due_in=-3)
+    taken = await updates.pay(stack.env.client, open_pool, loan_id, pay(f"{loan_id}-P1", "10.00"))
+    assert taken.status == PaymentStatus.APPLIED and opened == []
+    await case.finish()
+    await eventually(case.row, lambda row: row is not None and row["state"] == "closed")
+    late = await updates.pay(stack.env.client, open_pool, loan_id, pay(f"{loan_id}-P2", "5.00"))
+    assert (late.status, late.reason, opened) == (PaymentStatus.UNAPPLIED,
+                                                  "case closed (closed)", ["pool"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from activities.database.contacts import ContactActivities
+from activities.database.contacts import ContactActivities, write_contact
 from activities.database.records import RecordActivities
 from bench.book import BOOK_POLICY, BOOK_PREFIX, clear_book, seed_book
 from contracts.activity_io import (
@@ -283,8 +283,7 @@ async def test_a_case_and_its_contact_written_at_once(pool: asyncpg.Pool) -> Non
         # ... and the other way round.
         tx = second.transaction()
         await tx.start()
-        await ContactActivities(second).record_contact(
-            y.contact("c1", "sent", at(1)))
+        await write_contact(second, y.contact("c1", "sent", at(1)))  # in this transaction
         case = asyncio.create_task(records.record(RecordBatch(case=y.snap)))
         await asyncio.sleep(0.3)
         assert not case.done()

@@ -42,7 +42,9 @@ def test_retention_is_a_policy_setting_from_the_case_end() -> None:
 
 
 async def _back_date(pool: asyncpg.Pool, loan_id: str, years: int) -> None:
-    await pool.execute("UPDATE cases SET closed_at = closed_at - make_interval(years => $2) "
+    """Say the case ended `years` ago. From the real clock, not the recorded end: the session's
+    time-skipping server has skipped ahead by every lifecycle run before this test."""
+    await pool.execute("UPDATE cases SET closed_at = now() - make_interval(years => $2) "
                        "WHERE loan_id = $1", loan_id, years)
 
 

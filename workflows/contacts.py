@@ -314,7 +314,8 @@ class CaseContacts:
         rule = self.case.s.policy.rule_pack.window_rule
         self._record(step_id, name, "withdrawn", key=attempt_key, rule=rule, template=template,
                      reason="not sent: the window had closed when the send would have gone out "
-                            "(after provider retries); contacted again at the next opening")
+                            "(after provider retries); contacted again from the next opening, "
+                            "if the case still calls for it")
         base = f"{key_base or step_id}/{REOPENED}"
         return await self.contact(step, name, template, key_base=base, extra=extra, caps=caps)
 
