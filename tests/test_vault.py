@@ -25,7 +25,7 @@ from infra.vault_crypto import VaultCipher
 from service import cases
 from service.case_calls import handle
 from service.vault import Vault, placement_borrower, vault_shaped, with_personal
-from tests.helpers import eventually, make_loan, today_of
+from tests.helpers import eventually, make_loan, result_of, today_of
 from tests.test_privacy import payloads, variants
 from workflows import addresses
 from workflows.collection_workflow import CollectionWorkflow
@@ -103,7 +103,7 @@ async def test_no_personal_value_outside_the_vault(
     case = handle(client, loan.loan_id)
     await ts_env.sleep(timedelta(days=7))  # D-3 reminder, D+1 SMS
     await case.signal(CollectionWorkflow.pay, PaymentInput("pay-1", Decimal("1200.00"), "CNY"))
-    result = await case.result()
+    result = await result_of(case)
     assert result["state"] == CaseState.PAID
 
     # The messages reached the borrower at the addresses the vault holds, with the name.
@@ -170,6 +170,6 @@ async def end_case(env: WorkflowEnvironment, pool: asyncpg.Pool, loan_id: str) -
     # temporalio types the result of a named async update as its coroutine.
     await case.execute_update(  # type: ignore[unused-coroutine]
         CollectionWorkflow.close, CloseInput(actor="test", reason="sold"))
-    await case.result()
+    await result_of(case)
     await eventually(lambda: pool.fetchval("SELECT closed_at FROM cases WHERE loan_id = $1",
                                            loan_id), lambda at: at is not None)

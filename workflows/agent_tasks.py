@@ -17,10 +17,11 @@ with workflow.unsafe.imports_passed_through():
     from contracts.messages import TaskOutcome
     from contracts.policy import Step
     from policies import compliance
-    from workflows import addresses, placement
+    from workflows import addresses
     from workflows.case_state import OpenTask
     from workflows.contacts import CaseContacts, Clearance
     from workflows.timers import sleep_until
+    from workflows.withdrawals import withdrawal
 
 CONNECTED = {TaskOutcome.REACHED.value, TaskOutcome.PROMISED.value, TaskOutcome.VISITED.value}
 ESCALATING = {TaskOutcome.REFUSED.value, TaskOutcome.NOT_FOUND.value}
@@ -33,7 +34,6 @@ ESCALATING = {TaskOutcome.REFUSED.value, TaskOutcome.NOT_FOUND.value}
 TASK_RULES_PATCH = "agent-tasks-within-rules"
 # Rule codes of the decisions no rule pack makes.
 CLOSED_RULE = "case.closed"
-HOLD_RULE = "case.hold"
 NO_OUTCOME_RULE = "case.no_outcome_by_deadline"
 
 
@@ -108,14 +108,7 @@ class AgentTasks:
         s = self.case.s
         if not s.active:
             return CLOSED_RULE, f"case closed ({s.state.value})"
-        if s.ceased:
-            return (f"{s.policy.rule_pack.name}.cease_communication",
-                    "borrower asked to cease contact")
-        if s.hold is not None:
-            return f"{HOLD_RULE}.{s.hold.kind}", f"{s.hold.kind} hold"
-        if s.placement is not None:
-            return placement.PLACED_RULE, f"placed with agency {s.placement.agency_id}"
-        return None
+        return withdrawal(s)
 
     async def _task_within_rules(self, step: Step, task_key: str) -> None:
         """The task path since TASK_RULES_PATCH (see there)."""

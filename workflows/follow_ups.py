@@ -15,11 +15,10 @@ with workflow.unsafe.imports_passed_through():
     from contracts.channels import ChannelSpec
     from contracts.policy import Step
     from policies import compliance
-    from workflows import placement
     from workflows.case import Case
-    from workflows.case_state import CaseData
     from workflows.effects import CaseEffects
     from workflows.timers import sleep_until
+    from workflows.withdrawals import withdrawal
 
 # Executions from before this patch waited for a WeCom staff member's confirmation until the
 # deadline whatever happened meanwhile, short of the case closing: a cease-contact request or a
@@ -29,19 +28,6 @@ with workflow.unsafe.imports_passed_through():
 # withdraws an agent's call, workflows/agent_tasks.py), and the step does not fall back.
 WITHDRAW_PATCH = "wecom-pending-withdrawn"
 WITHDRAWN = "withdrawn"  # how a withdrawn task's detail (and the contact row's reason) begins
-
-
-def withdrawal(s: CaseData) -> tuple[str, str] | None:
-    """(rule, why) a pending WeCom task is withdrawn now, or None while it may still be sent.
-    The rules of an agent task's withdrawal (AgentTasks.withdraw_reason), short of the case
-    closing, which the wait has always handled."""
-    if s.ceased:
-        return f"{s.policy.rule_pack.name}.cease_communication", "borrower asked to cease contact"
-    if s.hold is not None:
-        return f"case.hold.{s.hold.kind}", f"{s.hold.kind} hold"
-    if s.placement is not None:
-        return placement.PLACED_RULE, f"placed with agency {s.placement.agency_id}"
-    return None
 
 
 class FollowUps:
