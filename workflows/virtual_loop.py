@@ -179,6 +179,15 @@ class VirtualLoop(asyncio.AbstractEventLoop):
         self._conditions.append((fn, fut))
         await asyncio.wait_for(fut, timeout)
 
+    async def sleep(self, seconds: float) -> None:
+        """A timer on this loop's virtual clock: it fires when the clock is moved past it."""
+        fut: asyncio.Future[None] = self.create_future()
+        handle = self.call_later(seconds, fut.set_result, None)  # cancelled with the wait
+        try:
+            await fut
+        finally:
+            handle.cancel()
+
 
 def virtual_loop(start: datetime) -> VirtualLoop:
     return VirtualLoop(start)  # type: ignore[abstract]
@@ -206,7 +215,7 @@ class LabRuntime:
             fn, None if timeout is None else timeout.total_seconds())
 
     async def sleep(self, delay: timedelta) -> None:
-        await asyncio.sleep(delay.total_seconds())
+        await self.loop.sleep(delay.total_seconds())
 
     def patched(self, patch_id: str) -> bool:
         return True
