@@ -26,6 +26,7 @@ from activities.channels.sms import TwilioSms, twilio_client
 from activities.channels.voice import TwilioVoice
 from activities.channels.wecom import WeComMessages
 from activities.channels.wecom_client import DEFAULT_BASE_URL, WeComClient
+from activities.database.carried import CarriedWrites
 from activities.database.contacts import ContactActivities
 from activities.database.placements import PlacementActivities
 from activities.database.purge import PurgeActivities
@@ -101,11 +102,12 @@ def activities_for(pool: asyncpg.Pool, p: Providers, *,
     records, contacts, tasks = RecordActivities(pool), ContactActivities(pool), TaskActivities(pool)
     keys = vault_keys if vault_keys is not None else default_vault_keys()
     vault = VaultReader(pool, VaultCipher(keys)).complete_send if keys else None
+    carried = CarriedWrites(pool)
     return [
         resolve_policy,
         records.record, records.record_legal_action,
         contacts.reserve_contact, contacts.record_contact,
-        *(send_activity(adapter, outbox, links, vault) for adapter in adapters),
+        *(send_activity(adapter, outbox, links, vault, carried) for adapter in adapters),
         *(f for f in map(follow_up_activity, adapters) if f is not None),
         tasks.create_task, tasks.close_task,
         *_placement_activities(pool),

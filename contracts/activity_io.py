@@ -14,6 +14,7 @@ from typing import Any
 # The send activities' names belong to the channel table; re-exported for the callers of old.
 from contracts.channels import SEND_EMAIL as SEND_EMAIL
 from contracts.channels import SEND_SMS as SEND_SMS
+from contracts.agency import PlacementRecord
 from contracts.policy import RulePack
 
 RESOLVE_POLICY = "resolve_policy"
@@ -166,6 +167,13 @@ class RecordBatch:
     # each through `record_contact`).
     contacts: list[ContactRecord] = field(default_factory=list)
     unapplied: list[UnappliedPayment] = field(default_factory=list)
+    # Placement rows (since workflows/carried_writes.py's patch; before it one
+    # `record_placement` each).
+    placements: list[PlacementRecord] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.case or self.events or self.payments or self.stage_changes
+                    or self.contacts or self.unapplied or self.placements)
 
 
 @dataclass
@@ -181,6 +189,9 @@ class RecordResult:
 # A send's status when the window had closed (or a quiet day begun) by the time it would have
 # gone out, after activity retries: nothing was sent; the case defers it to the next opening.
 OUTSIDE_WINDOW = "outside_window"
+# A send's status when the reservation it carried was refused (SendResult.decision says why):
+# nothing was sent.
+NOT_RESERVED = "not_reserved"
 
 
 @dataclass
@@ -211,6 +222,13 @@ class SendInput:
     # The borrower's vault entry (issue 18): `to` and the context's borrower_name are then blank,
     # read from the vault by the send activity. Empty: both inline, as before it.
     borrower_ref: str = ""
+    # Since workflows/carried_writes.py's patch a send carries the case's writes: `records`
+    # (what the case learned before it) and `reserve` (its place under the caps) are committed
+    # together first; if the reservation is refused nothing is sent (NOT_RESERVED). `on_sent`
+    # is what the case records once the provider has taken the message, written then.
+    records: RecordBatch | None = None
+    reserve: ContactRequest | None = None
+    on_sent: RecordBatch | None = None
 
 
 @dataclass
@@ -223,6 +241,8 @@ class SendResult:
     # A failure that says the address itself is no good (not the one message): the channel's
     # adapter decides from the provider's error code. Histories from before it read False.
     address_unusable: bool = False
+    # The caps' answer to the reservation the send carried (SendInput.reserve), if it did.
+    decision: ContactDecision | None = None
 
 
 @dataclass
@@ -244,6 +264,18 @@ class TaskInput:
     work_windows: list[list[str]] = field(default_factory=list)
     caps_left: dict[str, int] = field(default_factory=dict)
     rule_pack: str = ""
+    # As for SendInput: the writes that travel with it, and the task's reservation. Refused, no
+    # task is created; granted, its room under the caps is written as `caps_left`, and `on_created`
+    # (the case's record of the task) with it.
+    records: RecordBatch | None = None
+    reserve: ContactRequest | None = None
+    on_created: RecordBatch | None = None
+
+
+@dataclass
+class TaskCreated:
+    created: bool  # the task is in the queue (made now or by an earlier attempt); False: refused
+    decision: ContactDecision | None = None  # the answer to TaskInput.reserve, if it carried one
 
 
 @dataclass
@@ -258,6 +290,7 @@ class TaskClose:
     # When the call or visit happened, if it did, and the rule it broke, if any.
     contacted_at: datetime | None = None
     breach_rule: str | None = None
+    records: RecordBatch | None = None  # the writes that travel with it
 
 
 @dataclass
@@ -267,6 +300,7 @@ class LegalInput:
     action: str
     created_at: datetime
     documents: list[dict[str, Any]] = field(default_factory=list)
+    records: RecordBatch | None = None  # the writes that travel with it
 
 
 @dataclass

@@ -20,7 +20,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from contracts.activity_io import RECORD, RecordBatch, RecordResult
+from contracts.activity_io import (
+    CLOSE_TASK,
+    CREATE_TASK,
+    RECORD,
+    RECORD_LEGAL_ACTION,
+    RecordBatch,
+    RecordResult,
+)
+from contracts.channels import CHANNELS
 from contracts.messages import TimelineEvent
 from contracts.names import Query, workflow_id_for
 from service.case_calls import not_found, rpc_error
@@ -150,6 +158,27 @@ def _timeline_entry(kind: str, summary: str, at: datetime, rule: str | None, act
     return HistoryEntry(as_utc(at), "temporal", kind, summary, rule, actor, dict(detail or {}))
 
 
+@dataclass
+class _Carried:
+    """The writes in an action's input (SendInput, TaskInput, TaskClose, LegalInput)."""
+
+    records: RecordBatch | None = None
+    on_sent: RecordBatch | None = None
+    on_created: RecordBatch | None = None
+
+
+@dataclass
+class _Succeeded:
+    """Whether an action wrote what it staged: a send sent (SendResult), a task created."""
+
+    status: str = ""
+    created: bool = False
+
+
+_CARRIERS: Final = {CREATE_TASK, CLOSE_TASK, RECORD_LEGAL_ACTION,
+                    *(spec.activity for spec in CHANNELS.values() if spec.activity)}
+
+
 async def _decode(client: Client, payloads: Sequence[Any], typ: type) -> Any | None:
     try:
         values = await client.data_converter.decode(payloads, [typ])
@@ -187,6 +216,13 @@ async def _events_of_run(client: Client, events: Sequence[Any]) -> list[HistoryE
                 _timeline_entry(e.kind, e.summary, e.occurred_at, e.rule, e.actor, e.detail)
                 for e in inp.state.pending_events)
 
+    def from_batch(batch: RecordBatch | None) -> None:
+        if batch is not None:
+            found.extend(_timeline_entry(e.kind, e.summary, e.occurred_at, e.rule, e.actor,
+                                         e.detail) for e in batch.events)
+
+    # scheduled event id -> what the activity writes if it succeeds (SendInput.on_sent, ...)
+    staged: dict[int, RecordBatch] = {}
     for ev in events:
         if ev.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             attrs = ev.workflow_execution_started_event_attributes
@@ -194,10 +230,21 @@ async def _events_of_run(client: Client, events: Sequence[Any]) -> list[HistoryE
         elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = ev.activity_task_scheduled_event_attributes
             if attrs.activity_type.name == RECORD:
-                batch = await _decode(client, attrs.input.payloads, RecordBatch)
-                if batch is not None:
-                    found.extend(_timeline_entry(e.kind, e.summary, e.occurred_at, e.rule, e.actor,
-                                                 e.detail) for e in batch.events)
+                from_batch(await _decode(client, attrs.input.payloads, RecordBatch))
+            elif attrs.activity_type.name in _CARRIERS:
+                # Writes that travelled with an action (workflows/carried_writes.py).
+                carried = await _decode(client, attrs.input.payloads, _Carried)
+                if carried is not None:
+                    from_batch(carried.records)
+                    if (then := carried.on_sent or carried.on_created) is not None:
+                        staged[ev.event_id] = then
+        elif ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            attrs = ev.activity_task_completed_event_attributes
+            then = staged.pop(attrs.scheduled_event_id, None)
+            if then is not None:
+                done = await _decode(client, attrs.result.payloads, _Succeeded)
+                if done is not None and (done.status == "sent" or done.created):
+                    from_batch(then)
         elif ev.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
             # A `record` run as a local activity: its result carries the events it wrote.
             attrs = ev.marker_recorded_event_attributes

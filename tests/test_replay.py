@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,6 +51,7 @@ from contracts.messages import CaseResult
 from contracts.names import workflow_id_for
 from infra.codec import data_converter
 from workflows.agent_tasks import TASK_RULES_PATCH
+from workflows.carried_writes import CARRY_PATCH
 from workflows.collection_workflow import INPUT_CHECK_PATCH, CollectionWorkflow
 from workflows.contacts import (
     DELIVERY_FAILED_PATCH,
@@ -79,6 +81,7 @@ V6_PATHS: dict[str, tuple[str, set[str]]] = {
     "sms_undelivered": (DELIVERY_FAILED_PATCH, {"send_sms", "send_email"}),
 }
 V6_SCENARIOS = set(V6_PATHS)
+V8_SCENARIOS = V5_SCENARIOS | V6_SCENARIOS
 
 
 def version(path: Path) -> int:
@@ -125,7 +128,9 @@ def test_all_scenarios_are_recorded() -> None:
     assert {p.stem for p in FILES} >= {f"{s}-v4" for s in V4_SCENARIOS}
     assert {p.stem for p in FILES} >= {f"{s}-v5" for s in V5_SCENARIOS}
     assert {p.stem for p in FILES} >= {f"{s}-v6" for s in V6_SCENARIOS}
-    assert {version(p) for p in FILES} == {1, 2, 3, 4, 5, 6, 7}  # 7: the vault shape
+    assert {version(p) for p in FILES} == {1, 2, 3, 4, 5, 6, 7, 8}  # 7: the vault shape
+    # 8: writes travel with the actions (workflows/carried_writes.py), every scenario
+    assert {p.stem for p in FILES} >= {f"{s}-v8" for s in V8_SCENARIOS}
 
 
 def kinds(path: Path) -> tuple[set[str], set[str]]:
@@ -136,6 +141,12 @@ def kinds(path: Path) -> tuple[set[str], set[str]]:
     markers = {e["markerRecordedEventAttributes"]["markerName"]
                for e in events if e["eventType"] == "EVENT_TYPE_MARKER_RECORDED"}
     return activities, markers
+
+
+def scheduled_activities(path: Path) -> list[str]:
+    return [e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
+            for e in json.loads(path.read_text())["events"]
+            if e["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"]
 
 
 def patch_ids(path: Path) -> set[str]:
@@ -213,6 +224,23 @@ def test_v6_recordings_take_the_new_paths(name: str) -> None:
     for older in HISTORIES.glob("*.json"):
         if version(older) < 6:
             assert not new & patch_ids(older), older.name
+
+
+@pytest.mark.parametrize("name", sorted(V8_SCENARIOS - {"bad_start"}))
+def test_v8_recordings_carry_their_writes(name: str) -> None:
+    """-v8: every case took CARRY_PATCH: no `record_placement`, no more `record`s than sends,
+    follow-ups, tasks and legal actions together (a record goes out only for what no action
+    carried before a wait); no recording before v8 took it, so both shapes replay."""
+    path = HISTORIES / f"{name}-v8.json"
+    assert CARRY_PATCH in patch_ids(path)
+    scheduled = Counter(scheduled_activities(path))
+    assert "record_placement" not in scheduled, scheduled
+    actions = sum(n for a, n in scheduled.items() if a.startswith(("send_", "follow_up_"))
+                  or a in ("create_task", "close_task", "record_legal_action"))
+    assert actions > 0 and scheduled["record"] <= actions, scheduled
+    for older in HISTORIES.glob("*.json"):
+        if version(older) < 8:
+            assert CARRY_PATCH not in patch_ids(older), older.name
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

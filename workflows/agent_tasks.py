@@ -8,12 +8,21 @@ never calls back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from contracts.activity_io import ContactRecord, ContactRequest, TaskClose, TaskInput
+    from contracts.activity_io import (
+        ContactDecision,
+        ContactRecord,
+        ContactRequest,
+        RecordBatch,
+        TaskClose,
+        TaskInput,
+    )
     from contracts.messages import TaskOutcome
     from contracts.policy import Step
     from policies import compliance
@@ -54,12 +63,19 @@ class AgentTasks:
         if self.contacts.blocked(step, step.id, kind, task_key):
             return
         await self.contacts.validation_notice_first()  # a call or visit is a communication too
-        clearance = await self.contacts.clear_to_contact(step.id, kind, task_key, None)
-        if clearance is not Clearance.CLEAR:
-            return
-        if case.runtime.patched(TASK_RULES_PATCH):
-            await self._task_within_rules(step, task_key)
-            return
+        refused: ContactDecision | None = None
+        while True:
+            clearance = await self.contacts.clear_to_contact(step.id, kind, task_key, None,
+                                                             refused=refused)
+            if clearance is not Clearance.CLEAR:
+                return
+            if not case.runtime.patched(TASK_RULES_PATCH):
+                break
+            # A reservation that travelled with the task and was refused: deferred as if asked
+            # before it (workflows/carried_writes.py).
+            refused = await self._task_within_rules(step, task_key)
+            if refused is None:
+                return
         settings = s.policy.settings
         days = step.deadline_days or (
             settings.call_deadline_days if kind == "call" else settings.visit_deadline_days)
@@ -110,8 +126,9 @@ class AgentTasks:
             return CLOSED_RULE, f"case closed ({s.state.value})"
         return withdrawal(s)
 
-    async def _task_within_rules(self, step: Step, task_key: str) -> None:
-        """The task path since TASK_RULES_PATCH (see there)."""
+    async def _task_within_rules(self, step: Step, task_key: str) -> ContactDecision | None:
+        """The task path since TASK_RULES_PATCH (see there); the caps' answer if they refused
+        the reservation that went with the task (nothing was created)."""
         case, s = self.case, self.case.s
         kind, pack, tz = step.kind, s.policy.rule_pack, s.loan.timezone
         settings = s.policy.settings
@@ -124,58 +141,87 @@ class AgentTasks:
         granted = self.contacts.last_decision
         caps_left = dict(granted.caps_left) if granted is not None else {}
         window = f"{pack.window_start:%H:%M}-{pack.window_end:%H:%M}"
-        await self.effects.create_task(TaskInput(
+        summary = (f"{kind} task created, due by {due_by:%Y-%m-%d %H:%M} UTC; may be worked "
+                   f"{window} local ({tz})")
+        detail: dict[str, Any] = {"task_key": task_key, "step": step.id, "window": window}
+        # Since CARRY_PATCH the task's record goes with it, written before the caps' room is
+        # known: that room is on the task row (caps_left), not in the event.
+        staged = case.staged_event("task_created", summary, rule=f"{pack.name}.window_and_caps",
+                                   detail=detail) if case.carry else None
+        created = await self.effects.create_task(TaskInput(
             task_key=task_key, loan_id=s.loan.loan_id, workflow_id=self.workflow_id, kind=kind,
             step_id=step.id, priority=step.priority, due_by=due_by, created_at=now,
             timezone=tz, window_start=f"{pack.window_start:%H:%M}",
             window_end=f"{pack.window_end:%H:%M}",
             work_windows=[[a.isoformat(), b.isoformat()] for a, b in periods],
             caps_left=caps_left, rule_pack=pack.name,
+            on_created=RecordBatch(events=[staged.record]) if staged is not None else None,
         ))
+        if created is not None and created.decision is not None and not created.decision.allowed:
+            return created.decision
         task = OpenTask(task_key=task_key, kind=kind, step_id=step.id, contact_key=task_key,
                         due_by=due_by, created_at=now, withdraws_on_hold=True)
         s.open_task = task
         s.contact_counts[kind] = s.contact_counts.get(kind, 0) + 1
-        caps = ", ".join(f"{cap} {n} left" for cap, n in caps_left.items())
-        case.event("task_created",
-                   f"{kind} task created, due by {due_by:%Y-%m-%d %H:%M} UTC; may be worked "
-                   f"{window} local ({tz}){'; ' + caps if caps else ''}",
-                   rule=f"{pack.name}.window_and_caps",
-                   detail={"task_key": task_key, "step": step.id, "window": window,
-                           "caps_left": caps_left})
+        if staged is not None:
+            case.happened(staged)
+        else:
+            caps = ", ".join(f"{cap} {n} left" for cap, n in caps_left.items())
+            case.event("task_created", f"{summary}{'; ' + caps if caps else ''}",
+                       rule=f"{pack.name}.window_and_caps",
+                       detail={**detail, "caps_left": caps_left})
         await sleep_until(case, due_by,
                           lambda: task.outcome is not None or self.withdraw_reason() is not None)
         s.open_task = None
         withdrawn = self.withdraw_reason() if task.outcome is None else None
         if withdrawn is not None:
             await self._withdraw(step, task, *withdrawn)
-            return
+            return None
         if task.outcome is None:
             await self._no_outcome(step, task)
-            return
+            return None
         await self._outcome(step, task)
+        return None
+
+    async def _close(self, close: TaskClose, noted: Callable[[], None]) -> None:
+        """Close the task; `noted` records what its closing decided. Since CARRY_PATCH those
+        records are noted first, so that they go with the close (workflows/carried_writes.py)."""
+        if self.case.carry:
+            noted()
+            await self.effects.close_task(close)
+        else:
+            await self.effects.close_task(close)
+            noted()
 
     async def _withdraw(self, step: Step, task: OpenTask, rule: str, why: str) -> None:
         case, s = self.case, self.case.s
         s.withdrawn_tasks[task.task_key] = why
-        await self.effects.close_task(TaskClose(
+
+        def noted() -> None:
+            # The attempt reserved for it was never made: it stops counting towards the caps.
+            self._contact_row(step, "withdrawn", at=case.now(), rule=rule,
+                              reason=f"task withdrawn: {why}", outcome=None)
+            case.event("task_withdrawn", f"{task.kind} task withdrawn: {why}", rule=rule,
+                       detail={"task_key": task.task_key, "step": step.id, "reason": why})
+
+        await self._close(TaskClose(
             task_key=task.task_key, status="withdrawn", outcome="withdrawn",
-            completed_at=case.now(), reason=why))
-        # The attempt reserved for it was never made: it stops counting towards the caps.
-        self._contact_row(step, "withdrawn", at=case.now(), rule=rule,
-                          reason=f"task withdrawn: {why}", outcome=None)
-        case.event("task_withdrawn", f"{task.kind} task withdrawn: {why}", rule=rule,
-                   detail={"task_key": task.task_key, "step": step.id, "reason": why})
+            completed_at=case.now(), reason=why), noted)
 
     async def _no_outcome(self, step: Step, task: OpenTask) -> None:
         case = self.case
         outcome = TaskOutcome.DEADLINE_MISSED.value
-        await self.effects.close_task(TaskClose(
-            task_key=task.task_key, status="expired", outcome=outcome, completed_at=case.now()))
-        self._contact_row(step, "sent", at=case.now(), rule=NO_OUTCOME_RULE, outcome="unanswered",
-                          reason="no outcome reported by the task's deadline", moved=False)
-        case.event("task_outcome", f"{task.kind} outcome: {outcome}", rule=NO_OUTCOME_RULE,
-                   detail={"task_key": task.task_key, "outcome": outcome})
+
+        def noted() -> None:
+            self._contact_row(step, "sent", at=case.now(), rule=NO_OUTCOME_RULE,
+                              outcome="unanswered",
+                              reason="no outcome reported by the task's deadline", moved=False)
+            case.event("task_outcome", f"{task.kind} outcome: {outcome}", rule=NO_OUTCOME_RULE,
+                       detail={"task_key": task.task_key, "outcome": outcome})
+
+        await self._close(TaskClose(
+            task_key=task.task_key, status="expired", outcome=outcome, completed_at=case.now()),
+            noted)
 
     async def _outcome(self, step: Step, task: OpenTask) -> None:
         """An outcome reported: the call is recorded when it happened, inside the rules or as a
@@ -200,24 +246,27 @@ class AgentTasks:
             if not decision.allowed:
                 breach = decision.rule or f"{pack.name}.caps"
                 reason = f"{kind} at {local_at:%Y-%m-%d %H:%M} local over a cap: {decision.reason}"
-        await self.effects.close_task(TaskClose(
-            task_key=task.task_key, status="done", outcome=outcome, completed_at=case.now(),
-            agent=task.agent, note=task.note, contacted_at=at, breach_rule=breach))
         rule = breach or f"{pack.name}.window_and_caps"
-        self._contact_row(
-            step, "breach" if breach else "sent", at=at, rule=rule,
-            outcome="connected" if outcome in CONNECTED else "unanswered",
-            reason=reason or f"{kind} at {local_at:%Y-%m-%d %H:%M} local, within the "
-                             f"{pack.name} window and caps")
-        case.event("task_outcome", f"{kind} outcome: {outcome}", actor=task.agent, rule=rule,
-                   detail={"task_key": task.task_key, "outcome": outcome,
-                           "at": at.isoformat()})
-        if breach is not None:
-            s.breaches += 1
-            case.event("compliance_breach", f"compliance breach ({breach}): {reason}",
-                       rule=breach, actor=task.agent,
-                       detail={"task_key": task.task_key, "step": step.id, "channel": kind,
+
+        def noted() -> None:
+            self._contact_row(
+                step, "breach" if breach else "sent", at=at, rule=rule,
+                outcome="connected" if outcome in CONNECTED else "unanswered",
+                reason=reason or f"{kind} at {local_at:%Y-%m-%d %H:%M} local, within the "
+                                 f"{pack.name} window and caps")
+            case.event("task_outcome", f"{kind} outcome: {outcome}", actor=task.agent, rule=rule,
+                       detail={"task_key": task.task_key, "outcome": outcome,
                                "at": at.isoformat()})
+            if breach is not None:
+                s.breaches += 1
+                case.event("compliance_breach", f"compliance breach ({breach}): {reason}",
+                           rule=breach, actor=task.agent,
+                           detail={"task_key": task.task_key, "step": step.id, "channel": kind,
+                                   "at": at.isoformat()})
+
+        await self._close(TaskClose(
+            task_key=task.task_key, status="done", outcome=outcome, completed_at=case.now(),
+            agent=task.agent, note=task.note, contacted_at=at, breach_rule=breach), noted)
         if outcome == TaskOutcome.WRONG_NUMBER.value:
             s.mark_unusable("phone", "wrong number reported by an agent")
         elif outcome in ESCALATING and s.active:

@@ -22,6 +22,7 @@ from contracts.activity_io import (
     SendInput,
     SendResult,
     TaskClose,
+    TaskCreated,
     TaskInput,
 )
 from contracts.behaviour import BehaviourModel, BorrowerAction
@@ -29,6 +30,7 @@ from workflows import behaviour
 from workflows.case_state import CaseData
 
 if TYPE_CHECKING:  # workflows/effects.py picks these effects: no import back at run time
+    from workflows.carried_writes import Carrier
     from workflows.effects import CaseEffects
 
 WRONG_NUMBER = "wrong_number"  # the provider's error code for a send that reached nobody
@@ -46,8 +48,11 @@ class BehaviourEffects:
         self._answered: dict[str, bool] = {}  # outbox key -> a voice call answered
         self.writes_records = inner.writes_records
 
-    async def reserve_contact(self, req: ContactRequest) -> ContactDecision:
-        decision = await self._inner.reserve_contact(req)
+    async def reserve_contact(self, req: ContactRequest, *,
+                              immediate: bool = False) -> ContactDecision:
+        # At once: the sends it grants never reach the inner effects, so no reservation could
+        # travel with them (workflows/carried_writes.py).
+        decision = await self._inner.reserve_contact(req, immediate=True)
         if decision.allowed and not req.check_only:
             self._granted[req.key] = req
         return decision
@@ -55,8 +60,24 @@ class BehaviourEffects:
     def contact_decided(self, rec: ContactRecord) -> None:
         self._inner.contact_decided(rec)
 
+    def sent_records(self, batch: RecordBatch) -> None:
+        # The send was drawn, not made: what was staged with it is pending for the inner effects.
+        self._s.pending_events.extend(batch.events)
+        self._s.snapshot_dirty = True
+        for rec in batch.contacts:
+            self._inner.contact_decided(rec)
+
     def contacts_pending(self) -> bool:
         return self._inner.contacts_pending()
+
+    def take_contacts(self) -> list[ContactRecord]:
+        return self._inner.take_contacts()
+
+    def restore_contacts(self, contacts: list[ContactRecord]) -> None:
+        self._inner.restore_contacts(contacts)
+
+    def carry_with(self, carrier: Carrier) -> None:
+        self._inner.carry_with(carrier)
 
     async def send(self, activity: str, inp: SendInput, send_timeout: timedelta) -> SendResult:
         """A ladder message (one the caps granted) meets the borrower; a notice just goes out."""
@@ -84,10 +105,10 @@ class BehaviourEffects:
             return FollowUpResult("not_delivered", "unanswered", "simulated")
         return FollowUpResult("delivered", "sent", "simulated")
 
-    async def create_task(self, inp: TaskInput) -> None:
+    async def create_task(self, inp: TaskInput) -> TaskCreated | None:
         """The agent's call or visit: reached or not as drawn, reported within its first allowed
         period."""
-        await self._inner.create_task(inp)
+        created = await self._inner.create_task(inp)
         s = self._s
         stage = s.stage.value
         reaction, _ = behaviour.react(self._model, s.seed, s.loan.loan_id, stage, inp.kind,
@@ -102,6 +123,7 @@ class BehaviourEffects:
             outcome=behaviour.task_outcome(inp.kind, reaction),
             then=reaction.action if reaction.answered else None, stage=stage,
             created=inp.created_at)])
+        return created
 
     async def close_task(self, inp: TaskClose) -> None:
         await self._inner.close_task(inp)

@@ -7,6 +7,7 @@ out is the recorder's.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -23,6 +24,12 @@ from workflows.ledger import balance_of
 from workflows.runtime import CaseRuntime
 
 
+@dataclass
+class StagedEvent:
+    record: EventRecord
+    timeline: TimelineEvent
+
+
 class Case:
     def __init__(self, s: CaseData, runtime: CaseRuntime) -> None:
         self.s = s
@@ -30,6 +37,9 @@ class Case:
         self.real_now = runtime.now
         # Set by whatever should make the run loop look again (a payment, an update, a close).
         self.wake = False
+        # Whether its writes travel with its actions (workflows/carried_writes.py): set when its
+        # run starts.
+        self.carry = False
         self._today: tuple[datetime, date] | None = None
 
     @classmethod
@@ -111,14 +121,31 @@ class Case:
 
     def event(self, kind: str, summary: str, *, rule: str | None = None, actor: str | None = None,
               detail: dict[str, Any] | None = None) -> None:
+        self.note(self.staged_event(kind, summary, rule=rule, actor=actor, detail=detail))
+
+    def note(self, staged: StagedEvent) -> None:
+        """A staged event happened, and its record is to be written."""
+        self.s.pending_events.append(staged.record)
+        self.s.snapshot_dirty = True
+        self.happened(staged)
+
+    def staged_event(self, kind: str, summary: str, *, rule: str | None = None,
+                     actor: str | None = None, detail: dict[str, Any] | None = None) -> StagedEvent:
+        """An event that has not happened yet: written with the action it would follow, if that
+        action succeeds (workflows/carried_writes.py), and then `happened`."""
         s = self.s
         at = self.now()
-        s.timeline.append(TimelineEvent(at=at, kind=kind, summary=summary, rule=rule, actor=actor,
-                                        detail=detail or {}))
-        s.pending_events.append(EventRecord(key=self.next_key(), loan_id=s.loan.loan_id, kind=kind,
-                                            summary=summary, occurred_at=at, actor=actor, rule=rule,
-                                            detail=detail or {}))
-        s.snapshot_dirty = True
+        return StagedEvent(
+            record=EventRecord(key=self.next_key(), loan_id=s.loan.loan_id, kind=kind,
+                               summary=summary, occurred_at=at, actor=actor, rule=rule,
+                               detail=detail or {}),
+            timeline=TimelineEvent(at=at, kind=kind, summary=summary, rule=rule, actor=actor,
+                                   detail=detail or {}))
+
+    def happened(self, staged: StagedEvent) -> None:
+        """A staged event is part of the case now (its record pending, or written with its
+        action)."""
+        self.s.timeline.append(staged.timeline)
 
     def set_stage(self, stage: Stage) -> None:
         s = self.s

@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.policy import Step
     from workflows import arrangements, ladder, placement
     from workflows.agent_tasks import AgentTasks
+    from workflows.carried_writes import CARRY_PATCH
     from workflows.case import Case
     from workflows.case_state import CaseData
     from workflows.contacts import DOCUMENT_CHANNEL, CaseContacts
@@ -31,6 +32,10 @@ class CaseRun:
         self.tasks = AgentTasks(self.contacts)
         self.legal_steps = LegalSteps(self.contacts)
         self.recorder = Recorder(case, effects, workflow_id)
+        # Asked once, as the run starts: a run begun before the patch keeps its shape to the end.
+        case.carry = case.runtime.patched(CARRY_PATCH)
+        if case.carry:
+            effects.carry_with(self.recorder)
         self._notices_done = False
         self._placements_done = False
 
@@ -41,7 +46,8 @@ class CaseRun:
         # waiting for the contact window never holds back the records.
         recorder = asyncio.create_task(self.recorder.run())
         notifier = asyncio.create_task(self._notifier())
-        placements = asyncio.create_task(
+        # Since CARRY_PATCH placement rows travel in the record batches.
+        placements = None if case.carry else asyncio.create_task(
             placement.write_all(case, lambda: self._placements_done))
         continue_as_new = False
         while s.active:
@@ -54,7 +60,8 @@ class CaseRun:
         self._notices_done = True
         await notifier
         self._placements_done = True
-        await placements
+        if placements is not None:
+            await placements
         self.recorder.stopping = True
         await recorder
         await case.runtime.wait_condition(case.runtime.handlers_finished)

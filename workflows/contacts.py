@@ -18,9 +18,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts.activity_io import (
+        NOT_RESERVED,
         OUTSIDE_WINDOW,
         ContactDecision,
-        ContactRecord,
         ContactRequest,
         SendInput,
         SendResult,
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import addresses
     from workflows.case import Case
     from workflows.case_state import CaseData, SentMessage
+    from workflows.contact_records import ContactRecords
     from workflows.effects import CaseEffects
     from workflows.follow_ups import FollowUps
     from workflows.ledger import format_amount
@@ -116,52 +117,46 @@ class CaseContacts:
         # against: keyed, since a signal's fallback may clear another attempt meanwhile.
         self.cleared_at: dict[str, tuple[datetime, datetime]] = {}
         self.follow_ups = FollowUps(case, effects)
-
-    def _record(self, step_id: str, name: str, decision: str, *, key: str, rule: str | None,
-                reason: str, template: str | None = None, outcome: str | None = None) -> None:
-        case, s = self.case, self.case.s
-        case.event(f"contact_{decision}", f"{name} {decision}: {reason}", rule=rule,
-                   detail={"step": step_id, "channel": name})
-        self.effects.contact_decided(ContactRecord(
-            key=key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
-            contact_key=addresses.contact_key(s.loan, name), channel=name, step_id=step_id,
-            stage=s.stage.value, decision=decision, at=case.now(), template=template,
-            rule=rule, reason=reason, outcome=outcome,
-        ))
+        self.rec = ContactRecords(case, effects)
+        self._deferrals: dict[str, int] = {}  # attempt key -> deferrals so far (clear_to_contact)
 
     def blocked(self, step: Step | None, step_id: str, name: str, attempt_key: str) -> bool:
         """Cease-contact and unusable addresses stop a contact before any window or cap."""
         s = self.case.s
         notice = step.notice if step else None
         if s.ceased and not compliance.may_contact_after_cease(s.policy.rule_pack, notice):
-            self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
-                         rule=f"{s.policy.rule_pack.name}.cease_communication",
-                         reason="borrower asked to cease contact")
+            self.rec.note(step_id, name, "skipped", key=f"{attempt_key}/skipped",
+                          rule=f"{s.policy.rule_pack.name}.cease_communication",
+                          reason="borrower asked to cease contact")
             return True
         unusable = addresses.unusable_reason(s, name)
         if unusable is not None:
-            self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
-                         rule=UNUSABLE_ADDRESS_RULE, reason=unusable)
+            self.rec.note(step_id, name, "skipped", key=f"{attempt_key}/skipped",
+                          rule=UNUSABLE_ADDRESS_RULE, reason=unusable)
             return True
         consent_rule = addresses.consent_missing(s, name)
         if consent_rule is not None:
-            self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
-                         rule=consent_rule,
-                         reason="no prior express consent to prerecorded calls on the loan")
+            self.rec.note(step_id, name, "skipped", key=f"{attempt_key}/skipped",
+                          rule=consent_rule,
+                          reason="no prior express consent to prerecorded calls on the loan")
             return True
         return False
 
     async def clear_to_contact(self, step_id: str, name: str, attempt_key: str,
-                                template: str | None, *, caps: bool = True) -> Clearance:
+                                template: str | None, *, caps: bool = True,
+                                refused: ContactDecision | None = None) -> Clearance:
         """Wait for the window and room under the caps; MOVED_ON if the case moved on meanwhile,
         SUPPRESSED (since SUPPRESSED_PATCH) if the address may not be used on this channel.
 
         Ladder contacts (`caps`) are abandoned when the case closes or pauses; notices the case
         owes (receipts, confirmations) still go out, within the window, after it closes.
+        `refused`: the caps' answer to a reservation that travelled with its send or task
+        (workflows/carried_writes.py), taken as the first answer.
         """
         case, s = self.case, self.case.s
         pack = s.policy.rule_pack
-        deferrals = 0
+        # Counted across the returns a refused reservation brings back: each deferral its key.
+        deferrals = self._deferrals.get(attempt_key, 0) if refused is not None else 0
         while True:
             if caps and not s.active:
                 return Clearance.MOVED_ON
@@ -170,18 +165,19 @@ class CaseContacts:
             at, rule = compliance.next_allowed(now, s.loan.timezone, pack)
             reason = "outside the contact window"
             if at <= now and caps:
-                decision = await self.effects.reserve_contact(ContactRequest(
+                decision = refused or await self.effects.reserve_contact(ContactRequest(
                     key=attempt_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
                     contact_key=addresses.contact_key(s.loan, name), channel=name, step_id=step_id,
                     stage=s.stage.value, template=template, at=now, timezone=s.loan.timezone,
                     rule_pack=pack,
                 ))
+                refused = None
                 if decision.allowed:
                     self.last_decision = decision
                     return Clearance.CLEAR
                 if decision.suppressed and case.runtime.patched(SUPPRESSED_PATCH):
-                    self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped",
-                                 rule=decision.rule, reason=decision.reason, template=template)
+                    self.rec.note(step_id, name, "skipped", key=f"{attempt_key}/skipped",
+                                  rule=decision.rule, reason=decision.reason, template=template)
                     return Clearance.SUPPRESSED
                 at = decision.retry_at or now + timedelta(days=1)
                 rule, reason = decision.rule, decision.reason
@@ -190,12 +186,14 @@ class CaseContacts:
                         step_id, name, attempt_key, template):
                     return Clearance.SUPPRESSED
                 return Clearance.CLEAR
+            refused = None  # the window closed meanwhile: asked again at its next opening
             deferrals += 1
+            self._deferrals[attempt_key] = deferrals
             local_at = compliance.local(at, s.loan.timezone)
-            self._record(step_id, name, "deferred", key=f"{attempt_key}/deferred/{deferrals}",
-                         rule=rule or pack.window_rule,
-                         reason=f"{reason}; deferred to {local_at:%Y-%m-%d %H:%M} local",
-                         template=template)
+            self.rec.note(step_id, name, "deferred", key=f"{attempt_key}/deferred/{deferrals}",
+                          rule=rule or pack.window_rule,
+                          reason=f"{reason}; deferred to {local_at:%Y-%m-%d %H:%M} local",
+                          template=template)
             if not caps:
                 await sleep_until(case, at, lambda: False)
                 continue
@@ -206,8 +204,8 @@ class CaseContacts:
 
             await sleep_until(case, at, moved_on)
             if s.active and s.paused_by is not None and paused_before is None:
-                self._record(step_id, name, "skipped", key=f"{attempt_key}/paused",
-                             rule=PAUSED_RULE, reason=f"ladder paused by {s.paused_by}")
+                self.rec.note(step_id, name, "skipped", key=f"{attempt_key}/paused",
+                              rule=PAUSED_RULE, reason=f"ladder paused by {s.paused_by}")
                 return Clearance.MOVED_ON
 
     async def _notice_suppressed(self, step_id: str, name: str, attempt_key: str,
@@ -225,8 +223,8 @@ class CaseContacts:
         ))
         if not decision.suppressed:
             return False
-        self._record(step_id, name, "skipped", key=f"{attempt_key}/skipped", rule=decision.rule,
-                     reason=decision.reason, template=template)
+        self.rec.note(step_id, name, "skipped", key=f"{attempt_key}/skipped", rule=decision.rule,
+                      reason=decision.reason, template=template)
         return True
 
     async def validation_notice_first(self) -> None:
@@ -249,31 +247,41 @@ class CaseContacts:
                                          refused=False)
         if template != "validation_notice":
             await self.validation_notice_first()
-        clearance = await self.clear_to_contact(step_id, name, attempt_key, template, caps=caps)
-        if clearance is Clearance.SUPPRESSED:
-            return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
-                                         refused=False)
-        if clearance is not Clearance.CLEAR:
-            return False
         spec = channel(name)
-        if spec.activity is None:
-            raise LookupError(f"channel {name!r} has no send activity")
-        result = await self.effects.send(
-            spec.activity,
-            SendInput(
-                outbox_key=attempt_key, loan_id=s.loan.loan_id, channel=name,
-                to=addresses.address(s.loan, name), template=template,
-                locale=s.loan.locale, context=self._template_context(extra or {}),
-                contact_key=attempt_key, borrower_ref=s.loan.borrower_ref,
-                window=self._send_window(attempt_key),
-            ),
-            timedelta(seconds=s.policy.settings.send_timeout_seconds),
-        )
+        refused: ContactDecision | None = None
+        while True:
+            clearance = await self.clear_to_contact(step_id, name, attempt_key, template,
+                                                    caps=caps, refused=refused)
+            if clearance is Clearance.SUPPRESSED:
+                return await self._fall_back(step, name, template, key_base=key_base,
+                                             extra=extra, refused=False)
+            if clearance is not Clearance.CLEAR:
+                return False
+            if spec.activity is None:
+                raise LookupError(f"channel {name!r} has no send activity")
+            # Since CARRY_PATCH the record of a message sent goes with it (not for channels
+            # whose acceptance is not yet the contact: their record waits for the follow-up).
+            on_sent = (self.rec.sent(step_id, name, template, attempt_key)
+                       if self.case.carry and not spec.follow_up else None)
+            result = await self.effects.send(
+                spec.activity,
+                SendInput(
+                    outbox_key=attempt_key, loan_id=s.loan.loan_id, channel=name,
+                    to=addresses.address(s.loan, name), template=template,
+                    locale=s.loan.locale, context=self._template_context(extra or {}),
+                    contact_key=attempt_key, borrower_ref=s.loan.borrower_ref,
+                    window=self._send_window(attempt_key),
+                    on_sent=on_sent[1] if on_sent is not None else None,
+                ),
+                timedelta(seconds=s.policy.settings.send_timeout_seconds),
+            )
+            if result.status != NOT_RESERVED:
+                break
+            refused = result.decision  # deferred as if asked before the send
         if (result.status == OUTSIDE_WINDOW
                 and self.case.runtime.patched(SEND_WINDOW_PATCH)):
             return await self._reopened(step, step_id, name, template, attempt_key,
                                         key_base=key_base, extra=extra, caps=caps)
-        pack = s.policy.rule_pack.name
         if result.status == "sent":
             s.sent_messages[attempt_key] = SentMessage(
                 step_id=step.id if step else "", channel=name, template=template,
@@ -284,13 +292,17 @@ class CaseContacts:
                                            key_base=key_base, extra=extra)
         if result.status == "sent":
             s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
-            self._record(step_id, name, "sent", key=attempt_key,
-                         rule=f"{pack}.window_and_caps", template=template, outcome="sent",
-                         reason=f"{template} sent within the {pack} window and caps")
+            if on_sent is None:
+                staged, batch = self.rec.sent(step_id, name, template, attempt_key)
+                self.case.note(staged)
+                self.effects.contact_decided(batch.contacts[0])
+            else:
+                self.case.happened(on_sent[0])
+                self.effects.sent_records(on_sent[1])
             return True
         reason = f"provider refused: {result.error_code}"
-        self._record(step_id, name, "failed", key=attempt_key, rule=PROVIDER_REFUSED_RULE,
-                     template=template, outcome="failed", reason=reason)
+        self.rec.note(step_id, name, "failed", key=attempt_key, rule=PROVIDER_REFUSED_RULE,
+                      template=template, outcome="failed", reason=reason)
         s.mark_unusable(spec.address_field, reason)
         return await self._fall_back(step, name, template, key_base=key_base, extra=extra,
                                      refused=True)
@@ -312,10 +324,10 @@ class CaseContacts:
         (SEND_WINDOW_PATCH): the reservation is withdrawn, and the message is contacted again
         under a key of its own, cleared anew (the next opening, that day's caps)."""
         rule = self.case.s.policy.rule_pack.window_rule
-        self._record(step_id, name, "withdrawn", key=attempt_key, rule=rule, template=template,
-                     reason="not sent: the window had closed when the send would have gone out "
-                            "(after provider retries); contacted again from the next opening, "
-                            "if the case still calls for it")
+        self.rec.note(step_id, name, "withdrawn", key=attempt_key, rule=rule, template=template,
+                      reason="not sent: the window had closed when the send would have gone out "
+                             "(after provider retries); contacted again from the next opening, "
+                             "if the case still calls for it")
         base = f"{key_base or step_id}/{REOPENED}"
         return await self.contact(step, name, template, key_base=base, extra=extra, caps=caps)
 
@@ -357,8 +369,8 @@ class CaseContacts:
         if key in s.sent_messages:
             return
         if s.paused_by is not None:
-            self._record(step.id, to, "skipped", key=f"{key}/paused", rule=PAUSED_RULE,
-                         reason=f"ladder paused by {s.paused_by}")
+            self.rec.note(step.id, to, "skipped", key=f"{key}/paused", rule=PAUSED_RULE,
+                          reason=f"ladder paused by {s.paused_by}")
             return
         await self._fall_back(step, sent.channel, sent.template, key_base=None,
                               extra=sent.extra or None, refused=True)
@@ -378,10 +390,10 @@ class CaseContacts:
             outcome = checked.outcome if checked is not None else "unanswered"
             detail = checked.detail if checked is not None else "no call status in time"
             s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
-            self._record(step_id, name, "sent", key=attempt_key, rule=f"{pack}.window_and_caps",
-                         template=template, outcome=outcome,
-                         reason=f"{template} call {outcome} ({detail}), within the {pack} "
-                                f"window and caps")
+            self.rec.note(step_id, name, "sent", key=attempt_key, rule=f"{pack}.window_and_caps",
+                          template=template, outcome=outcome,
+                          reason=f"{template} call {outcome} ({detail}), within the {pack} "
+                                 f"window and caps")
             self.case.event("call_outcome", f"{name} reminder {outcome}: {detail}",
                             rule=f"{pack}.window_and_caps",
                             detail={"step": step_id, "channel": name, "outcome": outcome,
@@ -390,10 +402,10 @@ class CaseContacts:
         checked = await self.follow_ups.await_confirmation(step, step_id, spec, result, attempt_key)
         if checked.state == "delivered":
             s.contact_counts[name] = s.contact_counts.get(name, 0) + 1
-            self._record(step_id, name, "sent", key=attempt_key, rule=f"{pack}.window_and_caps",
-                         template=template, outcome="sent",
-                         reason=f"{template} sent after staff confirmation, within the {pack} "
-                                f"window and caps")
+            self.rec.note(step_id, name, "sent", key=attempt_key, rule=f"{pack}.window_and_caps",
+                          template=template, outcome="sent",
+                          reason=f"{template} sent after staff confirmation, within the {pack} "
+                                 f"window and caps")
             return True
         not_contact = checked.detail.startswith("wecom_84061")
         rule = PROVIDER_REFUSED_RULE if not_contact else UNCONFIRMED_RULE
@@ -402,8 +414,8 @@ class CaseContacts:
         withdrawn_rule = self.follow_ups.withdrawn_rule  # follow_ups.WITHDRAW_PATCH
         if withdrawn_rule is not None:
             rule, reason = withdrawn_rule, checked.detail
-        self._record(step_id, name, "failed", key=attempt_key, rule=rule, template=template,
-                     outcome="failed", reason=reason)
+        self.rec.note(step_id, name, "failed", key=attempt_key, rule=rule, template=template,
+                      outcome="failed", reason=reason)
         if not_contact:
             s.mark_unusable(spec.address_field, reason)
         if not s.active or withdrawn_rule is not None:

@@ -7,8 +7,9 @@ given. `DurableEffects` runs activities by the names in `contracts/activity_io.p
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -31,12 +32,15 @@ with workflow.unsafe.imports_passed_through():
         SendInput,
         SendResult,
         TaskClose,
+        TaskCreated,
         TaskInput,
     )
     from workflows.behaviour_effects import BehaviourEffects
+    from workflows.carried_writes import PROVISIONAL, Carrier
     from workflows.case_state import CaseData
     from workflows.simulation import SimulatedEffects
 
+T = TypeVar("T")
 DB_OPTIONS: dict[str, Any] = {
     # Short: a write lost with a killed worker is retried after this long.
     "start_to_close_timeout": timedelta(seconds=10),
@@ -79,17 +83,36 @@ class CaseEffects(Protocol):
     # False: nothing the recorder would write goes anywhere (a simulation), so it builds no batch.
     writes_records: bool
 
-    async def reserve_contact(self, req: ContactRequest) -> ContactDecision: ...
+    async def reserve_contact(self, req: ContactRequest, *,
+                              immediate: bool = False) -> ContactDecision:
+        """The caps' answer; with writes carried (carry_with) and not `immediate`, a provisional
+        one, the reservation going with the send or task of the same key."""
+        ...
 
     def contact_decided(self, rec: ContactRecord) -> None: ...
 
+    def sent_records(self, batch: RecordBatch) -> None:
+        """A send went out: what was staged to go with it (SendInput.on_sent) is written, or is
+        now pending where the send did not write it."""
+        ...
+
     def contacts_pending(self) -> bool: ...
+
+    def take_contacts(self) -> list[ContactRecord]: ...
+
+    def restore_contacts(self, contacts: list[ContactRecord]) -> None: ...
+
+    def carry_with(self, carrier: Carrier) -> None:
+        """From now on the pending writes travel with the actions (workflows/carried_writes.py)."""
+        ...
 
     async def send(self, activity: str, inp: SendInput, send_timeout: timedelta) -> SendResult: ...
 
     async def follow_up(self, activity: str, inp: FollowUpInput) -> FollowUpResult: ...
 
-    async def create_task(self, inp: TaskInput) -> None: ...
+    async def create_task(self, inp: TaskInput) -> TaskCreated | None:
+        """None where nothing is created (a simulation) or the answer was not asked for."""
+        ...
 
     async def close_task(self, inp: TaskClose) -> None: ...
 
@@ -126,23 +149,66 @@ class DurableEffects:
 
     def __init__(self) -> None:
         self._contacts: list[ContactRecord] = []
+        self._carrier: Carrier | None = None
+        self._reservations: dict[str, ContactRequest] = {}  # key -> to go with its action
 
-    async def reserve_contact(self, req: ContactRequest) -> ContactDecision:
+    async def reserve_contact(self, req: ContactRequest, *,
+                              immediate: bool = False) -> ContactDecision:
+        if self._carrier is not None and not immediate and not req.check_only:
+            self._reservations[req.key] = req
+            return PROVISIONAL
         decision: ContactDecision = await run_db(RESERVE_CONTACT, req, result_type=ContactDecision)
         return decision
 
     def contact_decided(self, rec: ContactRecord) -> None:
         self._contacts.append(rec)
 
+    def sent_records(self, batch: RecordBatch) -> None:
+        return None  # the send activity wrote them
+
     def contacts_pending(self) -> bool:
         return bool(self._contacts)
 
-    async def send(self, activity: str, inp: SendInput, send_timeout: timedelta) -> SendResult:
-        result: SendResult = await workflow.execute_activity(
-            activity, inp, result_type=SendResult, start_to_close_timeout=send_timeout,
-            retry_policy=SEND_RETRY,
-        )
+    def take_contacts(self) -> list[ContactRecord]:
+        contacts, self._contacts = self._contacts, []
+        return contacts
+
+    def restore_contacts(self, contacts: list[ContactRecord]) -> None:
+        self._contacts[:0] = contacts
+
+    def carry_with(self, carrier: Carrier) -> None:
+        self._carrier = carrier
+
+    async def _carrying(self, inp: SendInput | TaskInput | TaskClose | LegalInput,
+                        run: Callable[[], Awaitable[T]]) -> T:
+        """Run one action with the pending writes in its input: pending again if it fails, the
+        search attributes brought up to date once they are written."""
+        carrier = self._carrier
+        if carrier is None:
+            return await run()
+        batch = carrier.take()
+        inp.records = batch
+        try:
+            result = await run()
+        except BaseException:
+            carrier.restore(batch)
+            raise
+        if batch is not None:
+            carrier.written()
         return result
+
+    async def send(self, activity: str, inp: SendInput, send_timeout: timedelta) -> SendResult:
+        if self._carrier is not None:
+            inp.reserve = self._reservations.pop(inp.outbox_key, None)
+
+        async def run() -> SendResult:
+            result: SendResult = await workflow.execute_activity(
+                activity, inp, result_type=SendResult, start_to_close_timeout=send_timeout,
+                retry_policy=SEND_RETRY,
+            )
+            return result
+
+        return await self._carrying(inp, run)
 
     async def follow_up(self, activity: str, inp: FollowUpInput) -> FollowUpResult:
         result: FollowUpResult = await workflow.execute_activity(
@@ -152,14 +218,23 @@ class DurableEffects:
         )
         return result
 
-    async def create_task(self, inp: TaskInput) -> None:
-        await run_db(CREATE_TASK, inp)
+    async def create_task(self, inp: TaskInput) -> TaskCreated | None:
+        if self._carrier is None:
+            await run_db(CREATE_TASK, inp)
+            return None
+        inp.reserve = self._reservations.pop(inp.task_key, None)
+
+        async def run() -> TaskCreated:
+            created: TaskCreated = await run_db(CREATE_TASK, inp, result_type=TaskCreated)
+            return created
+
+        return await self._carrying(inp, run)
 
     async def close_task(self, inp: TaskClose) -> None:
-        await run_db(CLOSE_TASK, inp)
+        await self._carrying(inp, lambda: run_db(CLOSE_TASK, inp))
 
     async def record_legal_action(self, inp: LegalInput) -> None:
-        await run_db(RECORD_LEGAL_ACTION, inp)
+        await self._carrying(inp, lambda: run_db(RECORD_LEGAL_ACTION, inp))
 
     async def add_contacts(self, batch: RecordBatch) -> None:
         contacts, self._contacts = self._contacts, []

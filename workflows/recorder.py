@@ -48,7 +48,7 @@ class Recorder:
         s = self.case.s
         return bool(s.pending_events or s.pending_payments or s.pending_stage_changes
                     or s.pending_unapplied or self.effects.contacts_pending()
-                    or s.snapshot_dirty)
+                    or s.snapshot_dirty or (self.case.carry and s.pending_placements))
 
     async def run(self) -> None:
         s = self.case.s
@@ -58,6 +58,16 @@ class Recorder:
                 return
             if not self.effects.writes_records:
                 self._discard()
+                continue
+            if self.case.carry:
+                # What no action took before the case waited (workflows/carried_writes.py).
+                taken = self.take()
+                try:
+                    await self.effects.write_records(taken or RecordBatch())
+                except BaseException:
+                    self.restore(taken)
+                    raise
+                self.written()
                 continue
             batch = RecordBatch(case=self.snapshot(), events=s.pending_events[:],
                                 payments=s.pending_payments[:],
@@ -80,7 +90,42 @@ class Recorder:
         for pending in (s.pending_events, s.pending_payments, s.pending_stage_changes,
                         s.pending_unapplied):
             pending.clear()
+        if self.case.carry:
+            s.pending_placements.clear()
         self._search_attributes["dpd"] = self.case.dpd()
+
+    # ------------------------------------------ the Carrier (workflows/carried_writes.py)
+
+    def take(self) -> RecordBatch | None:
+        if not self.has_pending():
+            return None
+        s = self.case.s
+        batch = RecordBatch(case=self.snapshot(), events=s.pending_events[:],
+                            payments=s.pending_payments[:],
+                            stage_changes=s.pending_stage_changes[:],
+                            unapplied=s.pending_unapplied[:],
+                            contacts=self.effects.take_contacts(),
+                            placements=s.pending_placements[:])
+        s.snapshot_dirty = False
+        for pending in (s.pending_events, s.pending_payments, s.pending_stage_changes,
+                        s.pending_unapplied, s.pending_placements):
+            pending.clear()
+        return batch
+
+    def restore(self, batch: RecordBatch | None) -> None:
+        if batch is None:
+            return
+        s = self.case.s
+        s.pending_events[:0] = batch.events
+        s.pending_payments[:0] = batch.payments
+        s.pending_stage_changes[:0] = batch.stage_changes
+        s.pending_unapplied[:0] = batch.unapplied
+        s.pending_placements[:0] = batch.placements
+        self.effects.restore_contacts(batch.contacts)
+        s.snapshot_dirty = True
+
+    def written(self) -> None:
+        self._upsert_search_attributes()
 
     def snapshot(self) -> CaseSnapshot:
         case, s = self.case, self.case.s

@@ -91,14 +91,28 @@ class SimulatedEffects:
     def __init__(self, attempts: list[SimulatedAttempt]) -> None:
         self._attempts = attempts  # the case state's own list, so it survives continue-as-new
 
-    async def reserve_contact(self, req: ContactRequest) -> ContactDecision:
+    async def reserve_contact(self, req: ContactRequest, *,
+                              immediate: bool = False) -> ContactDecision:
         return reserve(self._attempts, req)
 
     def contact_decided(self, rec: ContactRecord) -> None:
         record(self._attempts, rec)
 
+    def sent_records(self, batch: RecordBatch) -> None:
+        for rec in batch.contacts:
+            record(self._attempts, rec)
+
     def contacts_pending(self) -> bool:
         return False  # applied at once: there is nothing to write
+
+    def take_contacts(self) -> list[ContactRecord]:
+        return []
+
+    def restore_contacts(self, contacts: list[ContactRecord]) -> None:
+        return None
+
+    def carry_with(self, carrier: Any) -> None:
+        return None  # nothing is written, so nothing travels
 
     async def send(self, activity: str, inp: SendInput, send_timeout: timedelta) -> SendResult:
         return SendResult(status="sent")
@@ -113,7 +127,7 @@ class SimulatedEffects:
         return FollowUpResult("delivered", "sent", "simulated")
 
     async def create_task(self, inp: TaskInput) -> None:
-        return None
+        return None  # no answer: the caps' reservation was made at once
 
     async def close_task(self, inp: TaskClose) -> None:
         return None

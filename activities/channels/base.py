@@ -25,8 +25,10 @@ from activities.channels.outbox import (
     body_hash,
 )
 from activities.channels.send_window import outside_window
+from activities.database.carried import CarriedWrites
 from activities.templates import LinkBuilder, RenderedMessage, render
 from contracts.activity_io import (
+    NOT_RESERVED,
     OUTSIDE_WINDOW,
     FollowUpInput,
     FollowUpResult,
@@ -133,13 +135,31 @@ BORROWER_ERASED = "borrower_erased"
 
 
 def send_activity(adapter: ChannelAdapter, outbox: Outbox, links: LinkBuilder,
-                  vault: VaultLookup | None = None) -> SendActivity:
-    """The adapter's send as a Temporal activity, named by its row in the channel table."""
+                  vault: VaultLookup | None = None,
+                  carried: CarriedWrites | None = None) -> SendActivity:
+    """The adapter's send as a Temporal activity, named by its row in the channel table. With
+    `carried`, a send that carries the case's writes (SendInput.records, reserve, on_sent)
+    commits them around the provider call."""
     name = adapter.spec.activity
     if name is None:
         raise ValueError(f"channel {adapter.channel!r} has no send activity in the channel table")
 
     async def send(inp: SendInput) -> SendResult:
+        carries = inp.records is not None or inp.reserve is not None or inp.on_sent is not None
+        if not carries:
+            return await send_only(inp)
+        if carried is None:
+            raise RuntimeError("a send that carries writes, and this worker has no database")
+        decision = await carried.before(inp.records, inp.reserve)
+        if decision is not None and not decision.allowed:
+            return SendResult(status=NOT_RESERVED, decision=decision)
+        result = await send_only(inp)
+        if result.status == "sent":
+            await carried.after(inp.on_sent)
+        result.decision = decision
+        return result
+
+    async def send_only(inp: SendInput) -> SendResult:
         if inp.borrower_ref:  # issue 18: the address is read from the vault now, not carried
             if vault is None:  # a worker without the vault's keys: retried once it has them
                 raise RuntimeError("a vault-shaped send, and this worker has no vault keys")

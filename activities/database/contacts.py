@@ -72,94 +72,105 @@ async def write_contact(conn: asyncpg.Connection, rec: ContactRecord) -> list[De
     return await link_early_reports(conn, rec.key, provider_id)
 
 
+async def reserve(conn: asyncpg.Connection, req: ContactRequest) -> ContactDecision:
+    """The reservation, in the caller's transaction: under one advisory lock per borrower, the
+    caps checked against every contact made to that borrower and, if it is allowed (and not
+    only a check), the attempt written. A retry of a reservation that went through gets its
+    earlier answer."""
+    lookback = max((c.period_days for c in req.rule_pack.caps), default=1)
+    lookback = max(lookback, req.rule_pack.post_conversation_quiet_days) + 1
+    # The case's lock first, as every write of its case takes it (011_case_write_lock.sql), then
+    # the borrower's.
+    await conn.execute("SELECT case_write_lock($1)", req.loan_id)
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                       req.borrower_key)
+    earlier = None if req.check_only else await conn.fetchrow(
+        "SELECT decision, rule, reason FROM contacts WHERE idempotency_key = $1", req.key
+    )
+    if earlier is not None:  # a retry of a reservation that went through
+        return ContactDecision(
+            allowed=earlier["decision"] == ATTEMPT,
+            rule=earlier["rule"],
+            reason=earlier["reason"] or "",
+            retry_at=None,
+        )
+    # An opt-out or a suppressed address (the webhooks write them, keyed by the hashed
+    # address, so they hold across every loan of that number or address) comes first.
+    suppressed = await conn.fetchrow(
+        """
+        SELECT rule, reason FROM contact_suppressions
+        WHERE contact_key = $1 AND channel = $2 AND lifted_at IS NULL
+        ORDER BY created_at LIMIT 1
+        """,
+        req.contact_key, req.channel,
+    )
+    if suppressed is not None:
+        return ContactDecision(allowed=False, rule=suppressed["rule"],
+                               reason=suppressed["reason"], retry_at=None,
+                               suppressed=True)
+    rows = await conn.fetch(
+        """
+        SELECT occurred_at, channel, loan_id, contact_key, outcome FROM contacts
+        WHERE borrower_key = $1 AND decision = ANY($2::text[]) AND occurred_at > $3
+            AND idempotency_key IS DISTINCT FROM $4
+        """,
+        req.borrower_key, MADE, req.at - timedelta(days=lookback), req.exclude_key,
+    )
+    attempts = [
+        compliance.Attempt(
+            at=r["occurred_at"],
+            channel=r["channel"],
+            loan_id=r["loan_id"],
+            contact_key=r["contact_key"],
+            outcome=_outcome_for_caps(r["outcome"]),
+        )
+        for r in rows
+    ]
+    decision = compliance.evaluate_caps(
+        req.rule_pack,
+        channel=req.channel,
+        at=req.at,
+        tz=req.timezone,
+        loan_id=req.loan_id,
+        contact_key=req.contact_key,
+        attempts=attempts,
+    )
+    caps_left = compliance.caps_left(
+        req.rule_pack, channel=req.channel, at=req.at, tz=req.timezone,
+        loan_id=req.loan_id, contact_key=req.contact_key, attempts=attempts,
+    )
+    if decision.allowed and not req.check_only:
+        caps_left = {cap: max(0, n - 1) for cap, n in caps_left.items()}
+        local_date = compliance.local(req.at, req.timezone).date()
+        await conn.execute(
+            """
+            INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key,
+                channel, step_id, stage, template, decision, rule, reason, outcome,
+                occurred_at, local_date)
+            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'pending',$12,$13)
+            """,
+            req.key, req.loan_id, req.borrower_key, req.contact_key, req.channel,
+            req.step_id, req.stage, req.template, ATTEMPT,
+            decision.rule or f"{req.rule_pack.name}.window_and_caps",
+            decision.reason, req.at, local_date,
+        )
+    return ContactDecision(
+        allowed=decision.allowed,
+        rule=decision.rule,
+        reason=decision.reason,
+        retry_at=decision.retry_at,
+        caps_left=caps_left,
+    )
+
+
 class ContactActivities:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
     @activity.defn(name=RESERVE_CONTACT)
     async def reserve_contact(self, req: ContactRequest) -> ContactDecision:
-        lookback = max((c.period_days for c in req.rule_pack.caps), default=1)
-        lookback = max(lookback, req.rule_pack.post_conversation_quiet_days) + 1
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               req.borrower_key)
-            earlier = None if req.check_only else await conn.fetchrow(
-                "SELECT decision, rule, reason FROM contacts WHERE idempotency_key = $1", req.key
-            )
-            if earlier is not None:  # a retry of a reservation that went through
-                return ContactDecision(
-                    allowed=earlier["decision"] == ATTEMPT,
-                    rule=earlier["rule"],
-                    reason=earlier["reason"] or "",
-                    retry_at=None,
-                )
-            # An opt-out or a suppressed address (the webhooks write them, keyed by the hashed
-            # address, so they hold across every loan of that number or address) comes first.
-            suppressed = await conn.fetchrow(
-                """
-                SELECT rule, reason FROM contact_suppressions
-                WHERE contact_key = $1 AND channel = $2 AND lifted_at IS NULL
-                ORDER BY created_at LIMIT 1
-                """,
-                req.contact_key, req.channel,
-            )
-            if suppressed is not None:
-                return ContactDecision(allowed=False, rule=suppressed["rule"],
-                                       reason=suppressed["reason"], retry_at=None,
-                                       suppressed=True)
-            rows = await conn.fetch(
-                """
-                SELECT occurred_at, channel, loan_id, contact_key, outcome FROM contacts
-                WHERE borrower_key = $1 AND decision = ANY($2::text[]) AND occurred_at > $3
-                    AND idempotency_key IS DISTINCT FROM $4
-                """,
-                req.borrower_key, MADE, req.at - timedelta(days=lookback), req.exclude_key,
-            )
-            attempts = [
-                compliance.Attempt(
-                    at=r["occurred_at"],
-                    channel=r["channel"],
-                    loan_id=r["loan_id"],
-                    contact_key=r["contact_key"],
-                    outcome=_outcome_for_caps(r["outcome"]),
-                )
-                for r in rows
-            ]
-            decision = compliance.evaluate_caps(
-                req.rule_pack,
-                channel=req.channel,
-                at=req.at,
-                tz=req.timezone,
-                loan_id=req.loan_id,
-                contact_key=req.contact_key,
-                attempts=attempts,
-            )
-            caps_left = compliance.caps_left(
-                req.rule_pack, channel=req.channel, at=req.at, tz=req.timezone,
-                loan_id=req.loan_id, contact_key=req.contact_key, attempts=attempts,
-            )
-            if decision.allowed and not req.check_only:
-                caps_left = {cap: max(0, n - 1) for cap, n in caps_left.items()}
-                local_date = compliance.local(req.at, req.timezone).date()
-                await conn.execute(
-                    """
-                    INSERT INTO contacts (idempotency_key, loan_id, borrower_key, contact_key,
-                        channel, step_id, stage, template, decision, rule, reason, outcome,
-                        occurred_at, local_date)
-                    VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,'pending',$12,$13)
-                    """,
-                    req.key, req.loan_id, req.borrower_key, req.contact_key, req.channel,
-                    req.step_id, req.stage, req.template, ATTEMPT,
-                    decision.rule or f"{req.rule_pack.name}.window_and_caps",
-                    decision.reason, req.at, local_date,
-                )
-            return ContactDecision(
-                allowed=decision.allowed,
-                rule=decision.rule,
-                reason=decision.reason,
-                retry_at=decision.retry_at,
-                caps_left=caps_left,
-            )
+            return await reserve(conn, req)
 
     @activity.defn(name=RECORD_CONTACT)
     async def record_contact(self, rec: ContactRecord) -> None:

@@ -1,4 +1,8 @@
-"""The work queue agents and dialers read: calls and field visits, each with a deadline."""
+"""The work queue agents and dialers read: calls and field visits, each with a deadline.
+
+Since workflows/carried_writes.py's patch a task carries the case's writes and its reservation
+under the caps, committed with it in one transaction.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,11 @@ import json
 import asyncpg
 from temporalio import activity
 
-from contracts.activity_io import CLOSE_TASK, CREATE_TASK, TaskClose, TaskInput
+from activities.database.contacts import reserve
+from activities.database.delivery_status import tell_own_case
+from activities.database.records import write_batch
+from contracts.activity_io import CLOSE_TASK, CREATE_TASK, TaskClose, TaskCreated, TaskInput
+from contracts.messages import DeliveryReport
 
 
 class TaskActivities:
@@ -15,30 +23,48 @@ class TaskActivities:
         self.pool = pool
 
     @activity.defn(name=CREATE_TASK)
-    async def create_task(self, task: TaskInput) -> bool:
-        status = await self.pool.execute(
-            """
-            INSERT INTO tasks (task_key, loan_id, workflow_id, kind, step_id, priority, due_by,
-                created_at, rule_pack, timezone, window_start, window_end, work_windows,
-                caps_left)
-            VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::jsonb,$14::jsonb)
-            ON CONFLICT (task_key) DO NOTHING
-            """,
-            task.task_key, task.loan_id, task.workflow_id, task.kind, task.step_id, task.priority,
-            task.due_by, task.created_at, task.rule_pack or None, task.timezone or None,
-            task.window_start or None, task.window_end or None, json.dumps(task.work_windows),
-            json.dumps(task.caps_left),
-        )
-        return status.endswith(" 1")
+    async def create_task(self, task: TaskInput) -> TaskCreated:
+        decision = None
+        reports: list[DeliveryReport] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            if task.records is not None:
+                reports += (await write_batch(conn, task.records))[1]
+            if task.reserve is not None:
+                decision = await reserve(conn, task.reserve)
+                if not decision.allowed:
+                    return TaskCreated(created=False, decision=decision)
+                task.caps_left = decision.caps_left or task.caps_left
+            await conn.execute(
+                """
+                INSERT INTO tasks (task_key, loan_id, workflow_id, kind, step_id, priority,
+                    due_by, created_at, rule_pack, timezone, window_start, window_end,
+                    work_windows, caps_left)
+                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::jsonb,$14::jsonb)
+                ON CONFLICT (task_key) DO NOTHING
+                """,
+                task.task_key, task.loan_id, task.workflow_id, task.kind, task.step_id,
+                task.priority, task.due_by, task.created_at, task.rule_pack or None,
+                task.timezone or None, task.window_start or None, task.window_end or None,
+                json.dumps(task.work_windows), json.dumps(task.caps_left),
+            )
+            if task.on_created is not None:
+                reports += (await write_batch(conn, task.on_created))[1]
+        await tell_own_case(reports)
+        return TaskCreated(created=True, decision=decision)
 
     @activity.defn(name=CLOSE_TASK)
     async def close_task(self, close: TaskClose) -> None:
-        await self.pool.execute(
-            """
-            UPDATE tasks SET status = $2, outcome = $3, agent = $4, note = $5, completed_at = $6,
-                reason = $7, contacted_at = $8, breach_rule = $9
-            WHERE task_key = $1 AND status = 'open'
-            """,
-            close.task_key, close.status, close.outcome, close.agent, close.note,
-            close.completed_at, close.reason, close.contacted_at, close.breach_rule,
-        )
+        reports: list[DeliveryReport] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
+                UPDATE tasks SET status = $2, outcome = $3, agent = $4, note = $5,
+                    completed_at = $6, reason = $7, contacted_at = $8, breach_rule = $9
+                WHERE task_key = $1 AND status = 'open'
+                """,
+                close.task_key, close.status, close.outcome, close.agent, close.note,
+                close.completed_at, close.reason, close.contacted_at, close.breach_rule,
+            )
+            if close.records is not None:
+                reports += (await write_batch(conn, close.records))[1]
+        await tell_own_case(reports)
