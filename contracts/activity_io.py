@@ -11,10 +11,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from contracts.agency import PlacementRecord
+
 # The send activities' names belong to the channel table; re-exported for the callers of old.
 from contracts.channels import SEND_EMAIL as SEND_EMAIL
 from contracts.channels import SEND_SMS as SEND_SMS
-from contracts.agency import PlacementRecord
 from contracts.policy import RulePack
 
 RESOLVE_POLICY = "resolve_policy"

@@ -197,10 +197,16 @@ def _header_problems(header: list[str]) -> list[str]:
         problems.append(f"missing required columns: {', '.join(missing)}")
     unknown = [c for c in header if c not in ALL_COLUMNS]
     if unknown:
-        named = [repr(c) for c in unknown if _COLUMN_LIKE.fullmatch(c)][:10]
+        # A header cell that cannot be a column name is data (a row of loans where the header
+        # should be, or cells shifted into it); then a name-like cell beside it may be a
+        # borrower's name: nothing of that row is quoted.
+        holds_data = any(not _COLUMN_LIKE.fullmatch(c) for c in unknown)
+        named = [] if holds_data else [repr(c) for c in unknown][:10]
         others = len(unknown) - len(named)
-        if others:  # a cell of data in the header row, say: never quoted
-            named.append(f"{others} not shown (not a column name)")
+        if holds_data:
+            named.append(f"{others} not shown (the header row holds data, so none is quoted)")
+        elif others:
+            named.append(f"{others} more")
         problems.append(f"unknown columns: {', '.join(named)}; allowed are "
                         f"{', '.join(ALL_COLUMNS)}")
     duplicated = sorted({c for c in header if header.count(c) > 1 and c in ALL_COLUMNS})

@@ -124,7 +124,8 @@ def test_unknown_columns_never_list_data(tmp_path: Path) -> None:
     path = write(tmp_path, "loans.csv", f"{HEADER},Zhang Wei,+8613800138000,notes", ROW + ",,,")
     (error,) = load_loan_file(path).errors
     assert str(error) == (
-        "line 1: unknown columns: 'notes', 2 not shown (not a column name); allowed are "
+        "line 1: unknown columns: 3 not shown (the header row holds data, so none is quoted); "
+        "allowed are "
         "loan_id, borrower_name, phone, email, locale, timezone, currency, amount_overdue, "
         "due_date, product, risk_grade, lender, borrower_id, interest, fees, policy, jurisdiction, "
         "wecom_external_userid, prerecorded_call_consent")
