@@ -172,10 +172,6 @@ class RecordBatch:
     # `record_placement` each).
     placements: list[PlacementRecord] = field(default_factory=list)
 
-    def empty(self) -> bool:
-        return not (self.case or self.events or self.payments or self.stage_changes
-                    or self.contacts or self.unapplied or self.placements)
-
 
 @dataclass
 class RecordResult:

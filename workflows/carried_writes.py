@@ -25,10 +25,13 @@ from typing import Protocol
 from contracts.activity_io import ContactDecision, RecordBatch
 
 CARRY_PATCH = "writes-travel-with-actions"
-# The answer a reservation gets when it is to travel with its send or task: the caps' answer
-# comes back with that activity's result.
-PROVISIONAL = ContactDecision(allowed=True, rule=None, reason="reserved with its action",
-                              retry_at=None)
+
+
+def provisional() -> ContactDecision:
+    """The answer a reservation gets when it is to travel with its send or task: the caps' answer
+    comes back with that activity's result."""
+    return ContactDecision(allowed=True, rule=None, reason="reserved with its action",
+                           retry_at=None)
 
 
 class Carrier(Protocol):

@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         TaskInput,
     )
     from workflows.behaviour_effects import BehaviourEffects
-    from workflows.carried_writes import PROVISIONAL, Carrier
+    from workflows.carried_writes import Carrier, provisional
     from workflows.case_state import CaseData
     from workflows.simulation import SimulatedEffects
 
@@ -156,7 +156,7 @@ class DurableEffects:
                               immediate: bool = False) -> ContactDecision:
         if self._carrier is not None and not immediate and not req.check_only:
             self._reservations[req.key] = req
-            return PROVISIONAL
+            return provisional()
         decision: ContactDecision = await run_db(RESERVE_CONTACT, req, result_type=ContactDecision)
         return decision
 

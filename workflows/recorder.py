@@ -62,8 +62,10 @@ class Recorder:
             if self.case.carry:
                 # What no action took before the case waited (workflows/carried_writes.py).
                 taken = self.take()
+                if taken is None:
+                    continue
                 try:
-                    await self.effects.write_records(taken or RecordBatch())
+                    await self.effects.write_records(taken)
                 except BaseException:
                     self.restore(taken)
                     raise

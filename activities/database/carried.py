@@ -8,7 +8,7 @@ import asyncpg
 
 from activities.database.contacts import reserve
 from activities.database.delivery_status import tell_own_case
-from activities.database.records import write_batch
+from activities.database.records import write_carried
 from contracts.activity_io import ContactDecision, ContactRequest, RecordBatch
 
 
@@ -24,7 +24,7 @@ class CarriedWrites:
         if records is None and req is None:
             return None
         async with self.pool.acquire() as conn, conn.transaction():
-            reports = (await write_batch(conn, records))[1] if records is not None else []
+            reports = await write_carried(conn, records)
             decision = await reserve(conn, req) if req is not None else None
         await tell_own_case(reports)
         return decision
@@ -33,5 +33,5 @@ class CarriedWrites:
         if records is None:
             return
         async with self.pool.acquire() as conn, conn.transaction():
-            reports = (await write_batch(conn, records))[1]
+            reports = await write_carried(conn, records)
         await tell_own_case(reports)

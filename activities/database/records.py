@@ -32,7 +32,7 @@ class RecordActivities:
     @activity.defn(name=RECORD_LEGAL_ACTION)
     async def record_legal_action(self, inp: LegalInput) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            _, reports = await write_batch(conn, inp.records) if inp.records else (0, [])
+            reports = await write_carried(conn, inp.records)
             status = await conn.execute(
                 """
                 INSERT INTO legal_actions (idempotency_key, loan_id, action, documents,
@@ -44,6 +44,13 @@ class RecordActivities:
             )
         await tell_own_case(reports)
         return status.endswith(" 1")
+
+
+async def write_carried(conn: asyncpg.Connection,
+                        batch: RecordBatch | None) -> list[DeliveryReport]:
+    """The writes an action carries (workflows/carried_writes.py), if it carries any, in the
+    caller's transaction: the delivery reports to tell once it has committed."""
+    return [] if batch is None else (await write_batch(conn, batch))[1]
 
 
 async def write_batch(conn: asyncpg.Connection, batch: RecordBatch,

@@ -13,9 +13,8 @@ from temporalio import activity
 
 from activities.database.contacts import reserve
 from activities.database.delivery_status import tell_own_case
-from activities.database.records import write_batch
+from activities.database.records import write_carried
 from contracts.activity_io import CLOSE_TASK, CREATE_TASK, TaskClose, TaskCreated, TaskInput
-from contracts.messages import DeliveryReport
 
 
 class TaskActivities:
@@ -24,37 +23,22 @@ class TaskActivities:
 
     @activity.defn(name=CREATE_TASK)
     async def create_task(self, task: TaskInput) -> TaskCreated:
+        """The task, with the writes it carries and its reservation, in one transaction. A
+        refused reservation creates no task; the carried writes are committed either way."""
         decision = None
-        reports: list[DeliveryReport] = []
         async with self.pool.acquire() as conn, conn.transaction():
-            if task.records is not None:
-                reports += (await write_batch(conn, task.records))[1]
+            reports = await write_carried(conn, task.records)
             if task.reserve is not None:
                 decision = await reserve(conn, task.reserve)
-                if not decision.allowed:
-                    return TaskCreated(created=False, decision=decision)
-                task.caps_left = decision.caps_left or task.caps_left
-            await conn.execute(
-                """
-                INSERT INTO tasks (task_key, loan_id, workflow_id, kind, step_id, priority,
-                    due_by, created_at, rule_pack, timezone, window_start, window_end,
-                    work_windows, caps_left)
-                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::jsonb,$14::jsonb)
-                ON CONFLICT (task_key) DO NOTHING
-                """,
-                task.task_key, task.loan_id, task.workflow_id, task.kind, task.step_id,
-                task.priority, task.due_by, task.created_at, task.rule_pack or None,
-                task.timezone or None, task.window_start or None, task.window_end or None,
-                json.dumps(task.work_windows), json.dumps(task.caps_left),
-            )
-            if task.on_created is not None:
-                reports += (await write_batch(conn, task.on_created))[1]
+            created = decision is None or decision.allowed
+            if created:
+                await _insert(conn, task, decision.caps_left if decision else {})
+                reports += await write_carried(conn, task.on_created)
         await tell_own_case(reports)
-        return TaskCreated(created=True, decision=decision)
+        return TaskCreated(created=created, decision=decision)
 
     @activity.defn(name=CLOSE_TASK)
     async def close_task(self, close: TaskClose) -> None:
-        reports: list[DeliveryReport] = []
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """
@@ -65,6 +49,22 @@ class TaskActivities:
                 close.task_key, close.status, close.outcome, close.agent, close.note,
                 close.completed_at, close.reason, close.contacted_at, close.breach_rule,
             )
-            if close.records is not None:
-                reports += (await write_batch(conn, close.records))[1]
+            reports = await write_carried(conn, close.records)
         await tell_own_case(reports)
+
+
+async def _insert(conn: asyncpg.Connection, task: TaskInput, caps_left: dict[str, int]) -> None:
+    """The queue's row (keyed: a retry inserts nothing). The room under the caps is the
+    reservation's when the task carried one (a retry's answer has none: the row has it)."""
+    await conn.execute(
+        """
+        INSERT INTO tasks (task_key, loan_id, workflow_id, kind, step_id, priority, due_by,
+            created_at, rule_pack, timezone, window_start, window_end, work_windows, caps_left)
+        VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13::jsonb,$14::jsonb)
+        ON CONFLICT (task_key) DO NOTHING
+        """,
+        task.task_key, task.loan_id, task.workflow_id, task.kind, task.step_id, task.priority,
+        task.due_by, task.created_at, task.rule_pack or None, task.timezone or None,
+        task.window_start or None, task.window_end or None, json.dumps(task.work_windows),
+        json.dumps(caps_left or task.caps_left),
+    )
