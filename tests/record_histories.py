@@ -1,6 +1,6 @@
 """Record the event histories that tests/test_replay.py replays against the current workflow code.
 
-    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # every scenario, as -v8
+    PYTHONPATH=. .venv/bin/python tests/record_histories.py            # every scenario, as -v9
     PYTHONPATH=. .venv/bin/python tests/record_histories.py write_off  # some of them
     PYTHONPATH=. .venv/bin/python tests/record_histories.py --out /tmp/h  # elsewhere (to compare)
 
@@ -20,7 +20,8 @@ the `delivery_failed` signal; `<name>.json` and -v2 to -v5 are the earlier shape
 scenarios new in v6 are recorded only as -v6). From -v7 (issue 18) a case starts as the service
 starts it, the personal fields in the borrower vault and a reference in the input (V7_SCENARIOS;
 `--inline --version v6` records the shape before it). From -v8 (issue 21) a case's writes travel
-with its actions (workflows/carried_writes.py), so every scenario is recorded again.
+with its actions (workflows/carried_writes.py), so every scenario is recorded again. From -v9 a
+notice's suppression check travels with its send (NOTICE_CHECK_PATCH): every scenario again.
 """
 
 from __future__ import annotations
@@ -430,11 +431,13 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-CURRENT = "v8"
+CURRENT = "v9"
 # Recorded as -v7 (the vault shape); the others' paths did not change with it.
 V7_SCENARIOS = ("paid_in_full", "sms_opted_out", "wecom_confirmed")
 # Recorded as -v8 (writes travel with the actions: workflows/carried_writes.py): every scenario.
 V8_SCENARIOS = tuple(SCENARIOS)
+# Recorded as -v9 (a notice's check travels with its send): every scenario.
+V9_SCENARIOS = tuple(SCENARIOS)
 
 
 async def record(names: list[str], out: Path = HISTORIES, version: str = CURRENT, *,
@@ -489,7 +492,7 @@ def main() -> None:
     parser.add_argument("--inline", action="store_true",
                         help="start with the personal fields inline (the shape before v7)")
     args = parser.parse_args()
-    names = args.scenarios or list(V8_SCENARIOS)
+    names = args.scenarios or list(V9_SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")

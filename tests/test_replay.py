@@ -51,11 +51,12 @@ from contracts.messages import CaseResult
 from contracts.names import workflow_id_for
 from infra.codec import data_converter
 from workflows.agent_tasks import TASK_RULES_PATCH
-from workflows.carried_writes import CARRY_PATCH
+from workflows.carried_writes import CARRY_PATCH, NOTICE_CHECK_PATCH
 from workflows.collection_workflow import INPUT_CHECK_PATCH, CollectionWorkflow
 from workflows.contacts import (
     DELIVERY_FAILED_PATCH,
     FOLLOW_UP_PATCH,
+    NOTICE_SUPPRESSED_PATCH,
     ONE_FALLBACK_PATCH,
     SUPPRESSED_PATCH,
 )
@@ -82,6 +83,7 @@ V6_PATHS: dict[str, tuple[str, set[str]]] = {
 }
 V6_SCENARIOS = set(V6_PATHS)
 V8_SCENARIOS = V5_SCENARIOS | V6_SCENARIOS
+V9_SCENARIOS = V8_SCENARIOS
 
 
 def version(path: Path) -> int:
@@ -128,9 +130,11 @@ def test_all_scenarios_are_recorded() -> None:
     assert {p.stem for p in FILES} >= {f"{s}-v4" for s in V4_SCENARIOS}
     assert {p.stem for p in FILES} >= {f"{s}-v5" for s in V5_SCENARIOS}
     assert {p.stem for p in FILES} >= {f"{s}-v6" for s in V6_SCENARIOS}
-    assert {version(p) for p in FILES} == {1, 2, 3, 4, 5, 6, 7, 8}  # 7: the vault shape
+    assert {version(p) for p in FILES} == {1, 2, 3, 4, 5, 6, 7, 8, 9}  # 7: the vault shape
     # 8: writes travel with the actions (workflows/carried_writes.py), every scenario
     assert {p.stem for p in FILES} >= {f"{s}-v8" for s in V8_SCENARIOS}
+    # 9: a notice's suppression check travels with its send, every scenario
+    assert {p.stem for p in FILES} >= {f"{s}-v9" for s in V9_SCENARIOS}
 
 
 def kinds(path: Path) -> tuple[set[str], set[str]]:
@@ -241,6 +245,22 @@ def test_v8_recordings_carry_their_writes(name: str) -> None:
     for older in HISTORIES.glob("*.json"):
         if version(older) < 8:
             assert CARRY_PATCH not in patch_ids(older), older.name
+
+
+@pytest.mark.parametrize("name", sorted(V9_SCENARIOS - {"bad_start"}))
+def test_v9_recordings_check_notices_with_their_sends(name: str) -> None:
+    """-v9: every case took NOTICE_CHECK_PATCH (and so never asks NOTICE_SUPPRESSED_PATCH, which
+    it implies); a receipt's check went with its send, so paid in full schedules no
+    `reserve_contact` where -v8 did; no recording before v9 took it."""
+    path = HISTORIES / f"{name}-v9.json"
+    assert NOTICE_CHECK_PATCH in patch_ids(path)
+    assert NOTICE_SUPPRESSED_PATCH not in patch_ids(path)
+    if name == "paid_in_full":
+        assert "reserve_contact" in scheduled_activities(HISTORIES / f"{name}-v8.json")
+        assert "reserve_contact" not in scheduled_activities(path)
+    for older in HISTORIES.glob("*.json"):
+        if version(older) < 9:
+            assert NOTICE_CHECK_PATCH not in patch_ids(older), older.name
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

@@ -242,7 +242,7 @@ class AgentTasks:
                 borrower_key=s.borrower_key, contact_key=addresses.contact_key(s.loan, kind),
                 channel=kind, step_id=step.id, stage=s.stage.value, template=None, at=at,
                 timezone=tz, rule_pack=pack, check_only=True, exclude_key=task.task_key,
-            ))
+            ), immediate=True)
             if not decision.allowed:
                 breach = decision.rule or f"{pack.name}.caps"
                 reason = f"{kind} at {local_at:%Y-%m-%d %H:%M} local over a cap: {decision.reason}"

@@ -25,6 +25,14 @@ from typing import Protocol
 from contracts.activity_io import ContactDecision, RecordBatch
 
 CARRY_PATCH = "writes-travel-with-actions"
+# Since this patch (asked once, when a run that carries its writes starts) the check a notice the
+# case owes makes (is the channel suppressed? NOTICE_SUPPRESSED_PATCH) travels with its send too,
+# instead of a `reserve_contact` of its own: a send whose check finds the channel suppressed sends
+# nothing and comes back NOT_RESERVED with the suppression's rule. A run that took it began on
+# code that has NOTICE_SUPPRESSED_PATCH, so it does not ask that one. Its runs' recorder also keeps
+# going when an action woken with it took what it woke for (before it, the recorder stopped there
+# and what the case noted later waited for the next action to carry it).
+NOTICE_CHECK_PATCH = "notice-checks-travel"
 
 
 def provisional() -> ContactDecision:

@@ -40,6 +40,7 @@ class Case:
         # Whether its writes travel with its actions (workflows/carried_writes.py): set when its
         # run starts.
         self.carry = False
+        self.notice_checks_travel = False  # NOTICE_CHECK_PATCH, asked with CARRY_PATCH
         self._today: tuple[datetime, date] | None = None
 
     @classmethod

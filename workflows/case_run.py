@@ -15,7 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.policy import Step
     from workflows import arrangements, ladder, placement
     from workflows.agent_tasks import AgentTasks
-    from workflows.carried_writes import CARRY_PATCH
+    from workflows.carried_writes import CARRY_PATCH, NOTICE_CHECK_PATCH
     from workflows.case import Case
     from workflows.case_state import CaseData
     from workflows.contacts import DOCUMENT_CHANNEL, CaseContacts
@@ -36,6 +36,7 @@ class CaseRun:
         case.carry = case.runtime.patched(CARRY_PATCH)
         if case.carry:
             effects.carry_with(self.recorder)
+            case.notice_checks_travel = case.runtime.patched(NOTICE_CHECK_PATCH)
         self._notices_done = False
         self._placements_done = False
 
@@ -64,6 +65,10 @@ class CaseRun:
             await placements
         self.recorder.stopping = True
         await recorder
+        if self.recorder.has_pending():
+            # A run begun before NOTICE_CHECK_PATCH whose recorder stopped early (an action woken
+            # with it had taken what it woke for): what it noted since is written now.
+            await self.recorder.run()
         await case.runtime.wait_condition(case.runtime.handlers_finished)
         return continue_as_new
 

@@ -182,8 +182,8 @@ class CaseContacts:
                 at = decision.retry_at or now + timedelta(days=1)
                 rule, reason = decision.rule, decision.reason
             elif at <= now:
-                if case.runtime.patched(NOTICE_SUPPRESSED_PATCH) and await self._notice_suppressed(
-                        step_id, name, attempt_key, template):
+                if ((case.notice_checks_travel or case.runtime.patched(NOTICE_SUPPRESSED_PATCH))
+                        and await self._notice_suppressed(step_id, name, attempt_key, template)):
                     return Clearance.SUPPRESSED
                 return Clearance.CLEAR
             refused = None  # the window closed meanwhile: asked again at its next opening
@@ -213,19 +213,26 @@ class CaseContacts:
         """Whether a notice the case owes (a receipt, a confirmation) may not use this channel:
         the caps do not hold notices back, but an opt-out or a suppressed address does
         (NOTICE_SUPPRESSED_PATCH). Asked as a check only, so nothing is written and the caps'
-        answer is ignored; a suppressed channel is recorded as skipped with the rule."""
+        answer is ignored; a suppressed channel is recorded as skipped with the rule. Since
+        NOTICE_CHECK_PATCH the check travels with the send (a provisional answer here; the send
+        comes back NOT_RESERVED if the channel is suppressed)."""
         s = self.case.s
         decision = await self.effects.reserve_contact(ContactRequest(
             key=attempt_key, loan_id=s.loan.loan_id, borrower_key=s.borrower_key,
             contact_key=addresses.contact_key(s.loan, name), channel=name, step_id=step_id,
             stage=s.stage.value, template=template, at=self.case.now(),
             timezone=s.loan.timezone, rule_pack=s.policy.rule_pack, check_only=True,
-        ))
+        ), immediate=not self.case.notice_checks_travel)
         if not decision.suppressed:
             return False
+        self._skipped(step_id, name, attempt_key, template, decision)
+        return True
+
+    def _skipped(self, step_id: str, name: str, attempt_key: str, template: str | None,
+                 decision: ContactDecision) -> None:
+        """A notice's channel found suppressed: recorded as skipped, with the suppression's rule."""
         self.rec.note(step_id, name, "skipped", key=f"{attempt_key}/skipped", rule=decision.rule,
                       reason=decision.reason, template=template)
-        return True
 
     async def validation_notice_first(self) -> None:
         """Where the pack requires it, the validation notice goes with the first communication."""
@@ -277,6 +284,10 @@ class CaseContacts:
             )
             if result.status != NOT_RESERVED:
                 break
+            if not caps and result.decision is not None:  # its check found it suppressed
+                self._skipped(step_id, name, attempt_key, template, result.decision)
+                return await self._fall_back(step, name, template, key_base=key_base,
+                                             extra=extra, refused=False)
             refused = result.decision  # deferred as if asked before the send
         if (result.status == OUTSIDE_WINDOW
                 and self.case.runtime.patched(SEND_WINDOW_PATCH)):

@@ -154,7 +154,8 @@ class DurableEffects:
 
     async def reserve_contact(self, req: ContactRequest, *,
                               immediate: bool = False) -> ContactDecision:
-        if self._carrier is not None and not immediate and not req.check_only:
+        # A check only travels when asked to (NOTICE_CHECK_PATCH): runs before it ask at once.
+        if self._carrier is not None and not immediate:
             self._reservations[req.key] = req
             return provisional()
         decision: ContactDecision = await run_db(RESERVE_CONTACT, req, result_type=ContactDecision)

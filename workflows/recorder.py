@@ -55,7 +55,11 @@ class Recorder:
         while True:
             await self.case.runtime.wait_condition(lambda: self.has_pending() or self.stopping)
             if not self.has_pending():
-                return
+                # An action woken with it may have taken what was pending (carried writes): since
+                # NOTICE_CHECK_PATCH that is no reason to stop; runs before it stopped here.
+                if self.stopping or not self.case.notice_checks_travel:
+                    return
+                continue
             if not self.effects.writes_records:
                 self._discard()
                 continue
