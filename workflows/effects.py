@@ -154,7 +154,8 @@ class DurableEffects:
 
     async def reserve_contact(self, req: ContactRequest, *,
                               immediate: bool = False) -> ContactDecision:
-        # A check only travels when asked to (NOTICE_CHECK_PATCH): runs before it ask at once.
+        # Checks travel too (NOTICE_CHECK_PATCH); a caller that needs the answer now, or a run
+        # from before that patch, asks `immediate`.
         if self._carrier is not None and not immediate:
             self._reservations[req.key] = req
             return provisional()

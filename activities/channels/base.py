@@ -30,6 +30,7 @@ from activities.templates import LinkBuilder, RenderedMessage, render
 from contracts.activity_io import (
     NOT_RESERVED,
     OUTSIDE_WINDOW,
+    ContactDecision,
     FollowUpInput,
     FollowUpResult,
     SendInput,
@@ -151,16 +152,22 @@ def send_activity(adapter: ChannelAdapter, outbox: Outbox, links: LinkBuilder,
         if carried is None:
             raise RuntimeError("a send that carries writes, and this worker has no database")
         decision = await carried.before(inp.records, inp.reserve)
-        # A notice's check (check_only) holds the send back only for a suppressed channel: the
-        # caps do not apply to what the case owes.
-        if decision is not None and not decision.allowed and (
-                decision.suppressed or inp.reserve is None or not inp.reserve.check_only):
+        if decision is not None and not decision.allowed and await _holds_back(inp, decision):
             return SendResult(status=NOT_RESERVED, decision=decision)
         result = await send_only(inp)
         if result.status == "sent":
             await carried.after(inp.on_sent)
         result.decision = decision
         return result
+
+    async def _holds_back(inp: SendInput, decision: ContactDecision) -> bool:
+        """A refused reservation holds the send back. A notice's check (check_only) does only for
+        a suppressed channel (the caps do not apply to what the case owes), and not on a retry
+        of a send an earlier attempt may have made: that one is not a reservation kept, so an
+        opt-out since would otherwise record as skipped a message that went out."""
+        if inp.reserve is None or not inp.reserve.check_only:
+            return True
+        return decision.suppressed and not await outbox.attempted(inp.outbox_key)
 
     async def send_only(inp: SendInput) -> SendResult:
         if inp.borrower_ref:  # issue 18: the address is read from the vault now, not carried

@@ -98,6 +98,11 @@ class Outbox:
                 return _Claim("fresh")
             return _Claim("in_flight", claimed_at=row["claimed_at"])
 
+    async def attempted(self, key: str) -> bool:
+        """Whether an earlier attempt of this send got as far as the provider (it may have sent)."""
+        status = await self.pool.fetchval("SELECT status FROM outbox WHERE outbox_key = $1", key)
+        return status is not None and status != "retry"
+
     async def _set(self, key: str, status: str, provider_id: str | None = None,
                    error: str | None = None) -> None:
         await self.pool.execute(
